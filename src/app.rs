@@ -1,0 +1,150 @@
+//! Wires one node together: store, listener, router, background loops and
+//! the shutdown sequence. The only place that knows every layer.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::Node;
+use crate::store::memory::MemoryStore;
+use crate::store::postgres::PgStore;
+use crate::store::{NodeRow, Store};
+
+/// How long shutdown waits for session tasks after closing their sockets.
+const SESSION_EXIT_WAIT: Duration = Duration::from_secs(3);
+
+pub struct Application {
+    node: Arc<Node>,
+    listener: TcpListener,
+    port: u16,
+    stop: CancellationToken,
+}
+
+/// Opens the configured store, migrating Postgres first.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.settings.database_url {
+        Some(url) => {
+            let applied = PgStore::migrate(url).await?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "migrations applied");
+            }
+            Ok(Arc::new(PgStore::connect(
+                url,
+                config.settings.db_pool_size,
+            )?))
+        }
+        None => {
+            tracing::info!(
+                "no database_url configured: memory mode, single node, nothing persists"
+            );
+            Ok(Arc::new(MemoryStore::new()))
+        }
+    }
+}
+
+impl Application {
+    /// Binds the listener and registers the node. Port 0 picks a free port
+    /// (tests); `port()` tells which.
+    pub async fn build(
+        config: Config,
+        store: Arc<dyn Store>,
+        admin_token: Option<String>,
+    ) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind((config.bind, config.settings.port)).await?;
+        let addr = listener.local_addr()?;
+        let public_url = config.public_url(addr.port());
+        let admin_token = admin_token.or_else(|| config.settings.admin_token.clone());
+        let node = Arc::new(Node::new(config, store, public_url, admin_token));
+        node.store
+            .register_node(&NodeRow {
+                id: node.id,
+                addr: addr.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at: node.now(),
+            })
+            .await?;
+        tracing::info!(node_id = %node.id, %addr, store = node.store.backend(), "node listening");
+        Ok(Application {
+            node,
+            listener,
+            port: addr.port(),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn node(&self) -> Arc<Node> {
+        self.node.clone()
+    }
+
+    /// Cancel to begin a graceful shutdown (what SIGTERM does).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Serves until the stop token is cancelled, then drains: readiness
+    /// 503 and no new sockets for `shutdown_drain_seconds`, then every
+    /// socket closed with 1001 (presences go to grace), then the node row
+    /// is removed.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Application {
+            node,
+            listener,
+            stop,
+            ..
+        } = self;
+        let loops_stop = CancellationToken::new();
+        let heartbeat = tokio::spawn(crate::cluster::run_heartbeat(
+            node.clone(),
+            loops_stop.clone(),
+        ));
+        let sweeper = tokio::spawn(crate::cluster::run_sweeper(
+            node.clone(),
+            loops_stop.clone(),
+        ));
+
+        let serve_stop = CancellationToken::new();
+        let drain = {
+            let node = node.clone();
+            let serve_stop = serve_stop.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                node.draining.store(true, Ordering::Relaxed);
+                tracing::info!(node_id = %node.id, "draining");
+                let _ = node.store.heartbeat_node(node.id, node.now(), true).await;
+                let drain = Duration::from_secs(node.config.settings.shutdown_drain_seconds);
+                tokio::time::sleep(drain).await;
+                node.close_sockets.cancel();
+                serve_stop.cancel();
+            })
+        };
+
+        let router = crate::http::router(node.clone());
+        axum::serve(listener, router)
+            .with_graceful_shutdown(serve_stop.cancelled_owned())
+            .await?;
+        let _ = drain.await;
+        node.tracker.close();
+        if tokio::time::timeout(SESSION_EXIT_WAIT, node.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(node_id = %node.id, "some sessions did not finish in time");
+        }
+        loops_stop.cancel();
+        let _ = heartbeat.await;
+        let _ = sweeper.await;
+        if let Err(e) = node.store.remove_node(node.id).await {
+            tracing::warn!(node_id = %node.id, error = %e, "could not remove node row");
+        }
+        tracing::info!(node_id = %node.id, "stopped");
+        Ok(())
+    }
+}

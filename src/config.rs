@@ -1,0 +1,388 @@
+//! Settings: loaded once at start from built-in defaults < `config.toml` <
+//! environment, validated, then passed down as a typed value. Nothing else in
+//! the crate reads the environment.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Every key the broker understands. The environment is filtered to these
+/// (as `BROKER_<KEY>`), so unrelated variables such as `BROKER_URL`, which the
+/// admin CLI reads, never trip the unknown-key check.
+pub const KEYS: &[&str] = &[
+    "port",
+    "bind",
+    "database_url",
+    "db_pool_size",
+    "public_url",
+    "admin_token",
+    "max_message_bytes",
+    "max_connections_per_mesh",
+    "send_rate_per_min",
+    "send_burst",
+    "hook_rate_limit_per_min",
+    "hook_auth",
+    "status_ttl_seconds",
+    "hook_fresh_window_seconds",
+    "presence_grace_seconds",
+    "claim_lease_seconds",
+    "queue_ttl_seconds",
+    "ping_interval_seconds",
+    "pong_timeout_seconds",
+    "node_heartbeat_seconds",
+    "node_lease_seconds",
+    "sweep_interval_seconds",
+    "shutdown_drain_seconds",
+    "log_format",
+];
+
+/// The claudemesh seed's environment names, read without prefix so existing
+/// deployments keep working. A prefixed name wins over its seed name.
+const SEED_ENV: &[&str] = &[
+    "DATABASE_URL",
+    "STATUS_TTL_SECONDS",
+    "HOOK_FRESH_WINDOW_SECONDS",
+    "MAX_CONNECTIONS_PER_MESH",
+    "MAX_MESSAGE_BYTES",
+    "HOOK_RATE_LIMIT_PER_MIN",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookAuth {
+    Token,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Raw settings as layered by figment. Options left `None` get their
+/// mode-dependent default (dev or not) in [`Settings::resolve`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub port: u16,
+    pub bind: Option<IpAddr>,
+    pub database_url: Option<String>,
+    pub db_pool_size: usize,
+    pub public_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub max_message_bytes: usize,
+    pub max_connections_per_mesh: u32,
+    pub send_rate_per_min: u32,
+    pub send_burst: u32,
+    pub hook_rate_limit_per_min: u32,
+    pub hook_auth: Option<HookAuth>,
+    pub status_ttl_seconds: u64,
+    pub hook_fresh_window_seconds: u64,
+    pub presence_grace_seconds: u64,
+    pub claim_lease_seconds: u64,
+    pub queue_ttl_seconds: u64,
+    pub ping_interval_seconds: u64,
+    pub pong_timeout_seconds: u64,
+    pub node_heartbeat_seconds: u64,
+    pub node_lease_seconds: u64,
+    pub sweep_interval_seconds: u64,
+    pub shutdown_drain_seconds: u64,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            port: 7900,
+            bind: None,
+            database_url: None,
+            // Sixteen covers a busy node's concurrent transactions without
+            // crowding Postgres' default 100 connections at three replicas.
+            db_pool_size: 16,
+            public_url: None,
+            admin_token: None,
+            max_message_bytes: 65536,
+            max_connections_per_mesh: 100,
+            send_rate_per_min: 60,
+            send_burst: 10,
+            hook_rate_limit_per_min: 30,
+            hook_auth: None,
+            status_ttl_seconds: 60,
+            hook_fresh_window_seconds: 30,
+            presence_grace_seconds: 90,
+            claim_lease_seconds: 30,
+            queue_ttl_seconds: 604_800,
+            ping_interval_seconds: 30,
+            pong_timeout_seconds: 75,
+            node_heartbeat_seconds: 5,
+            node_lease_seconds: 15,
+            sweep_interval_seconds: 5,
+            shutdown_drain_seconds: 10,
+            log_format: None,
+        }
+    }
+}
+
+/// Overrides given on the command line; they sit above the environment.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct CliOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<IpAddr>,
+}
+
+/// Settings with every mode-dependent default filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    pub dev: bool,
+    pub bind: IpAddr,
+    pub hook_auth: HookAuth,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Layers defaults, the config file and the environment. `file` is the
+    /// `--config` path; without one, `./config.toml` is read when present.
+    pub fn load(file: Option<&Path>, cli: &CliOverrides) -> anyhow::Result<Settings> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    anyhow::bail!("config file {} does not exist", path.display());
+                }
+                fig = fig.merge(Toml::file_exact(path));
+            }
+            None => fig = fig.merge(Toml::file_exact("config.toml")),
+        }
+        fig = fig
+            .merge(Env::raw().only(SEED_ENV))
+            .merge(Env::prefixed("BROKER_").only(KEYS))
+            .merge(Serialized::defaults(cli));
+        let settings: Settings = fig.extract().map_err(|e| {
+            // figment names the key and the source (file or variable).
+            anyhow::anyhow!("invalid configuration: {e}")
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Rejects values that would start a broken node. Each message names
+    /// the key so an operator knows what to fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("db_pool_size", self.db_pool_size as u64),
+            ("max_message_bytes", self.max_message_bytes as u64),
+            (
+                "max_connections_per_mesh",
+                self.max_connections_per_mesh as u64,
+            ),
+            ("send_rate_per_min", self.send_rate_per_min as u64),
+            ("send_burst", self.send_burst as u64),
+            (
+                "hook_rate_limit_per_min",
+                self.hook_rate_limit_per_min as u64,
+            ),
+            ("status_ttl_seconds", self.status_ttl_seconds),
+            ("claim_lease_seconds", self.claim_lease_seconds),
+            ("queue_ttl_seconds", self.queue_ttl_seconds),
+            ("ping_interval_seconds", self.ping_interval_seconds),
+            ("pong_timeout_seconds", self.pong_timeout_seconds),
+            ("node_heartbeat_seconds", self.node_heartbeat_seconds),
+            ("node_lease_seconds", self.node_lease_seconds),
+            ("sweep_interval_seconds", self.sweep_interval_seconds),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                anyhow::bail!("invalid configuration: `{key}` must be greater than 0");
+            }
+        }
+        if self.pong_timeout_seconds <= self.ping_interval_seconds {
+            anyhow::bail!(
+                "invalid configuration: `pong_timeout_seconds` ({}) must exceed `ping_interval_seconds` ({})",
+                self.pong_timeout_seconds,
+                self.ping_interval_seconds
+            );
+        }
+        if self.node_lease_seconds <= self.node_heartbeat_seconds {
+            anyhow::bail!(
+                "invalid configuration: `node_lease_seconds` ({}) must exceed `node_heartbeat_seconds` ({})",
+                self.node_lease_seconds,
+                self.node_heartbeat_seconds
+            );
+        }
+        if let Some(url) = &self.database_url {
+            if url.trim().is_empty() {
+                anyhow::bail!("invalid configuration: `database_url` is empty");
+            }
+        }
+        if let Some(token) = &self.admin_token {
+            if token.len() < 16 {
+                anyhow::bail!(
+                    "invalid configuration: `admin_token` must be at least 16 characters"
+                );
+            }
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                anyhow::bail!(
+                    "invalid configuration: `public_url` must start with ws:// or wss://"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills in the defaults that depend on `--dev`.
+    pub fn resolve(self, dev: bool) -> Config {
+        let bind = self.bind.unwrap_or(if dev {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from([0, 0, 0, 0])
+        });
+        let hook_auth =
+            self.hook_auth
+                .unwrap_or(if dev { HookAuth::None } else { HookAuth::Token });
+        let log_format = self.log_format.unwrap_or(if dev {
+            LogFormat::Pretty
+        } else {
+            LogFormat::Json
+        });
+        Config {
+            settings: self,
+            dev,
+            bind,
+            hook_auth,
+            log_format,
+        }
+    }
+}
+
+impl Config {
+    /// The WebSocket URL invites name, given the port actually bound.
+    pub fn public_url(&self, port: u16) -> String {
+        match &self.settings.public_url {
+            Some(url) => url.clone(),
+            None => format!("ws://{}:{}/ws", self.bind, port),
+        }
+    }
+
+    /// Largest WebSocket frame accepted: a full `send` plus envelope room.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.settings.max_message_bytes + 16 * 1024
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let s = Settings::default();
+        assert_eq!(s.port, 7900);
+        assert_eq!(s.max_message_bytes, 65536);
+        assert_eq!(s.max_connections_per_mesh, 100);
+        assert_eq!(s.presence_grace_seconds, 90);
+        assert_eq!(s.queue_ttl_seconds, 604_800);
+        let c = s.resolve(false);
+        assert_eq!(c.hook_auth, HookAuth::Token);
+        assert_eq!(c.bind.to_string(), "0.0.0.0");
+        let d = Settings::default().resolve(true);
+        assert_eq!(d.hook_auth, HookAuth::None);
+        assert_eq!(d.bind.to_string(), "127.0.0.1");
+        assert_eq!(d.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn layers_file_then_env_with_seed_names() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                "port = 8000\nsend_burst = 3\nstatus_ttl_seconds = 5\n",
+            )?;
+            jail.set_env("BROKER_SEND_BURST", "4");
+            jail.set_env("MAX_MESSAGE_BYTES", "1000");
+            jail.set_env("STATUS_TTL_SECONDS", "7");
+            jail.set_env("BROKER_STATUS_TTL_SECONDS", "9");
+            jail.set_env("BROKER_URL", "http://ignored");
+            let s = Settings::load(None, &CliOverrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.port, 8000);
+            assert_eq!(s.send_burst, 4);
+            assert_eq!(s.max_message_bytes, 1000);
+            assert_eq!(s.status_ttl_seconds, 9, "prefixed name beats the seed name");
+            let cli = CliOverrides {
+                port: Some(9),
+                bind: None,
+            };
+            let s = Settings::load(None, &cli).map_err(|e| e.to_string())?;
+            assert_eq!(s.port, 9);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("config.toml", "prot = 8000\n")?;
+            let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains("prot"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("BROKER_PORT", "seventy");
+            let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains("port"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("BROKER_HOOK_AUTH", "maybe");
+            let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains("hook_auth"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("BROKER_PING_INTERVAL_SECONDS", "80");
+            let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains("pong_timeout_seconds"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("BROKER_SEND_BURST", "0");
+            let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains("send_burst"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_config_file_fails() {
+        let err = Settings::load(
+            Some(Path::new("/nonexistent/broker.toml")),
+            &CliOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn top_level_config_toml_documents_every_key() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+            .expect("config.toml at the top level");
+        for key in KEYS {
+            let needle = format!("{key} =");
+            assert!(text.contains(&needle), "config.toml does not list `{key}`");
+        }
+    }
+}

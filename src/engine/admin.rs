@@ -1,0 +1,268 @@
+//! Operator actions: meshes, members, invites. The admin API and
+//! `serve --dev` call these; they validate, write through the Store and
+//! close sockets a change affects.
+
+use chrono::Duration;
+use uuid::Uuid;
+
+use super::sessions::close;
+use super::Node;
+use crate::protocol::frames::validate_group;
+use crate::protocol::invite::InvitePayload;
+use crate::protocol::limits::{within, MAX_DISPLAY_NAME, MAX_GROUPS};
+use crate::protocol::{crypto, GroupRef};
+use crate::store::{Invite, Member, Mesh, Role, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database unavailable")]
+    Unavailable(#[source] StoreError),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => AdminError::Conflict(what.to_string()),
+            other => AdminError::Unavailable(other),
+        }
+    }
+}
+
+/// Longest invite lifetime: a year. Longer-lived links are a standing
+/// credential nobody remembers to revoke.
+pub const MAX_INVITE_TTL_SECONDS: i64 = 365 * 24 * 3600;
+/// Default invite lifetime, as claudemesh's own CLI.
+pub const DEFAULT_INVITE_TTL_SECONDS: i64 = 7 * 24 * 3600;
+/// Uses one invite may grant at most.
+pub const MAX_INVITE_USES: i32 = 10_000;
+
+fn valid_slug(slug: &str) -> bool {
+    let b = slug.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+pub struct NewInvite {
+    pub max_uses: Option<i32>,
+    pub ttl_seconds: Option<i64>,
+    pub role: Option<String>,
+    pub broker_url: Option<String>,
+}
+
+pub struct CreatedInvite {
+    pub invite: Invite,
+    pub link: String,
+}
+
+impl Node {
+    pub async fn create_mesh(&self, slug: &str, name: Option<&str>) -> Result<Mesh, AdminError> {
+        if !valid_slug(slug) {
+            return Err(AdminError::BadRequest(
+                "slug must be 1-63 lowercase letters, digits or '-', starting with a letter or digit"
+                    .into(),
+            ));
+        }
+        let name = name.unwrap_or(slug);
+        if name.is_empty() || !within(name, MAX_DISPLAY_NAME) {
+            return Err(AdminError::BadRequest(format!(
+                "name must be 1 to {MAX_DISPLAY_NAME} characters"
+            )));
+        }
+        let owner = crypto::KeyPair::generate();
+        let mesh = Mesh {
+            id: Uuid::now_v7().to_string(),
+            slug: slug.to_string(),
+            name: name.to_string(),
+            owner_pubkey: owner.public_hex,
+            owner_secret: owner.secret_hex,
+            root_key: crypto::random_token(32),
+            created_at: self.now(),
+        };
+        self.store.insert_mesh(&mesh).await.map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                AdminError::Conflict(format!("mesh `{slug}` already exists"))
+            }
+            other => AdminError::Unavailable(other),
+        })?;
+        tracing::info!(mesh_id = %mesh.id, slug = %mesh.slug, "mesh created");
+        Ok(mesh)
+    }
+
+    pub async fn mesh(&self, slug: &str) -> Result<Mesh, AdminError> {
+        self.store
+            .mesh_by_slug(slug)
+            .await?
+            .ok_or(AdminError::NotFound("no such mesh"))
+    }
+
+    pub async fn add_member(
+        &self,
+        slug: &str,
+        pubkey: &str,
+        display_name: &str,
+        role: Option<&str>,
+        groups: Vec<GroupRef>,
+    ) -> Result<Member, AdminError> {
+        if crypto::parse_pubkey(pubkey).is_none() {
+            return Err(AdminError::BadRequest(
+                "pubkey must be 64 hex characters of an ed25519 public key".into(),
+            ));
+        }
+        if display_name.is_empty() || !within(display_name, MAX_DISPLAY_NAME) {
+            return Err(AdminError::BadRequest(format!(
+                "displayName must be 1 to {MAX_DISPLAY_NAME} characters"
+            )));
+        }
+        let role = parse_role(role)?;
+        if groups.len() > MAX_GROUPS {
+            return Err(AdminError::BadRequest(format!(
+                "at most {MAX_GROUPS} groups"
+            )));
+        }
+        for g in &groups {
+            validate_group(g).map_err(AdminError::BadRequest)?;
+        }
+        let mesh = self.mesh(slug).await?;
+        let member = Member {
+            id: Uuid::now_v7().to_string(),
+            mesh_id: mesh.id.clone(),
+            pubkey: pubkey.to_ascii_lowercase(),
+            display_name: display_name.to_string(),
+            role,
+            default_groups: groups,
+            revoked_at: None,
+            created_at: self.now(),
+        };
+        self.store
+            .insert_member(&member)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => {
+                    AdminError::Conflict("pubkey is already a member of this mesh".into())
+                }
+                other => AdminError::Unavailable(other),
+            })?;
+        tracing::info!(mesh_id = %mesh.id, member_id = %member.id, "member added");
+        Ok(member)
+    }
+
+    /// Revokes a member and closes its live sessions with 4003 `revoked`.
+    pub async fn revoke_member(&self, slug: &str, member_id: &str) -> Result<(), AdminError> {
+        let mesh = self.mesh(slug).await?;
+        let ended = self
+            .store
+            .revoke_member(&mesh.id, member_id, self.now())
+            .await?
+            .ok_or(AdminError::NotFound("no such active member in this mesh"))?;
+        for r in ended.iter().filter(|r| r.node_id == self.id) {
+            self.sessions
+                .close(r.id, Some(r.conn_id), close::REVOKED, "revoked");
+        }
+        tracing::info!(mesh_id = %mesh.id, member_id, sessions = ended.len(), "member revoked");
+        Ok(())
+    }
+
+    pub async fn create_invite(
+        &self,
+        slug: &str,
+        req: NewInvite,
+    ) -> Result<CreatedInvite, AdminError> {
+        let max_uses = req.max_uses.unwrap_or(1);
+        if !(1..=MAX_INVITE_USES).contains(&max_uses) {
+            return Err(AdminError::BadRequest(format!(
+                "maxUses must be 1 to {MAX_INVITE_USES}"
+            )));
+        }
+        let ttl = req.ttl_seconds.unwrap_or(DEFAULT_INVITE_TTL_SECONDS);
+        if !(1..=MAX_INVITE_TTL_SECONDS).contains(&ttl) {
+            return Err(AdminError::BadRequest(format!(
+                "ttlSeconds must be 1 to {MAX_INVITE_TTL_SECONDS}"
+            )));
+        }
+        let role = parse_role(req.role.as_deref())?;
+        let broker_url = req.broker_url.unwrap_or_else(|| self.public_url.clone());
+        if !(broker_url.starts_with("ws://") || broker_url.starts_with("wss://"))
+            || broker_url.len() > 2048
+        {
+            return Err(AdminError::BadRequest(
+                "brokerUrl must be a ws:// or wss:// URL".into(),
+            ));
+        }
+        let mesh = self.mesh(slug).await?;
+        let now = self.now();
+        // Whole seconds: the signed payload carries unix seconds.
+        let expires_at =
+            chrono::DateTime::from_timestamp((now + Duration::seconds(ttl)).timestamp(), 0)
+                .expect("in range");
+        let mut payload = InvitePayload {
+            v: 1,
+            mesh_id: mesh.id.clone(),
+            mesh_slug: mesh.slug.clone(),
+            broker_url,
+            expires_at: expires_at.timestamp(),
+            mesh_root_key: mesh.root_key.clone(),
+            role: role.as_str().to_string(),
+            owner_pubkey: mesh.owner_pubkey.clone(),
+            signature: String::new(),
+        };
+        payload
+            .sign(&mesh.owner_secret)
+            .ok_or_else(|| AdminError::BadRequest("mesh owner key is unusable".into()))?;
+        let token = payload.to_token();
+        let invite = Invite {
+            token: token.clone(),
+            mesh_id: mesh.id.clone(),
+            role,
+            max_uses,
+            used_count: 0,
+            expires_at,
+            revoked_at: None,
+            created_at: now,
+        };
+        self.store.insert_invite(&invite).await?;
+        tracing::info!(mesh_id = %mesh.id, max_uses, "invite created");
+        Ok(CreatedInvite {
+            link: format!("ic://join/{token}"),
+            invite,
+        })
+    }
+
+    pub async fn revoke_invite(&self, token: &str) -> Result<(), AdminError> {
+        let token = token.strip_prefix("ic://join/").unwrap_or(token);
+        if self.store.revoke_invite(token, self.now()).await? {
+            Ok(())
+        } else {
+            Err(AdminError::NotFound("no such active invite"))
+        }
+    }
+}
+
+fn parse_role(role: Option<&str>) -> Result<Role, AdminError> {
+    match role {
+        None => Ok(Role::Member),
+        Some(r) => Role::parse(r)
+            .ok_or_else(|| AdminError::BadRequest("role must be member or admin".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slugs() {
+        assert!(super::valid_slug("demo"));
+        assert!(super::valid_slug("a-1"));
+        assert!(!super::valid_slug("-a"));
+        assert!(!super::valid_slug("Demo"));
+        assert!(!super::valid_slug(""));
+        assert!(!super::valid_slug(&"a".repeat(64)));
+    }
+}

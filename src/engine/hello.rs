@@ -1,0 +1,175 @@
+//! The handshake: from a parsed `hello` to an attached presence and the
+//! `hello_ack` bytes, or a refusal with its PROTOCOL.md code.
+
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::sessions::close;
+use super::Node;
+use crate::protocol::frames::Hello;
+use crate::protocol::hello::{verify, HelloRefusal};
+use crate::protocol::{crypto, GroupRef, PROTOCOL_VERSION};
+use crate::store::{Attach, NewPresence, Presence};
+
+/// A successful handshake.
+pub struct Welcome {
+    pub presence: Presence,
+    /// Serialised `hello_ack`.
+    pub ack: String,
+    pub client_ack: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HelloAck<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    presence_id: String,
+    member_display_name: &'a str,
+    member_profile: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restored: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_summary: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restored_groups: Option<&'a [GroupRef]>,
+    hook_token: &'a str,
+    node_id: String,
+    protocol: u32,
+    #[serde(rename = "_reqId", skip_serializing_if = "Option::is_none")]
+    req_id: Option<&'a str>,
+}
+
+/// SHA-256 of a hook token: only the hash is stored, so a database leak
+/// does not hand out hook credentials.
+pub fn hook_token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HelloRefusal {
+    tracing::warn!(error = %e, "store failed during hello");
+    HelloRefusal::new("unavailable", "the broker cannot reach its database; retry")
+}
+
+impl Node {
+    /// Runs every hello check in PROTOCOL.md order and attaches the
+    /// presence. `conn_id` names the socket asking.
+    pub async fn hello(
+        &self,
+        h: &Hello,
+        conn_id: Uuid,
+        req_id: Option<&str>,
+    ) -> Result<Welcome, HelloRefusal> {
+        verify(h, self.now().timestamp_millis())?;
+        let unauthorized = || HelloRefusal::new("unauthorized", "not a member of this mesh");
+        let member = self
+            .store
+            .member_by_id(&h.mesh_id, &h.member_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(unauthorized)?;
+        if member.revoked_at.is_some() || !member.pubkey.eq_ignore_ascii_case(&h.pubkey) {
+            return Err(unauthorized());
+        }
+        let saved = self
+            .store
+            .member_state(&h.mesh_id, &h.member_id)
+            .await
+            .map_err(unavailable)?;
+        let groups = match &h.groups {
+            Some(g) if !g.is_empty() => g.clone(),
+            _ => match &saved {
+                Some(s) if !s.groups.is_empty() => s.groups.clone(),
+                _ => member.default_groups.clone(),
+            },
+        };
+        let hook_token = crypto::random_token(32);
+        let now = self.now();
+        let new = NewPresence {
+            id: Uuid::now_v7(),
+            mesh_id: h.mesh_id.clone(),
+            member_id: member.id.clone(),
+            member_pubkey: member.pubkey.clone(),
+            node_id: self.id,
+            conn_id,
+            session_id: h.session_id.clone(),
+            session_pubkey: h.session_pubkey.as_ref().map(|s| s.to_ascii_lowercase()),
+            display_name: h
+                .display_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| member.display_name.clone()),
+            pid: h.pid,
+            cwd: h.cwd.clone(),
+            hostname: h.hostname.clone(),
+            peer_type: h.peer_type.clone(),
+            channel: h.channel.clone(),
+            model: h.model.clone(),
+            capabilities: h.capabilities.clone().unwrap_or_default(),
+            groups,
+            profile: saved
+                .as_ref()
+                .map(|s| s.profile.clone())
+                .unwrap_or_default(),
+            visible: saved.as_ref().is_none_or(|s| s.visible),
+            summary: saved.as_ref().and_then(|s| s.last_summary.clone()),
+            hook_token_hash: hook_token_hash(&hook_token),
+            now,
+        };
+        let max = self.config.settings.max_connections_per_mesh;
+        let presence = match self
+            .store
+            .attach_presence(&new, max)
+            .await
+            .map_err(unavailable)?
+        {
+            Attach::Created(p) | Attach::Reattached(p) => p,
+            Attach::Replaced {
+                presence,
+                old_node,
+                old_conn,
+            } => {
+                if old_node == self.id {
+                    self.sessions
+                        .close(presence.id, Some(old_conn), close::REPLACED, "replaced");
+                }
+                presence
+            }
+            Attach::Capacity => {
+                return Err(HelloRefusal::new(
+                    "capacity",
+                    format!("mesh already has {max} live sessions"),
+                ))
+            }
+        };
+        let ack = HelloAck {
+            ty: "hello_ack",
+            presence_id: presence.id.to_string(),
+            member_display_name: &member.display_name,
+            member_profile: json!({
+                "roleTag": null,
+                "groups": presence.groups,
+                "messageMode": "push",
+            }),
+            restored: saved.as_ref().map(|_| true),
+            last_summary: saved.as_ref().and_then(|s| s.last_summary.as_deref()),
+            last_seen_at: saved.as_ref().map(|s| crate::time::iso(s.last_seen_at)),
+            restored_groups: saved.as_ref().map(|s| s.groups.as_slice()),
+            hook_token: &hook_token,
+            node_id: self.id.to_string(),
+            protocol: PROTOCOL_VERSION,
+            req_id,
+        };
+        let ack = serde_json::to_string(&ack).expect("hello_ack serialises");
+        let client_ack = presence.capabilities.iter().any(|c| c == "client_ack");
+        Ok(Welcome {
+            presence,
+            ack,
+            client_ack,
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! The protocol rules of PROTOCOL.md, written once over the Store and this
+//! node's session table. Knows the `Store` trait, never SQL; knows session
+//! handles, never raw sockets.
+
+pub mod admin;
+pub mod hello;
+pub mod join;
+pub mod peers;
+pub mod sessions;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::protocol::{Source, Status};
+use crate::store::{PatchResult, PresencePatch, Store, StoreError};
+use sessions::Sessions;
+
+/// One broker node: its identity, its store and the sockets it holds.
+pub struct Node {
+    pub id: Uuid,
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub sessions: Sessions,
+    pub metrics: Metrics,
+    /// What invites name as `broker_url`.
+    pub public_url: String,
+    /// Set at SIGTERM: readiness answers 503 and new sockets are refused.
+    pub draining: AtomicBool,
+    /// Last known database health, kept by the heartbeat loop.
+    pub db_up: AtomicBool,
+    /// Cancelled when the drain period ends: every socket closes with 1001.
+    pub close_sockets: CancellationToken,
+    /// Session tasks, so shutdown can wait for them (axum does not).
+    pub tracker: TaskTracker,
+    /// The admin token in force (configured, or made up by `--dev`).
+    pub admin_token: Option<String>,
+}
+
+impl Node {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        public_url: String,
+        admin_token: Option<String>,
+    ) -> Node {
+        let id = Uuid::now_v7();
+        let metrics = Metrics::new(&id.to_string(), store.backend());
+        Node {
+            id,
+            config,
+            store,
+            sessions: Sessions::default(),
+            metrics,
+            public_url,
+            draining: AtomicBool::new(false),
+            db_up: AtomicBool::new(true),
+            close_sockets: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            admin_token,
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    /// A manual `set_status` from the session itself.
+    pub async fn set_status(&self, presence: Uuid, status: Status) -> Result<(), StoreError> {
+        let window = (self.config.settings.hook_fresh_window_seconds * 1000) as i64;
+        self.store
+            .write_status(presence, status, Source::Manual, self.now(), window)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn patch(
+        &self,
+        presence: Uuid,
+        patch: PresencePatch,
+    ) -> Result<PatchResult, StoreError> {
+        self.store.update_presence(presence, &patch).await
+    }
+
+    /// The socket of `presence` closed: keep it in grace for re-attach.
+    pub async fn release(&self, presence: Uuid, conn_id: Uuid) {
+        self.sessions.remove(presence, conn_id);
+        let now = self.now();
+        let grace = chrono::Duration::seconds(self.config.settings.presence_grace_seconds as i64);
+        if let Err(e) = self
+            .store
+            .release_presence(presence, conn_id, now + grace, now)
+            .await
+        {
+            tracing::warn!(presence_id = %presence, error = %e, "could not move presence to grace");
+        }
+    }
+}

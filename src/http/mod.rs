@@ -1,0 +1,90 @@
+//! The HTTP surface of one node: routes, JSON bodies, request metrics.
+
+pub mod health;
+pub mod join;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::engine::Node;
+use crate::metrics::HttpLabels;
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/health", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .route("/join", post(join::join))
+        .nest("/admin", crate::admin::api::router(node.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            count_requests,
+        ))
+        .with_state(node)
+}
+
+/// Counts every request by matched route (not raw path: bounded labels).
+async fn count_requests(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().as_str().to_string();
+    let resp = next.run(req).await;
+    node.metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// An HTTP error as `{"error","message"}` (admin) with its status.
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+/// Parses a JSON body ourselves so a bad one gets our error shape, not
+/// axum's plain-text rejection.
+pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+}

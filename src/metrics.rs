@@ -1,0 +1,106 @@
+//! Prometheus metrics of one node. A registry per node (no global
+//! recorder) so several nodes can run in one test process. Labels never
+//! carry pubkeys or mesh ids: cardinality stays fixed.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections on this node (helloed or not).
+    pub connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub hellos: Family<ResultLabel, Counter<u64, AtomicU64>>,
+    pub http_requests: Family<HttpLabels, Counter<u64, AtomicU64>>,
+    /// Frames answered with `bad_request`.
+    pub bad_frames: Counter<u64, AtomicU64>,
+    /// Sockets closed for missing pongs.
+    pub pong_timeouts: Counter<u64, AtomicU64>,
+    /// Frames over the size limit (socket closed 1009).
+    pub oversized_frames: Counter<u64, AtomicU64>,
+}
+
+impl Metrics {
+    pub fn new(node_id: &str, backend: &'static str) -> Metrics {
+        let mut registry = Registry::with_prefix("broker");
+        let connections = Gauge::default();
+        let hellos = Family::default();
+        let http_requests = Family::default();
+        let bad_frames = Counter::default();
+        let pong_timeouts = Counter::default();
+        let oversized_frames = Counter::default();
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                ("store", backend.to_string()),
+                ("node_id", node_id.to_string()),
+            ]),
+        );
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            connections.clone(),
+        );
+        registry.register("hellos", "Hello handshakes by result", hellos.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "bad_frames",
+            "Client frames refused as bad_request",
+            bad_frames.clone(),
+        );
+        registry.register(
+            "pong_timeouts",
+            "Sockets closed because pongs stopped",
+            pong_timeouts.clone(),
+        );
+        registry.register(
+            "oversized_frames",
+            "Frames refused for size (close 1009)",
+            oversized_frames.clone(),
+        );
+        Metrics {
+            registry,
+            connections,
+            hellos,
+            http_requests,
+            bad_frames,
+            pong_timeouts,
+            oversized_frames,
+        }
+    }
+
+    pub fn hello(&self, result: &'static str) {
+        self.hellos.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,425 @@
+//! The single-node store: everything in one mutex-guarded struct. Every
+//! operation takes the lock once, so each is atomic exactly like its
+//! Postgres transaction. Not for clusters: nothing here is shared.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::*;
+use crate::protocol::status::{decide, Decision, Recorded};
+
+#[derive(Default)]
+struct State {
+    meshes: HashMap<String, Mesh>,
+    slug_index: HashMap<String, String>,
+    members: HashMap<String, Member>,
+    /// (mesh_id, pubkey) → member id.
+    pubkey_index: HashMap<(String, String), String>,
+    invites: HashMap<String, Invite>,
+    nodes: HashMap<Uuid, NodeInfo>,
+    /// Only online and in-grace presences; gone ones are dropped.
+    presences: HashMap<Uuid, Presence>,
+    member_states: HashMap<(String, String), MemberState>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change
+        // (each operation mutates after all its checks), so poison is safe
+        // to ignore.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn save_member_state(s: &mut State, p: &Presence, now: DateTime<Utc>) {
+    s.member_states.insert(
+        (p.mesh_id.clone(), p.member_id.clone()),
+        MemberState {
+            groups: p.groups.clone(),
+            profile: p.profile.clone(),
+            visible: p.visible,
+            last_summary: p.summary.clone(),
+            last_seen_at: now,
+        },
+    );
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn insert_mesh(&self, mesh: &Mesh) -> StoreResult<()> {
+        let mut s = self.lock();
+        if s.slug_index.contains_key(&mesh.slug) || s.meshes.contains_key(&mesh.id) {
+            return Err(StoreError::Conflict("mesh slug already exists"));
+        }
+        s.slug_index.insert(mesh.slug.clone(), mesh.id.clone());
+        s.meshes.insert(mesh.id.clone(), mesh.clone());
+        Ok(())
+    }
+
+    async fn list_meshes(&self) -> StoreResult<Vec<Mesh>> {
+        let mut v: Vec<Mesh> = self.lock().meshes.values().cloned().collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.slug.cmp(&b.slug)));
+        Ok(v)
+    }
+
+    async fn mesh_by_slug(&self, slug: &str) -> StoreResult<Option<Mesh>> {
+        let s = self.lock();
+        Ok(s.slug_index
+            .get(slug)
+            .and_then(|id| s.meshes.get(id))
+            .cloned())
+    }
+
+    async fn mesh_by_id(&self, id: &str) -> StoreResult<Option<Mesh>> {
+        Ok(self.lock().meshes.get(id).cloned())
+    }
+
+    async fn insert_member(&self, member: &Member) -> StoreResult<()> {
+        let mut s = self.lock();
+        let key = (member.mesh_id.clone(), member.pubkey.clone());
+        if s.pubkey_index.contains_key(&key) || s.members.contains_key(&member.id) {
+            return Err(StoreError::Conflict(
+                "pubkey is already a member of this mesh",
+            ));
+        }
+        s.pubkey_index.insert(key, member.id.clone());
+        s.members.insert(member.id.clone(), member.clone());
+        Ok(())
+    }
+
+    async fn list_members(&self, mesh_id: &str) -> StoreResult<Vec<Member>> {
+        let mut v: Vec<Member> = self
+            .lock()
+            .members
+            .values()
+            .filter(|m| m.mesh_id == mesh_id)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    async fn member_by_id(&self, mesh_id: &str, member_id: &str) -> StoreResult<Option<Member>> {
+        Ok(self
+            .lock()
+            .members
+            .get(member_id)
+            .filter(|m| m.mesh_id == mesh_id)
+            .cloned())
+    }
+
+    async fn revoke_member(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Vec<PresenceRef>>> {
+        let mut s = self.lock();
+        match s.members.get_mut(member_id) {
+            Some(m) if m.mesh_id == mesh_id && m.revoked_at.is_none() => m.revoked_at = Some(now),
+            _ => return Ok(None),
+        }
+        let ended: Vec<PresenceRef> = s
+            .presences
+            .values()
+            .filter(|p| p.member_id == member_id)
+            .map(|p| PresenceRef {
+                id: p.id,
+                node_id: p.node_id,
+                conn_id: p.conn_id,
+            })
+            .collect();
+        for r in &ended {
+            s.presences.remove(&r.id);
+        }
+        Ok(Some(ended))
+    }
+
+    async fn insert_invite(&self, invite: &Invite) -> StoreResult<()> {
+        let mut s = self.lock();
+        if s.invites.contains_key(&invite.token) {
+            return Err(StoreError::Conflict("invite token already exists"));
+        }
+        s.invites.insert(invite.token.clone(), invite.clone());
+        Ok(())
+    }
+
+    async fn revoke_invite(&self, token: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let mut s = self.lock();
+        match s.invites.get_mut(token) {
+            Some(inv) if inv.revoked_at.is_none() => {
+                inv.revoked_at = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn redeem_invite(&self, r: &Redeem) -> StoreResult<Result<Redeemed, InviteRefusal>> {
+        let mut s = self.lock();
+        let Some(inv) = s.invites.get(&r.token) else {
+            return Ok(Err(InviteRefusal::NotFound));
+        };
+        if inv.mesh_id != r.mesh_id {
+            return Ok(Err(InviteRefusal::MeshMismatch));
+        }
+        if inv.revoked_at.is_some() {
+            return Ok(Err(InviteRefusal::Revoked));
+        }
+        if inv.expires_at <= r.now {
+            return Ok(Err(InviteRefusal::Expired));
+        }
+        let role = inv.role;
+        let key = (r.mesh_id.clone(), r.pubkey.clone());
+        if let Some(id) = s.pubkey_index.get(&key) {
+            return Ok(Ok(Redeemed {
+                member_id: id.clone(),
+                already_member: true,
+            }));
+        }
+        let inv = s.invites.get_mut(&r.token).expect("checked above");
+        if inv.used_count >= inv.max_uses {
+            return Ok(Err(InviteRefusal::Exhausted));
+        }
+        inv.used_count += 1;
+        let member = Member {
+            id: r.new_member_id.clone(),
+            mesh_id: r.mesh_id.clone(),
+            pubkey: r.pubkey.clone(),
+            display_name: r.display_name.clone(),
+            role,
+            default_groups: Vec::new(),
+            revoked_at: None,
+            created_at: r.now,
+        };
+        s.pubkey_index.insert(key, member.id.clone());
+        s.members.insert(member.id.clone(), member);
+        Ok(Ok(Redeemed {
+            member_id: r.new_member_id.clone(),
+            already_member: false,
+        }))
+    }
+
+    async fn register_node(&self, node: &NodeRow) -> StoreResult<()> {
+        self.lock().nodes.insert(
+            node.id,
+            NodeInfo {
+                id: node.id,
+                addr: node.addr.clone(),
+                version: node.version.clone(),
+                started_at: node.started_at,
+                heartbeat_at: node.started_at,
+                draining: false,
+                sockets: 0,
+            },
+        );
+        Ok(())
+    }
+
+    async fn heartbeat_node(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        draining: bool,
+    ) -> StoreResult<()> {
+        if let Some(n) = self.lock().nodes.get_mut(&id) {
+            n.heartbeat_at = now;
+            n.draining = draining;
+        }
+        Ok(())
+    }
+
+    async fn remove_node(&self, id: Uuid) -> StoreResult<()> {
+        self.lock().nodes.remove(&id);
+        Ok(())
+    }
+
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeInfo>> {
+        let s = self.lock();
+        let mut v: Vec<NodeInfo> = s
+            .nodes
+            .values()
+            .map(|n| NodeInfo {
+                sockets: s
+                    .presences
+                    .values()
+                    .filter(|p| p.node_id == n.id && p.state == PresenceState::Online)
+                    .count() as i64,
+                ..n.clone()
+            })
+            .collect();
+        v.sort_by_key(|n| n.started_at);
+        Ok(v)
+    }
+
+    async fn attach_presence(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
+        let mut s = self.lock();
+        let existing = s.presences.values_mut().find(|x| {
+            x.mesh_id == p.mesh_id
+                && x.member_id == p.member_id
+                && (x.session_id == p.session_id
+                    || (p.session_pubkey.is_some() && x.session_pubkey == p.session_pubkey))
+        });
+        if let Some(x) = existing {
+            let was = x.state;
+            let (old_node, old_conn) = (x.node_id, x.conn_id);
+            x.reattach(p);
+            let presence = x.clone();
+            return Ok(match was {
+                PresenceState::Online => Attach::Replaced {
+                    presence,
+                    old_node,
+                    old_conn,
+                },
+                _ => Attach::Reattached(presence),
+            });
+        }
+        let count = s
+            .presences
+            .values()
+            .filter(|x| x.mesh_id == p.mesh_id)
+            .count();
+        if count >= max_per_mesh as usize {
+            return Ok(Attach::Capacity);
+        }
+        let presence = Presence::from_new(p);
+        s.presences.insert(presence.id, presence.clone());
+        Ok(Attach::Created(presence))
+    }
+
+    async fn member_state(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<MemberState>> {
+        Ok(self
+            .lock()
+            .member_states
+            .get(&(mesh_id.to_string(), member_id.to_string()))
+            .cloned())
+    }
+
+    async fn update_presence(&self, id: Uuid, patch: &PresencePatch) -> StoreResult<PatchResult> {
+        let mut s = self.lock();
+        Ok(match s.presences.get_mut(&id) {
+            None => PatchResult::Gone,
+            Some(p) => {
+                if patch.apply(p) {
+                    PatchResult::Applied
+                } else {
+                    PatchResult::Refused
+                }
+            }
+        })
+    }
+
+    async fn write_status(
+        &self,
+        id: Uuid,
+        status: Status,
+        source: Source,
+        now: DateTime<Utc>,
+        fresh_window_ms: i64,
+    ) -> StoreResult<Option<StatusWrite>> {
+        let mut s = self.lock();
+        let Some(p) = s.presences.get_mut(&id) else {
+            return Ok(None);
+        };
+        let rec = Recorded {
+            status: p.status,
+            source: p.status_source,
+            age_ms: (now - p.status_updated_at).num_milliseconds(),
+        };
+        Ok(Some(match decide(rec, status, source, fresh_window_ms) {
+            Decision::Record(st, src) => {
+                let changed = st != p.status;
+                p.status = st;
+                p.status_source = src;
+                p.status_updated_at = now;
+                StatusWrite {
+                    status: st,
+                    source: src,
+                    changed,
+                }
+            }
+            Decision::Keep => StatusWrite {
+                status: p.status,
+                source: p.status_source,
+                changed: false,
+            },
+        }))
+    }
+
+    async fn release_presence(
+        &self,
+        id: Uuid,
+        conn_id: Uuid,
+        grace_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut s = self.lock();
+        let Some(p) = s.presences.get_mut(&id) else {
+            return Ok(false);
+        };
+        if p.conn_id != conn_id || p.state != PresenceState::Online {
+            return Ok(false);
+        }
+        p.state = PresenceState::Grace;
+        p.grace_until = Some(grace_until);
+        p.last_seen_at = now;
+        let snapshot = p.clone();
+        save_member_state(&mut s, &snapshot, now);
+        Ok(true)
+    }
+
+    async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>> {
+        let mut v: Vec<Presence> = self
+            .lock()
+            .presences
+            .values()
+            .filter(|p| p.mesh_id == mesh_id)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    async fn expire_grace(&self, now: DateTime<Utc>) -> StoreResult<Vec<Presence>> {
+        let mut s = self.lock();
+        let ids: Vec<Uuid> = s
+            .presences
+            .values()
+            .filter(|p| p.state == PresenceState::Grace && p.grace_until.is_some_and(|t| t <= now))
+            .map(|p| p.id)
+            .collect();
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| s.presences.remove(&id))
+            .map(|mut p| {
+                p.state = PresenceState::Gone;
+                p
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,102 @@
+//! Every durable fact of the broker, behind one trait with two
+//! implementations: `postgres` (the cluster) and `memory` (a single node).
+//! The store owns atomicity (capacity checks, invite uses, status rules);
+//! it knows nothing of sockets or the wire.
+
+pub mod memory;
+pub mod postgres;
+mod types;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use types::*;
+
+use crate::protocol::{Source, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key is taken (mesh slug, member pubkey).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The database could not be reached or failed; nothing was written.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `memory` or `postgres`, for logs and `/health`.
+    fn backend(&self) -> &'static str;
+    /// Cheap round trip used by readiness.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn insert_mesh(&self, mesh: &Mesh) -> StoreResult<()>;
+    async fn list_meshes(&self) -> StoreResult<Vec<Mesh>>;
+    async fn mesh_by_slug(&self, slug: &str) -> StoreResult<Option<Mesh>>;
+    async fn mesh_by_id(&self, id: &str) -> StoreResult<Option<Mesh>>;
+
+    async fn insert_member(&self, member: &Member) -> StoreResult<()>;
+    async fn list_members(&self, mesh_id: &str) -> StoreResult<Vec<Member>>;
+    async fn member_by_id(&self, mesh_id: &str, member_id: &str) -> StoreResult<Option<Member>>;
+    /// Marks the member revoked and ends its presences. Returns the ended
+    /// presences (so their sockets can be closed), or `None` when there is
+    /// no such unrevoked member.
+    async fn revoke_member(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Vec<PresenceRef>>>;
+
+    async fn insert_invite(&self, invite: &Invite) -> StoreResult<()>;
+    /// `false` when no unrevoked invite has that token.
+    async fn revoke_invite(&self, token: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// The row-dependent checks of `/join` and the use, in one atomic step.
+    async fn redeem_invite(&self, r: &Redeem) -> StoreResult<Result<Redeemed, InviteRefusal>>;
+
+    async fn register_node(&self, node: &NodeRow) -> StoreResult<()>;
+    async fn heartbeat_node(&self, id: Uuid, now: DateTime<Utc>, draining: bool)
+        -> StoreResult<()>;
+    async fn remove_node(&self, id: Uuid) -> StoreResult<()>;
+    /// Nodes with the number of online presences each holds.
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeInfo>>;
+
+    /// Attaches a hello to a presence: re-attaches one in grace, takes over
+    /// one still online (the caller closes the old socket), or creates one
+    /// if the mesh is under `max_per_mesh` non-gone presences.
+    async fn attach_presence(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach>;
+    async fn member_state(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<MemberState>>;
+    /// Applies a field change to an online or in-grace presence.
+    async fn update_presence(&self, id: Uuid, patch: &PresencePatch) -> StoreResult<PatchResult>;
+    /// Applies a status write under the status model. `None` when the
+    /// presence is gone; else the status now recorded and whether it changed.
+    async fn write_status(
+        &self,
+        id: Uuid,
+        status: Status,
+        source: Source,
+        now: DateTime<Utc>,
+        fresh_window_ms: i64,
+    ) -> StoreResult<Option<StatusWrite>>;
+    /// Socket closed: online → grace until `grace_until`, if `conn_id` is
+    /// still the attached socket. Saves the member's state for `restored`.
+    async fn release_presence(
+        &self,
+        id: Uuid,
+        conn_id: Uuid,
+        grace_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Online and in-grace presences of a mesh, oldest first.
+    async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>>;
+    /// Ends presences whose grace ran out; returns them.
+    async fn expire_grace(&self, now: DateTime<Utc>) -> StoreResult<Vec<Presence>>;
+}

@@ -1,0 +1,76 @@
+//! Embedded, numbered migrations applied under one advisory transaction
+//! lock, so any number of replicas may start (and migrate) at once.
+
+use tokio_postgres::Client;
+
+/// Arbitrary, fixed key for `pg_advisory_xact_lock`: every node and the
+/// `migrate` command must agree on it, and nothing else may use it.
+const MIGRATION_LOCK_KEY: i64 = 0x636d_6264_6d69_6772; // "cmbdmigr"
+
+/// (version, name, SQL) in order. Add new files here; never edit old ones.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "0001_init",
+    include_str!("../../../migrations/0001_init.sql"),
+)];
+
+/// Applies every pending migration in one transaction. Returns the
+/// versions this call applied (empty when the schema was current).
+pub async fn run(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let done: Vec<i32> = tx
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        applied.push(*version);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_increasing_and_match_file_names() {
+        let mut last = 0;
+        for (version, name, sql) in MIGRATIONS {
+            assert!(*version > last);
+            last = *version;
+            assert!(name.starts_with(&format!("{version:04}_")));
+            assert!(!sql.trim().is_empty());
+        }
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+            .unwrap()
+            .count();
+        assert_eq!(
+            files,
+            MIGRATIONS.len(),
+            "every migrations/ file is embedded"
+        );
+    }
+}

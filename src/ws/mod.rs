@@ -1,0 +1,23 @@
+//! `GET /ws`: the upgrade and one task per socket (see `session`).
+
+mod session;
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::engine::Node;
+
+pub async fn upgrade(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Response {
+    if node.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "node is draining").into_response();
+    }
+    let limit = node.config.max_frame_bytes();
+    let tracker = node.tracker.clone();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| tracker.track_future(session::run(node, socket)))
+}
