@@ -1,0 +1,159 @@
+//! A real WebSocket peer, speaking the wire protocol as claudemesh
+//! clients do (signed hello, JSON text frames).
+
+use std::time::Duration;
+
+use claudemesh_broker::protocol::crypto;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::Member;
+
+/// How long a test waits for an expected frame before failing.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Peer {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// A signed hello for `member`, with `extra` fields merged in.
+pub fn hello_frame(member: &Member, session_id: &str, extra: Value) -> Value {
+    let ts = chrono::Utc::now().timestamp_millis();
+    signed_hello(
+        &member.mesh_id,
+        &member.id,
+        &member.keys,
+        session_id,
+        ts,
+        extra,
+    )
+}
+
+pub fn signed_hello(
+    mesh_id: &str,
+    member_id: &str,
+    keys: &crypto::KeyPair,
+    session_id: &str,
+    ts: i64,
+    extra: Value,
+) -> Value {
+    let text = format!("{mesh_id}|{member_id}|{}|{ts}", keys.public_hex);
+    let sig = crypto::sign_hex(&keys.secret_hex, text.as_bytes()).unwrap();
+    let mut frame = json!({
+        "type": "hello", "meshId": mesh_id, "memberId": member_id,
+        "pubkey": keys.public_hex, "sessionId": session_id, "pid": 4242,
+        "cwd": "/home/u/proj", "timestamp": ts, "signature": sig,
+    });
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            frame[k] = v;
+        }
+    }
+    frame
+}
+
+impl Peer {
+    pub async fn connect(url: &str) -> Peer {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connects");
+        Peer { ws }
+    }
+
+    /// Connects and completes a hello; returns the peer and `hello_ack`.
+    pub async fn join(url: &str, member: &Member, session_id: &str) -> (Peer, Value) {
+        Self::join_with(url, member, session_id, json!({})).await
+    }
+
+    pub async fn join_with(
+        url: &str,
+        member: &Member,
+        session_id: &str,
+        extra: Value,
+    ) -> (Peer, Value) {
+        let mut p = Peer::connect(url).await;
+        p.send(hello_frame(member, session_id, extra)).await;
+        let ack = p.recv().await;
+        assert_eq!(ack["type"], "hello_ack", "{ack}");
+        (p, ack)
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_text(&mut self, t: &str) {
+        self.ws
+            .send(Message::Text(t.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Next JSON text frame (pings/pongs skipped); panics on close/timeout.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+                .await
+                .expect("a frame within the timeout")
+                .expect("socket open")
+                .expect("no socket error");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(&t).expect("JSON frame"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the server's close frame; returns its code.
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            let next = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+                .await
+                .expect("close within the timeout");
+            match next {
+                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                Some(Ok(Message::Text(t))) => panic!("expected close, got frame {t}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("expected close frame, got error {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+
+    /// Sends `v` and returns the reply.
+    pub async fn request(&mut self, v: Value) -> Value {
+        self.send(v).await;
+        self.recv().await
+    }
+
+    /// True if nothing arrives within `d` (pings aside).
+    pub async fn quiet_for(&mut self, d: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return true,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(_) => return false,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Drain until the server acknowledges, so the broker has released
+        // the presence before the test looks.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}

@@ -1,0 +1,223 @@
+//! Test harness: nodes on ephemeral ports over a real store, real
+//! WebSocket clients, the admin API over real HTTP.
+
+pub mod client;
+pub mod db;
+
+use std::sync::Arc;
+
+use claudemesh_broker::app::Application;
+use claudemesh_broker::config::{Config, Settings};
+use claudemesh_broker::engine::Node;
+use claudemesh_broker::protocol::crypto::KeyPair;
+use claudemesh_broker::store::memory::MemoryStore;
+use claudemesh_broker::store::postgres::PgStore;
+use claudemesh_broker::store::Store;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use client::Peer;
+pub use db::TestDb;
+
+/// Admin token every test node uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Postgres,
+}
+
+/// Runs a test body once per store: `both_stores!(name1, name2)` expects
+/// `async fn name(backend: Backend)` in the same module.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Memory).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// Settings for tests: ephemeral port, loopback, admin on, token hooks.
+pub fn test_settings() -> Settings {
+    Settings {
+        port: 0,
+        bind: Some([127, 0, 0, 1].into()),
+        admin_token: Some(ADMIN_TOKEN.to_string()),
+        shutdown_drain_seconds: 0,
+        ..Settings::default()
+    }
+}
+
+/// A store for `backend`; the database (if any) lives as long as the
+/// returned guard.
+pub async fn store_for(backend: Backend) -> (Arc<dyn Store>, Option<TestDb>) {
+    match backend {
+        Backend::Memory => (Arc::new(MemoryStore::new()), None),
+        Backend::Postgres => {
+            let db = TestDb::migrated().await;
+            let store = PgStore::connect(&db.url, 8).expect("pool builds");
+            (Arc::new(store), Some(db))
+        }
+    }
+}
+
+pub struct TestNode {
+    pub node: Arc<Node>,
+    pub port: u16,
+    pub stop: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+    pub http: reqwest::Client,
+}
+
+impl TestNode {
+    /// Starts a node on `store` with `settings`.
+    pub async fn start_on(store: Arc<dyn Store>, settings: Settings) -> TestNode {
+        let config: Config = settings.resolve(false);
+        let app = Application::build(config, store, None)
+            .await
+            .expect("node starts");
+        let node = app.node();
+        let port = app.port();
+        let stop = app.stop_token();
+        let task = tokio::spawn(app.run());
+        TestNode {
+            node,
+            port,
+            stop,
+            task,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// An admin call; returns (status, JSON body or Null).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(&format!("/admin{path}")))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn create_mesh(&self, slug: &str) -> Value {
+        let (status, m) = self
+            .admin(
+                reqwest::Method::POST,
+                "/meshes",
+                Some(json!({"slug": slug})),
+            )
+            .await;
+        assert_eq!(status, 201, "{m}");
+        m
+    }
+
+    /// Enrols a fresh key pair; returns the member JSON and its keys.
+    pub async fn add_member(&self, slug: &str, name: &str, groups: &[&str]) -> Member {
+        let keys = KeyPair::generate();
+        let (status, m) = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/meshes/{slug}/members"),
+                Some(json!({"pubkey": keys.public_hex, "displayName": name, "groups": groups})),
+            )
+            .await;
+        assert_eq!(status, 201, "{m}");
+        Member {
+            id: m["id"].as_str().unwrap().to_string(),
+            mesh_id: m["meshId"].as_str().unwrap().to_string(),
+            keys,
+        }
+    }
+
+    /// Live presences of a mesh, through the admin API.
+    pub async fn peers(&self, slug: &str) -> Vec<Value> {
+        let (status, v) = self
+            .admin(reqwest::Method::GET, &format!("/meshes/{slug}/peers"), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v.as_array().unwrap().clone()
+    }
+
+    /// Graceful stop; waits for the node to finish.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// One enrolled member: ids and keys.
+pub struct Member {
+    pub id: String,
+    pub mesh_id: String,
+    pub keys: KeyPair,
+}
+
+/// A node on `backend` with test settings changed by `tweak`.
+pub async fn node_with(
+    backend: Backend,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestNode, Option<TestDb>) {
+    let (store, db) = store_for(backend).await;
+    let mut settings = test_settings();
+    tweak(&mut settings);
+    (TestNode::start_on(store, settings).await, db)
+}
+
+/// A node with test settings and a mesh `m` holding members alice and bob.
+pub struct World {
+    pub node: TestNode,
+    pub alice: Member,
+    pub bob: Member,
+    pub _db: Option<TestDb>,
+}
+
+pub async fn world(backend: Backend) -> World {
+    world_with(backend, |_| {}).await
+}
+
+pub async fn world_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> World {
+    let (node, db) = node_with(backend, tweak).await;
+    node.create_mesh("m").await;
+    let alice = node.add_member("m", "alice", &["backend"]).await;
+    let bob = node.add_member("m", "bob", &[]).await;
+    World {
+        node,
+        alice,
+        bob,
+        _db: db,
+    }
+}
