@@ -102,6 +102,7 @@ CREATE TABLE message (
     id                     uuid PRIMARY KEY,
     mesh_id                text NOT NULL REFERENCES mesh(id) ON DELETE CASCADE,
     sender_member_id       text NOT NULL,
+    sender_member_pubkey   text NOT NULL,
     sender_session_pubkey  text,
     target_spec            text NOT NULL,
     priority               text NOT NULL CHECK (priority IN ('now', 'next', 'low')),
@@ -112,6 +113,8 @@ CREATE TABLE message (
 );
 CREATE INDEX message_expires ON message (expires_at);
 
+-- One row per recipient; deleted once delivered (written, or acked by a
+-- client_ack session), so the table holds only what is still owed.
 CREATE TABLE delivery (
     id                   bigserial PRIMARY KEY,
     message_id           uuid NOT NULL REFERENCES message(id) ON DELETE CASCADE,
@@ -119,16 +122,20 @@ CREATE TABLE delivery (
     recipient_member_id  text NOT NULL,
     -- NULL: any session of the member may claim it (member-pubkey target).
     recipient_session    uuid,
+    -- A member-addressed row the sending session itself must not claim.
+    exclude_session      uuid,
     priority             text NOT NULL CHECK (priority IN ('now', 'next', 'low')),
     claimed_by           uuid,
-    claim_until          timestamptz,
-    delivered_at         timestamptz
+    claimed_session      uuid,
+    claim_until          timestamptz
 );
-CREATE INDEX delivery_pending_session ON delivery (recipient_session, id)
-    WHERE delivered_at IS NULL;
-CREATE INDEX delivery_pending_member ON delivery (mesh_id, recipient_member_id, id)
-    WHERE delivered_at IS NULL AND recipient_session IS NULL;
+CREATE INDEX delivery_session ON delivery (recipient_session, id)
+    WHERE recipient_session IS NOT NULL;
+CREATE INDEX delivery_member ON delivery (mesh_id, recipient_member_id, id)
+    WHERE recipient_session IS NULL;
+CREATE INDEX delivery_claimed ON delivery (claimed_session) WHERE claimed_session IS NOT NULL;
 CREATE INDEX delivery_message ON delivery (message_id);
+CREATE INDEX delivery_member_all ON delivery (recipient_member_id);
 
 CREATE TABLE pending_status (
     pid         bigint NOT NULL,

@@ -283,6 +283,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's Jail closures return its own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -352,7 +354,10 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("BROKER_HOOK_AUTH", "maybe");
             let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
-            assert!(err.to_string().to_lowercase().contains("hook_auth"), "{err}");
+            assert!(
+                err.to_string().to_lowercase().contains("hook_auth"),
+                "{err}"
+            );
             Ok(())
         });
         Jail::expect_with(|jail| {

@@ -9,6 +9,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
@@ -36,6 +37,14 @@ pub struct Metrics {
     pub pong_timeouts: Counter<u64, AtomicU64>,
     /// Frames over the size limit (socket closed 1009).
     pub oversized_frames: Counter<u64, AtomicU64>,
+    /// `send`s by result (`queued` or the refusal code).
+    pub messages: Family<ResultLabel, Counter<u64, AtomicU64>>,
+    /// Pushes written to sockets (redeliveries included).
+    pub deliveries: Counter<u64, AtomicU64>,
+    /// Send commit → push written, seconds.
+    pub delivery_latency: Histogram,
+    /// Undelivered rows cluster-wide, sampled by the sweeper.
+    pub queue_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Metrics {
@@ -47,6 +56,31 @@ impl Metrics {
         let bad_frames = Counter::default();
         let pong_timeouts = Counter::default();
         let oversized_frames = Counter::default();
+        let messages = Family::default();
+        let deliveries = Counter::default();
+        // 0.5 ms … ~16 s: local pushes take well under a millisecond,
+        // held messages (busy recipient) take minutes and land in +Inf.
+        let delivery_latency = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
+        );
+        let queue_depth = Gauge::default();
+        registry.register("messages", "Sends by result", messages.clone());
+        registry.register(
+            "deliveries",
+            "Pushes written to sockets",
+            deliveries.clone(),
+        );
+        registry.register_with_unit(
+            "delivery_latency",
+            "Send commit to push written",
+            prometheus_client::registry::Unit::Seconds,
+            delivery_latency.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Undelivered delivery rows",
+            queue_depth.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -90,7 +124,20 @@ impl Metrics {
             bad_frames,
             pong_timeouts,
             oversized_frames,
+            messages,
+            deliveries,
+            delivery_latency,
+            queue_depth,
         }
+    }
+
+    pub fn message(&self, result: &'static str) {
+        self.messages.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn delivered(&self, latency_seconds: f64) {
+        self.deliveries.inc();
+        self.delivery_latency.observe(latency_seconds.max(0.0));
     }
 
     pub fn hello(&self, result: &'static str) {

@@ -102,8 +102,22 @@ pub enum InviteCmd {
     },
     /// Revoke an invite by token.
     Revoke {
-        #[arg(long)]
+        /// The invite's token (or its `ic://join/` link).
+        // Its own id: sharing the global `token` id would make this value
+        // the admin bearer token too.
+        #[arg(long = "token", id = "invite_token", value_name = "TOKEN")]
         token: String,
+        /// The admin token (`--token` names the invite here).
+        // Taking the global's id keeps the global `--token` out of this
+        // command; clap hands the value on to `Conn::token`.
+        #[arg(
+            long = "admin-token",
+            id = "token",
+            value_name = "ADMIN_TOKEN",
+            env = "BROKER_ADMIN_TOKEN",
+            hide_env_values = true
+        )]
+        admin_token: Option<String>,
     },
 }
 
@@ -439,7 +453,7 @@ pub async fn invite(conn: &Conn, cmd: InviteCmd) -> anyhow::Result<i32> {
                 );
             }
         }
-        InviteCmd::Revoke { token } => {
+        InviteCmd::Revoke { token, .. } => {
             let token = token
                 .strip_prefix("ic://join/")
                 .unwrap_or(&token)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::events::PeerEvent;
 use crate::engine::Node;
 
 /// Refreshes `broker_node.heartbeat_at` until `stop`; records db health.
@@ -36,7 +37,9 @@ pub async fn run_heartbeat(node: Arc<Node>, stop: CancellationToken) {
     }
 }
 
-/// Ends presences whose grace ran out, every `sweep_interval_seconds`.
+/// Every `sweep_interval_seconds`: ends presences whose grace ran out
+/// (announcing `peer_left`), deletes expired and fully delivered messages,
+/// and samples the queue depth.
 pub async fn run_sweeper(node: Arc<Node>, stop: CancellationToken) {
     let every = Duration::from_secs(node.config.settings.sweep_interval_seconds);
     let mut tick = tokio::time::interval(every);
@@ -47,11 +50,19 @@ pub async fn run_sweeper(node: Arc<Node>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         match node.store.expire_grace(node.now()).await {
-            Ok(ended) if !ended.is_empty() => {
-                tracing::info!(node_id = %node.id, ended = ended.len(), "grace expired");
+            Ok(ended) => {
+                for p in &ended {
+                    tracing::info!(node_id = %node.id, presence_id = %p.id, mesh_id = %p.mesh_id, "grace expired");
+                    node.announce(PeerEvent::Left, p, None);
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(node_id = %node.id, error = %e, "grace sweep failed"),
+        }
+        if let Err(e) = node.store.sweep_messages(node.now()).await {
+            tracing::warn!(node_id = %node.id, error = %e, "message sweep failed");
+        }
+        if let Ok(depth) = node.store.queue_depth().await {
+            node.metrics.queue_depth.set(depth);
         }
     }
 }

@@ -41,6 +41,13 @@ pub const MAX_INVITE_TTL_SECONDS: i64 = 365 * 24 * 3600;
 pub const DEFAULT_INVITE_TTL_SECONDS: i64 = 7 * 24 * 3600;
 /// Uses one invite may grant at most.
 pub const MAX_INVITE_USES: i32 = 10_000;
+/// Expiry seconds tried when identical invites are minted at once.
+const MAX_INVITE_TOKEN_ATTEMPTS: i64 = 64;
+/// Longest `brokerUrl` an invite may name.
+pub const MAX_BROKER_URL: usize = 1024;
+/// Longest token: the token is the invite's primary key, and Postgres
+/// refuses b-tree entries over 2704 bytes.
+const MAX_INVITE_TOKEN: usize = 2400;
 
 fn valid_slug(slug: &str) -> bool {
     let b = slug.as_bytes();
@@ -191,49 +198,66 @@ impl Node {
         let role = parse_role(req.role.as_deref())?;
         let broker_url = req.broker_url.unwrap_or_else(|| self.public_url.clone());
         if !(broker_url.starts_with("ws://") || broker_url.starts_with("wss://"))
-            || broker_url.len() > 2048
+            || broker_url.len() > MAX_BROKER_URL
         {
-            return Err(AdminError::BadRequest(
-                "brokerUrl must be a ws:// or wss:// URL".into(),
-            ));
+            return Err(AdminError::BadRequest(format!(
+                "brokerUrl must be a ws:// or wss:// URL of at most {MAX_BROKER_URL} bytes"
+            )));
         }
         let mesh = self.mesh(slug).await?;
         let now = self.now();
         // Whole seconds: the signed payload carries unix seconds.
-        let expires_at =
-            chrono::DateTime::from_timestamp((now + Duration::seconds(ttl)).timestamp(), 0)
-                .expect("in range");
-        let mut payload = InvitePayload {
-            v: 1,
-            mesh_id: mesh.id.clone(),
-            mesh_slug: mesh.slug.clone(),
-            broker_url,
-            expires_at: expires_at.timestamp(),
-            mesh_root_key: mesh.root_key.clone(),
-            role: role.as_str().to_string(),
-            owner_pubkey: mesh.owner_pubkey.clone(),
-            signature: String::new(),
-        };
-        payload
-            .sign(&mesh.owner_secret)
-            .ok_or_else(|| AdminError::BadRequest("mesh owner key is unusable".into()))?;
-        let token = payload.to_token();
-        let invite = Invite {
-            token: token.clone(),
-            mesh_id: mesh.id.clone(),
-            role,
-            max_uses,
-            used_count: 0,
-            expires_at,
-            revoked_at: None,
-            created_at: now,
-        };
-        self.store.insert_invite(&invite).await?;
-        tracing::info!(mesh_id = %mesh.id, max_uses, "invite created");
-        Ok(CreatedInvite {
-            link: format!("ic://join/{token}"),
-            invite,
-        })
+        let first_expiry = (now + Duration::seconds(ttl)).timestamp();
+        // The v1 payload has no nonce and ed25519 is deterministic, so two
+        // invites of one mesh with the same role, URL and expiry second
+        // would be the same token. Such a collision moves the expiry on by
+        // a second (never shortening the lifetime asked for) until unique.
+        for bump in 0..MAX_INVITE_TOKEN_ATTEMPTS {
+            let expires_at =
+                chrono::DateTime::from_timestamp(first_expiry + bump, 0).expect("in range");
+            let mut payload = InvitePayload {
+                v: 1,
+                mesh_id: mesh.id.clone(),
+                mesh_slug: mesh.slug.clone(),
+                broker_url: broker_url.clone(),
+                expires_at: expires_at.timestamp(),
+                mesh_root_key: mesh.root_key.clone(),
+                role: role.as_str().to_string(),
+                owner_pubkey: mesh.owner_pubkey.clone(),
+                signature: String::new(),
+            };
+            payload
+                .sign(&mesh.owner_secret)
+                .ok_or_else(|| AdminError::BadRequest("mesh owner key is unusable".into()))?;
+            let token = payload.to_token();
+            if token.len() > MAX_INVITE_TOKEN {
+                // Only a brokerUrl full of characters JSON escapes gets here.
+                return Err(AdminError::BadRequest("brokerUrl is too long".into()));
+            }
+            let invite = Invite {
+                token: token.clone(),
+                mesh_id: mesh.id.clone(),
+                role,
+                max_uses,
+                used_count: 0,
+                expires_at,
+                revoked_at: None,
+                created_at: now,
+            };
+            match self.store.insert_invite(&invite).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) => continue,
+                Err(other) => return Err(AdminError::Unavailable(other)),
+            }
+            tracing::info!(mesh_id = %mesh.id, max_uses, "invite created");
+            return Ok(CreatedInvite {
+                link: format!("ic://join/{token}"),
+                invite,
+            });
+        }
+        Err(AdminError::Conflict(
+            "too many identical invites at once; try again".into(),
+        ))
     }
 
     pub async fn revoke_invite(&self, token: &str) -> Result<(), AdminError> {

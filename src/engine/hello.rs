@@ -6,12 +6,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::events::PeerEvent;
 use super::sessions::close;
 use super::Node;
 use crate::protocol::frames::Hello;
 use crate::protocol::hello::{verify, HelloRefusal};
 use crate::protocol::{crypto, GroupRef, PROTOCOL_VERSION};
-use crate::store::{Attach, NewPresence, Presence};
+use crate::store::{Attach, MemberState, NewPresence, Presence};
 
 /// A successful handshake.
 pub struct Welcome {
@@ -19,6 +20,10 @@ pub struct Welcome {
     /// Serialised `hello_ack`.
     pub ack: String,
     pub client_ack: bool,
+    /// What to tell the mesh: nothing for a silent re-attach.
+    pub announce: Option<PeerEvent>,
+    /// The member's saved state, for `peer_returned`.
+    pub saved: Option<MemberState>,
 }
 
 #[derive(Serialize)]
@@ -121,13 +126,22 @@ impl Node {
             now,
         };
         let max = self.config.settings.max_connections_per_mesh;
+        let mut announce = None;
         let presence = match self
             .store
             .attach_presence(&new, max)
             .await
             .map_err(unavailable)?
         {
-            Attach::Created(p) | Attach::Reattached(p) => p,
+            Attach::Created(p) => {
+                announce = Some(if saved.is_some() {
+                    PeerEvent::Returned
+                } else {
+                    PeerEvent::Joined
+                });
+                p
+            }
+            Attach::Reattached(p) => p,
             Attach::Replaced {
                 presence,
                 old_node,
@@ -170,6 +184,8 @@ impl Node {
             presence,
             ack,
             client_ack,
+            announce,
+            saved,
         })
     }
 }

@@ -3,14 +3,18 @@
 //! handles, never raw sockets.
 
 pub mod admin;
+pub mod delivery;
+pub mod events;
 pub mod hello;
 pub mod join;
+pub mod messaging;
 pub mod peers;
 pub mod sessions;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,7 +23,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::{Source, Status};
-use crate::store::{PatchResult, PresencePatch, Store, StoreError};
+use crate::store::{PatchResult, PresencePatch, Store, StoreError, StoredMessage};
 use sessions::Sessions;
 
 /// One broker node: its identity, its store and the sockets it holds.
@@ -41,7 +45,17 @@ pub struct Node {
     pub tracker: TaskTracker,
     /// The admin token in force (configured, or made up by `--dev`).
     pub admin_token: Option<String>,
+    /// Serialised `push` frames by message id, so every local recipient of
+    /// a multicast shares one allocation.
+    push_cache: moka::sync::Cache<Uuid, Utf8Bytes>,
 }
+
+/// Bytes of push frames kept for sharing between recipients. A multicast
+/// is claimed by all its local recipients within moments, so a small,
+/// short-lived cache catches nearly every repeat.
+const PUSH_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Idle time after which a cached push frame is dropped.
+const PUSH_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Node {
     pub fn new(
@@ -64,7 +78,17 @@ impl Node {
             close_sockets: CancellationToken::new(),
             tracker: TaskTracker::new(),
             admin_token,
+            push_cache: moka::sync::Cache::builder()
+                .max_capacity(PUSH_CACHE_BYTES)
+                .weigher(|_, v: &Utf8Bytes| v.len().try_into().unwrap_or(u32::MAX))
+                .time_to_idle(PUSH_CACHE_IDLE)
+                .build(),
         }
+    }
+
+    /// The serialised push of `m`, shared across recipients.
+    pub fn push_bytes(&self, m: &StoredMessage) -> Utf8Bytes {
+        self.push_cache.get_with(m.id, || delivery::push_frame(m))
     }
 
     pub fn is_draining(&self) -> bool {
@@ -78,9 +102,14 @@ impl Node {
     /// A manual `set_status` from the session itself.
     pub async fn set_status(&self, presence: Uuid, status: Status) -> Result<(), StoreError> {
         let window = (self.config.settings.hook_fresh_window_seconds * 1000) as i64;
-        self.store
+        let written = self
+            .store
             .write_status(presence, status, Source::Manual, self.now(), window)
             .await?;
+        if written.is_some_and(|w| w.changed && w.status == Status::Idle) {
+            // Held `next`/`low` messages are deliverable now.
+            self.sessions.wake(presence);
+        }
         Ok(())
     }
 

@@ -3,17 +3,19 @@
 //! by another node.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use uuid::Uuid;
 
 /// What a session's writer task sends next.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Outbound {
     Text(Utf8Bytes),
     Ping,
+    /// Fired once every frame queued before it has been written.
+    Marker(oneshot::Sender<()>),
     Close(u16, &'static str),
 }
 
@@ -32,7 +34,10 @@ pub struct SessionHandle {
     /// Identifies this socket among re-attaches of the same presence.
     pub conn_id: Uuid,
     pub mesh_id: String,
+    pub member_id: String,
     pub tx: mpsc::Sender<Outbound>,
+    /// Wakes the session's delivery loop: something may be claimable.
+    pub wake: Arc<Notify>,
     /// Asks the session loop to close with (code, reason). A watch, not a
     /// queued frame, so a close gets through even when the queue is full.
     pub closer: watch::Sender<Option<(u16, &'static str)>>,
@@ -75,10 +80,30 @@ impl Sessions {
         }
     }
 
-    pub fn close_all(&self, code: u16, reason: &'static str) {
-        let handles: Vec<SessionHandle> = self.lock().values().cloned().collect();
-        for h in handles {
-            h.closer.send_replace(Some((code, reason)));
+    /// Wakes the delivery loop of `presence` if this node holds it.
+    pub fn wake(&self, presence: Uuid) {
+        if let Some(h) = self.lock().get(&presence) {
+            h.wake.notify_one();
+        }
+    }
+
+    /// Wakes every local session of a member (member-addressed messages).
+    pub fn wake_member(&self, member_id: &str) {
+        for h in self.lock().values().filter(|h| h.member_id == member_id) {
+            h.wake.notify_one();
+        }
+    }
+
+    /// Queues `frame` to every local session of `mesh_id` except those of
+    /// `skip_member`. A session whose queue is full misses it: system
+    /// events are advisory, and `list_peers` has the truth.
+    pub fn broadcast(&self, mesh_id: &str, skip_member: &str, frame: &Utf8Bytes) {
+        for h in self
+            .lock()
+            .values()
+            .filter(|h| h.mesh_id == mesh_id && h.member_id != skip_member)
+        {
+            let _ = h.tx.try_send(Outbound::Text(frame.clone()));
         }
     }
 

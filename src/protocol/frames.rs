@@ -391,6 +391,20 @@ pub fn ok_ack(id: Option<&str>, req_id: Option<&str>) -> String {
     .expect("ack serialises")
 }
 
+/// A stored `send`: durable from here on.
+pub fn queued_ack(id: &str, message_id: &str, req_id: Option<&str>) -> String {
+    serde_json::to_string(&AckFrame {
+        ty: "ack",
+        id,
+        message_id,
+        queued: true,
+        error: None,
+        code: None,
+        req_id,
+    })
+    .expect("ack serialises")
+}
+
 /// A refused `send`: `error` is `code: sentence`, `code` repeats the code.
 pub fn error_ack(id: Option<&str>, code: &str, sentence: &str, req_id: Option<&str>) -> String {
     serde_json::to_string(&AckFrame {

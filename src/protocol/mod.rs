@@ -7,6 +7,7 @@ pub mod hello;
 pub mod invite;
 pub mod limits;
 pub mod status;
+pub mod target;
 
 pub use frames::{GroupRef, Profile, Status};
 pub use status::Source;

@@ -97,6 +97,30 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Online and in-grace presences of a mesh, oldest first.
     async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>>;
-    /// Ends presences whose grace ran out; returns them.
+    /// Ends presences whose grace ran out; returns them. Their undelivered
+    /// rows become member-addressed, so the member's next session gets them.
     async fn expire_grace(&self, now: DateTime<Utc>) -> StoreResult<Vec<Presence>>;
+
+    /// Takes a token from `bucket`, then stores the message and its
+    /// delivery rows, atomically. Nothing is written when rate limited.
+    async fn insert_message(
+        &self,
+        message: &NewMessage,
+        deliveries: &[NewDelivery],
+        bucket: &Bucket,
+    ) -> StoreResult<SendResult>;
+    /// Claims up to `limit` deliverable rows for one session, oldest first:
+    /// rows for it or its member, unclaimed or with a lapsed claim, `now`
+    /// priority only unless the session is idle.
+    async fn claim_deliveries(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>>;
+    /// Written to the socket (sessions without `client_ack`): done.
+    async fn complete_deliveries(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()>;
+    /// `client_ack`: completes the row of `message_id` this session holds.
+    /// `false` when it holds none (unknown id, or another session's).
+    async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool>;
+    /// Deletes expired messages (with their rows) and messages no row
+    /// needs any more. Returns how many messages went.
+    async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// Undelivered rows, all meshes.
+    async fn queue_depth(&self) -> StoreResult<i64>;
 }

@@ -1,10 +1,13 @@
 //! Rows and commands exchanged with a [`Store`](super::Store).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::protocol::limits::MAX_GROUPS;
+use crate::protocol::target::Priority;
 use crate::protocol::{GroupRef, Profile, Source, Status};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -353,11 +356,96 @@ pub struct StatusWrite {
     pub changed: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PatchResult {
-    Applied,
+    /// The presence as it is now.
+    Applied(Box<Presence>),
     /// The patch would pass a cap (too many groups).
     Refused,
     /// No online or in-grace presence has that id.
     Gone,
+}
+
+/// An envelope to store. `nonce` and `ciphertext` are opaque to the broker.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: Uuid,
+    pub mesh_id: String,
+    pub sender_member_id: String,
+    pub sender_member_pubkey: String,
+    pub sender_session_pubkey: Option<String>,
+    pub target_spec: String,
+    pub priority: Priority,
+    pub nonce: String,
+    pub ciphertext: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One recipient of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub recipient_member_id: String,
+    /// `None`: any session of the member may claim it.
+    pub recipient_session: Option<Uuid>,
+    /// A member-addressed row that this session must not claim (the sender
+    /// writing to its own member key).
+    pub exclude_session: Option<Uuid>,
+}
+
+impl NewDelivery {
+    pub fn to_session(p: &Presence) -> NewDelivery {
+        NewDelivery {
+            recipient_member_id: p.member_id.clone(),
+            recipient_session: Some(p.id),
+            exclude_session: None,
+        }
+    }
+}
+
+/// A token bucket shared by every node: `burst` tokens, refilled at
+/// `rate_per_min`.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub key: String,
+    pub rate_per_min: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendResult {
+    Queued,
+    RateLimited,
+}
+
+/// "Give me what I may deliver now", for one session.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub presence: Uuid,
+    pub mesh_id: String,
+    pub member_id: String,
+    pub node_id: Uuid,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    pub limit: usize,
+}
+
+/// A stored envelope as pushed to recipients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub id: Uuid,
+    pub mesh_id: String,
+    pub sender_member_pubkey: String,
+    pub sender_session_pubkey: Option<String>,
+    pub priority: Priority,
+    pub nonce: String,
+    pub ciphertext: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One claimed delivery row, oldest first.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub delivery_id: i64,
+    pub message: Arc<StoredMessage>,
 }

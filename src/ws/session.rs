@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::engine::delivery::{self, Recipient};
+use crate::engine::events::PeerEvent;
 use crate::engine::sessions::{close, Outbound, SessionHandle};
 use crate::engine::Node;
 use crate::protocol::frames::{self, error_ack, error_frame, ok_ack, ClientFrame, FrameError};
@@ -31,6 +35,9 @@ struct Conn {
     tx: mpsc::Sender<Outbound>,
     closer: watch::Sender<Option<(u16, &'static str)>>,
     presence: Option<Presence>,
+    client_ack: bool,
+    /// The session's delivery loop, started at hello.
+    deliverer: Option<(JoinHandle<()>, CancellationToken)>,
 }
 
 pub async fn run(node: Arc<Node>, socket: WebSocket) {
@@ -47,9 +54,22 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
         tx,
         closer,
         presence: None,
+        client_ack: false,
+        deliverer: None,
     };
     let reason = conn.read_loop(stream, closer_rx).await;
-    let Conn { presence, tx, .. } = conn;
+    let Conn {
+        presence,
+        tx,
+        deliverer,
+        ..
+    } = conn;
+    if let Some((task, stop)) = deliverer {
+        // Let in-flight completions finish before the presence (and its
+        // claims) is released, so written pushes are not delivered twice.
+        stop.cancel();
+        let _ = task.await;
+    }
     if let Some(p) = &presence {
         node.release(p.id, conn_id).await;
     }
@@ -71,6 +91,10 @@ async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Recei
         let result = match out {
             Outbound::Text(t) => sink.send(Message::Text(t)).await,
             Outbound::Ping => sink.send(Message::Ping(Default::default())).await,
+            Outbound::Marker(done) => {
+                let _ = done.send(());
+                Ok(())
+            }
             Outbound::Close(code, reason) => {
                 let _ = sink
                     .send(Message::Close(Some(CloseFrame {
@@ -263,18 +287,23 @@ impl Conn {
                 self.patch(PresencePatch::LeaveGroup(n), None, req_id).await
             }
             ClientFrame::Send(s) => {
-                // Messaging lands with its own issue; until then every send
-                // is answered (clients wait for an ack) and nothing is stored.
-                self.send(error_ack(
-                    Some(&s.id),
-                    "unavailable",
-                    "this broker build does not route messages yet",
-                    req_id,
-                ))
-                .await;
+                let reply = match node.send(&presence, &s).await {
+                    Ok(message_id) => frames::queued_ack(&s.id, &message_id.to_string(), req_id),
+                    Err(r) => error_ack(Some(&s.id), r.code, &r.sentence, req_id),
+                };
+                self.send(reply).await;
                 Ok(())
             }
-            ClientFrame::ClientAck(_) => Ok(()),
+            ClientFrame::ClientAck(message_id) => {
+                // Only sessions that opted in ack; an unknown or foreign id
+                // matches no row of this session and changes nothing.
+                match Uuid::parse_str(&message_id) {
+                    Ok(id) if self.client_ack => {
+                        node.store.ack_delivery(presence.id, id).await.map(|_| ())
+                    }
+                    _ => Ok(()),
+                }
+            }
         };
         if let Err(e) = result {
             tracing::warn!(presence_id = %presence.id, error = %e, "store failed");
@@ -291,17 +320,26 @@ impl Conn {
     /// A presence field change; `ack` is `Some(id)` for frames answered
     /// with an `ack` (`set_visible`, `set_profile`).
     async fn patch(
-        &self,
+        &mut self,
         patch: PresencePatch,
         ack: Option<Option<&str>>,
         req_id: Option<&str>,
     ) -> Result<(), StoreError> {
         let presence = self.presence.as_ref().expect("helloed");
         match self.node.patch(presence.id, patch).await? {
-            PatchResult::Applied => {
+            PatchResult::Applied(after) => {
                 if let Some(id) = ack {
                     self.send(ok_ack(id, req_id)).await;
                 }
+                if after.visible != presence.visible {
+                    let event = if after.visible {
+                        PeerEvent::Visible
+                    } else {
+                        PeerEvent::Hidden
+                    };
+                    self.node.announce(event, &after, None);
+                }
+                self.presence = Some(*after);
             }
             PatchResult::Refused => {
                 self.send(error_frame("bad_request", "too many groups", req_id))
@@ -374,18 +412,40 @@ impl Conn {
         match self.node.hello(&hello, self.conn_id, req_id).await {
             Ok(welcome) => {
                 self.node.metrics.hello("ok");
+                let p = &welcome.presence;
+                let wake = Arc::new(Notify::new());
                 let handle = SessionHandle {
                     conn_id: self.conn_id,
-                    mesh_id: welcome.presence.mesh_id.clone(),
+                    mesh_id: p.mesh_id.clone(),
+                    member_id: p.member_id.clone(),
                     tx: self.tx.clone(),
+                    wake: wake.clone(),
                     closer: self.closer.clone(),
                 };
-                self.node.sessions.insert(welcome.presence.id, handle);
-                tracing::info!(conn_id = %self.conn_id, presence_id = %welcome.presence.id,
-                    mesh_id = %welcome.presence.mesh_id, member_id = %welcome.presence.member_id,
-                    "hello accepted");
-                self.presence = Some(welcome.presence);
+                self.node.sessions.insert(p.id, handle);
+                tracing::info!(conn_id = %self.conn_id, presence_id = %p.id,
+                    mesh_id = %p.mesh_id, member_id = %p.member_id, "hello accepted");
+                // The ack goes first: queued pushes follow it.
                 self.send(welcome.ack).await;
+                if let Some(event) = welcome.announce {
+                    self.node.announce(event, p, welcome.saved.as_ref());
+                }
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(delivery::run(
+                    self.node.clone(),
+                    Recipient {
+                        presence: p.id,
+                        mesh_id: p.mesh_id.clone(),
+                        member_id: p.member_id.clone(),
+                        client_ack: welcome.client_ack,
+                    },
+                    self.tx.clone(),
+                    wake,
+                    stop.clone(),
+                ));
+                self.deliverer = Some((task, stop));
+                self.client_ack = welcome.client_ack;
+                self.presence = Some(welcome.presence);
                 Ok(())
             }
             Err(refusal) => Err(self.refuse(refusal.code, &refusal.message, req_id).await),

@@ -252,7 +252,24 @@ async fn grace_expiry_ends_the_presence(backend: Backend) {
     }
 }
 
+async fn in_process_shutdown_closes_1001_and_keeps_grace(backend: Backend) {
+    let w = world(backend).await;
+    let (mut p, _) = Peer::join(&w.node.ws_url(), &w.alice, "s1").await;
+    let node = w.node.node.clone();
+    let mesh_id = w.alice.mesh_id.clone();
+    w.node.shutdown().await;
+    assert_eq!(p.expect_close().await, 1001);
+    let left = node.store.list_presences(&mesh_id).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state.as_str(), "grace", "a restart is not a leave");
+    assert!(
+        node.store.list_nodes().await.unwrap().is_empty(),
+        "node row removed"
+    );
+}
+
 both_stores!(
+    in_process_shutdown_closes_1001_and_keeps_grace,
     hello_ack_has_every_field,
     hello_refusals_close_1008_and_leave_nothing,
     revoked_member_is_unauthorized,

@@ -4,11 +4,14 @@
 mod harness;
 
 mod admin;
+mod admin_invites;
 mod cli;
+mod delivery;
 mod frames;
 mod health;
 mod hello;
 mod join;
+mod messaging;
 mod migrate;
 mod presence;
 mod process;

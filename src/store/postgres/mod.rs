@@ -2,6 +2,7 @@
 //! one transaction (or one statement); row locks, not process memory, make
 //! the checks atomic across nodes.
 
+mod messages;
 pub mod migrate;
 mod rows;
 
@@ -260,6 +261,12 @@ impl Store for PgStore {
                 conn_id: r.get(2),
             })
             .collect();
+        tx.execute(
+            "DELETE FROM delivery WHERE mesh_id = $1 AND recipient_member_id = $2",
+            &[&mesh_id, &member_id],
+        )
+        .await
+        .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
         Ok(Some(ended))
     }
@@ -569,7 +576,7 @@ impl Store for PgStore {
         }
         write_presence(&tx, &p).await.map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        Ok(PatchResult::Applied)
+        Ok(PatchResult::Applied(Box::new(p)))
     }
 
     async fn write_status(
@@ -632,8 +639,9 @@ impl Store for PgStore {
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let c = self.client().await?;
-        let n = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let n = tx
             .execute(
                 "WITH r AS (
                    UPDATE presence SET state = 'grace', grace_until = $3, last_seen_at = $4
@@ -648,6 +656,18 @@ impl Store for PgStore {
             )
             .await
             .map_err(map_err)?;
+        if n == 1 {
+            // Unacked pushes go back to the queue at once: the session's
+            // next socket (or a sibling) gets them without waiting a lease.
+            tx.execute(
+                "UPDATE delivery SET claimed_by = NULL, claimed_session = NULL, claim_until = NULL
+                 WHERE claimed_session = $1",
+                &[&id],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
         Ok(n == 1)
     }
 
@@ -662,18 +682,61 @@ impl Store for PgStore {
     }
 
     async fn expire_grace(&self, now: DateTime<Utc>) -> StoreResult<Vec<Presence>> {
-        let c = self.client().await?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
         let sql = format!(
             "DELETE FROM presence WHERE state = 'grace' AND grace_until <= $1 RETURNING {PRESENCE_COLS}"
         );
-        let rows = c.query(&sql, &[&now]).await.map_err(map_err)?;
-        Ok(rows
+        let rows = tx.query(&sql, &[&now]).await.map_err(map_err)?;
+        let ended: Vec<Presence> = rows
             .iter()
             .map(|r| {
                 let mut p = presence_from(r);
                 p.state = PresenceState::Gone;
                 p
             })
-            .collect())
+            .collect();
+        if !ended.is_empty() {
+            let ids: Vec<Uuid> = ended.iter().map(|p| p.id).collect();
+            tx.execute(
+                "UPDATE delivery SET recipient_session = NULL, claimed_by = NULL,
+                   claimed_session = NULL, claim_until = NULL
+                 WHERE recipient_session = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(ended)
+    }
+
+    async fn insert_message(
+        &self,
+        message: &NewMessage,
+        deliveries: &[NewDelivery],
+        bucket: &Bucket,
+    ) -> StoreResult<SendResult> {
+        self.insert_message_tx(message, deliveries, bucket).await
+    }
+
+    async fn claim_deliveries(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
+        self.claim(req).await
+    }
+
+    async fn complete_deliveries(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()> {
+        self.complete(presence, delivery_ids).await
+    }
+
+    async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool> {
+        self.ack(presence, message_id).await
+    }
+
+    async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.sweep(now).await
+    }
+
+    async fn queue_depth(&self) -> StoreResult<i64> {
+        self.depth().await
     }
 }

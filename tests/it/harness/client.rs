@@ -18,6 +18,14 @@ pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Peer {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// System events (`subtype: system` pushes) set aside by `recv`.
+    pub events: std::collections::VecDeque<Value>,
+    /// Other frames set aside by `next_event`.
+    pending: std::collections::VecDeque<Value>,
+}
+
+fn is_system_event(v: &Value) -> bool {
+    v["type"] == "push" && v["subtype"] == "system"
 }
 
 /// A signed hello for `member`, with `extra` fields merged in.
@@ -61,7 +69,11 @@ impl Peer {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connects");
-        Peer { ws }
+        Peer {
+            ws,
+            events: Default::default(),
+            pending: Default::default(),
+        }
     }
 
     /// Connects and completes a hello; returns the peer and `hello_ack`.
@@ -96,8 +108,38 @@ impl Peer {
             .expect("send");
     }
 
-    /// Next JSON text frame (pings/pongs skipped); panics on close/timeout.
+    /// Next JSON text frame other than a system event (events are kept in
+    /// `events`); panics on close or timeout.
     pub async fn recv(&mut self) -> Value {
+        if let Some(v) = self.pending.pop_front() {
+            return v;
+        }
+        loop {
+            let v = self.recv_any().await;
+            if is_system_event(&v) {
+                self.events.push_back(v);
+            } else {
+                return v;
+            }
+        }
+    }
+
+    /// Next system event (`peer_joined`, …), setting other frames aside.
+    pub async fn next_event(&mut self) -> Value {
+        if let Some(v) = self.events.pop_front() {
+            return v;
+        }
+        loop {
+            let v = self.recv_any().await;
+            if is_system_event(&v) {
+                return v;
+            }
+            self.pending.push_back(v);
+        }
+    }
+
+    /// Next JSON text frame of any kind (pings/pongs skipped).
+    pub async fn recv_any(&mut self) -> Value {
         loop {
             let msg = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
                 .await
@@ -121,7 +163,11 @@ impl Peer {
             match next {
                 Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
                 Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
-                Some(Ok(Message::Text(t))) => panic!("expected close, got frame {t}"),
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("JSON frame");
+                    assert!(is_system_event(&v), "expected close, got frame {t}");
+                    self.events.push_back(v);
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => panic!("expected close frame, got error {e}"),
                 None => panic!("socket ended without a close frame"),
@@ -135,13 +181,20 @@ impl Peer {
         self.recv().await
     }
 
-    /// True if nothing arrives within `d` (pings aside).
+    /// True if nothing but pings and system events arrives within `d`.
     pub async fn quiet_for(&mut self, d: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + d;
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return true,
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).expect("JSON frame");
+                    if !is_system_event(&v) {
+                        return false;
+                    }
+                    self.events.push_back(v);
+                }
                 Ok(_) => return false,
             }
         }

@@ -221,3 +221,198 @@ pub async fn world_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> 
         _db: db,
     }
 }
+
+// ---------------------------------------------------------------------------
+// The real binary as a child process (process and migrate tests).
+// ---------------------------------------------------------------------------
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Environment the child must not inherit from the test runner: the
+/// runner's own `DATABASE_URL` (which points the harness at Postgres) or a
+/// stray `RUST_LOG` would otherwise configure it behind the test's back.
+const INHERITED_SETTINGS: &[&str] = &[
+    "DATABASE_URL",
+    "STATUS_TTL_SECONDS",
+    "HOOK_FRESH_WINDOW_SECONDS",
+    "MAX_CONNECTIONS_PER_MESH",
+    "MAX_MESSAGE_BYTES",
+    "HOOK_RATE_LIMIT_PER_MIN",
+    "RUST_LOG",
+];
+
+/// How long a spawned broker may take to answer `GET /health`; generous
+/// because three of them may be migrating one database at once.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A port free right now: bind to port 0, read it, let it go.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("bound address").port()
+}
+
+/// `claudemesh-broker` running as a child process, configured by
+/// environment only, in a temp dir of its own (so the repository's
+/// `config.toml` is not read), stdout and stderr captured to files there.
+/// Dropping it kills the child, so a failing test leaves no broker behind.
+pub struct BrokerProcess {
+    child: Child,
+    exit: Option<ExitStatus>,
+    /// The `BROKER_PORT` given to the child (meaningless if `env` overrode it).
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl BrokerProcess {
+    /// Starts `claudemesh-broker <args>` on a free loopback port; `env`
+    /// is applied last, so it may override `BROKER_PORT` / `BROKER_BIND`.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let stdout = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_claudemesh-broker"));
+        cmd.args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("BROKER_") || INHERITED_SETTINGS.contains(&k.as_ref()) {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.env("BROKER_PORT", port.to_string())
+            .env("BROKER_BIND", "127.0.0.1")
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("the broker binary starts");
+        BrokerProcess {
+            child,
+            exit: None,
+            port,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Both streams, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    /// Polls `GET /health` until it answers 200; panics (with the child's
+    /// output) if the child exits first or `START_TIMEOUT` passes.
+    pub async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.exit = Some(status);
+                panic!(
+                    "broker exited with {status} before it was healthy\n{}",
+                    self.logs()
+                );
+            }
+            let probe = self
+                .http
+                .get(self.url("/health"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if probe.is_ok_and(|r| r.status().as_u16() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker not healthy within {START_TIMEOUT:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM (through `kill(1)`: no libc dependency).
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the child to exit; panics with its output after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.exit = Some(status);
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker still running after {limit:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// An admin call with `token`; returns (status, JSON body or Null).
+    pub async fn admin(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(&format!("/admin{path}")))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+mod messages;
+
 use super::*;
 use crate::protocol::status::{decide, Decision, Recorded};
 
@@ -24,6 +26,7 @@ struct State {
     /// Only online and in-grace presences; gone ones are dropped.
     presences: HashMap<Uuid, Presence>,
     member_states: HashMap<(String, String), MemberState>,
+    queue: messages::Queue,
 }
 
 #[derive(Default)]
@@ -153,6 +156,7 @@ impl Store for MemoryStore {
         for r in &ended {
             s.presences.remove(&r.id);
         }
+        s.queue.drop_member(member_id);
         Ok(Some(ended))
     }
 
@@ -326,7 +330,7 @@ impl Store for MemoryStore {
             None => PatchResult::Gone,
             Some(p) => {
                 if patch.apply(p) {
-                    PatchResult::Applied
+                    PatchResult::Applied(Box::new(p.clone()))
                 } else {
                     PatchResult::Refused
                 }
@@ -390,6 +394,7 @@ impl Store for MemoryStore {
         p.last_seen_at = now;
         let snapshot = p.clone();
         save_member_state(&mut s, &snapshot, now);
+        s.queue.release_claims(id);
         Ok(true)
     }
 
@@ -413,13 +418,44 @@ impl Store for MemoryStore {
             .filter(|p| p.state == PresenceState::Grace && p.grace_until.is_some_and(|t| t <= now))
             .map(|p| p.id)
             .collect();
-        Ok(ids
-            .into_iter()
-            .filter_map(|id| s.presences.remove(&id))
-            .map(|mut p| {
+        let mut ended = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(mut p) = s.presences.remove(&id) {
+                s.queue.orphan_session(id);
                 p.state = PresenceState::Gone;
-                p
-            })
-            .collect())
+                ended.push(p);
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn insert_message(
+        &self,
+        message: &NewMessage,
+        deliveries: &[NewDelivery],
+        bucket: &Bucket,
+    ) -> StoreResult<SendResult> {
+        Ok(self.lock().insert_message(message, deliveries, bucket))
+    }
+
+    async fn claim_deliveries(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
+        Ok(self.lock().claim(req))
+    }
+
+    async fn complete_deliveries(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()> {
+        self.lock().complete(presence, delivery_ids);
+        Ok(())
+    }
+
+    async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool> {
+        Ok(self.lock().ack(presence, message_id))
+    }
+
+    async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        Ok(self.lock().sweep_messages(now))
+    }
+
+    async fn queue_depth(&self) -> StoreResult<i64> {
+        Ok(self.lock().queue_depth())
     }
 }

@@ -1,0 +1,83 @@
+//! System events (`peer_joined`, `peer_returned`, `peer_left`,
+//! `peer_visible`, `peer_hidden`): pushes with `subtype: system` to the
+//! other members' sessions of a mesh. Advisory and not stored: a client
+//! that misses one still sees the truth in `list_peers`.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::Node;
+use crate::store::{MemberState, Presence};
+use crate::time::iso;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    Joined,
+    Returned,
+    Left,
+    Visible,
+    Hidden,
+}
+
+impl PeerEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerEvent::Joined => "peer_joined",
+            PeerEvent::Returned => "peer_returned",
+            PeerEvent::Left => "peer_left",
+            PeerEvent::Visible => "peer_visible",
+            PeerEvent::Hidden => "peer_hidden",
+        }
+    }
+}
+
+/// The push frame of one event about `p`.
+pub fn event_frame(
+    event: PeerEvent,
+    p: &Presence,
+    saved: Option<&MemberState>,
+    now: DateTime<Utc>,
+) -> String {
+    let mut data = json!({
+        "name": p.display_name,
+        "pubkey": p.pubkey(),
+        "groups": p.groups,
+    });
+    if let (PeerEvent::Returned, Some(s)) = (event, saved) {
+        data["lastSeenAt"] = Value::String(iso(s.last_seen_at));
+        data["summary"] = s
+            .last_summary
+            .clone()
+            .map(Value::String)
+            .unwrap_or(Value::Null);
+    }
+    json!({
+        "type": "push",
+        "subtype": "system",
+        "messageId": Uuid::now_v7().to_string(),
+        "meshId": p.mesh_id,
+        "senderPubkey": "system",
+        "priority": "low",
+        "nonce": "",
+        "ciphertext": "",
+        "createdAt": iso(now),
+        "event": event.as_str(),
+        "eventData": data,
+    })
+    .to_string()
+}
+
+impl Node {
+    /// Tells the mesh's other members about `p`. Hidden sessions announce
+    /// nothing but their own visibility changes.
+    pub fn announce(&self, event: PeerEvent, p: &Presence, saved: Option<&MemberState>) {
+        let hidden_ok = matches!(event, PeerEvent::Hidden | PeerEvent::Visible);
+        if !p.visible && !hidden_ok {
+            return;
+        }
+        let frame = event_frame(event, p, saved, self.now());
+        self.sessions
+            .broadcast(&p.mesh_id, &p.member_id, &frame.into());
+    }
+}

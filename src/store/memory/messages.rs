@@ -1,0 +1,335 @@
+//! Messages, delivery rows, claims and rate buckets of the memory store.
+//! Rows live in a `BTreeMap` keyed by a monotonic id (oldest first), with
+//! per-session and per-member indexes so a claim scans only its own rows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::State;
+use crate::protocol::target::Priority;
+use crate::protocol::Status;
+use crate::store::{
+    Bucket, ClaimRequest, Claimed, NewDelivery, NewMessage, SendResult, StoredMessage,
+};
+
+pub(super) struct Row {
+    message_id: Uuid,
+    mesh_id: String,
+    member_id: String,
+    session: Option<Uuid>,
+    exclude: Option<Uuid>,
+    priority: Priority,
+    claimed_session: Option<Uuid>,
+    claim_until: Option<DateTime<Utc>>,
+}
+
+pub(super) struct Held {
+    message: Arc<StoredMessage>,
+    expires_at: DateTime<Utc>,
+    /// Delivery rows still pointing here.
+    rows: usize,
+}
+
+#[derive(Default)]
+pub(super) struct Queue {
+    next_id: i64,
+    rows: BTreeMap<i64, Row>,
+    by_session: HashMap<Uuid, BTreeSet<i64>>,
+    /// (mesh, member) → member-addressed rows.
+    by_member: HashMap<(String, String), BTreeSet<i64>>,
+    messages: HashMap<Uuid, Held>,
+    /// (mesh, key) → (tokens, updated_at).
+    buckets: HashMap<(String, String), (f64, DateTime<Utc>)>,
+}
+
+/// Refills then takes one token; `None` when the bucket is empty.
+pub fn take_token(
+    tokens: f64,
+    updated: DateTime<Utc>,
+    now: DateTime<Utc>,
+    rate_per_min: u32,
+    burst: u32,
+) -> Option<f64> {
+    let elapsed = (now - updated)
+        .num_microseconds()
+        .unwrap_or(i64::MAX)
+        .max(0) as f64
+        / 1e6;
+    let refilled = (tokens + elapsed * f64::from(rate_per_min) / 60.0).min(f64::from(burst));
+    (refilled >= 1.0).then_some(refilled - 1.0)
+}
+
+impl Queue {
+    fn index(&mut self, id: i64) {
+        let r = &self.rows[&id];
+        match r.session {
+            Some(s) => self.by_session.entry(s).or_default().insert(id),
+            None => self
+                .by_member
+                .entry((r.mesh_id.clone(), r.member_id.clone()))
+                .or_default()
+                .insert(id),
+        };
+    }
+
+    fn unindex(&mut self, id: i64) {
+        let r = &self.rows[&id];
+        match r.session {
+            Some(s) => {
+                if let Some(set) = self.by_session.get_mut(&s) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        self.by_session.remove(&s);
+                    }
+                }
+            }
+            None => {
+                let key = (r.mesh_id.clone(), r.member_id.clone());
+                if let Some(set) = self.by_member.get_mut(&key) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        self.by_member.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove_row(&mut self, id: i64) {
+        if !self.rows.contains_key(&id) {
+            return;
+        }
+        self.unindex(id);
+        let row = self.rows.remove(&id).expect("present");
+        if let Some(h) = self.messages.get_mut(&row.message_id) {
+            h.rows -= 1;
+            if h.rows == 0 {
+                self.messages.remove(&row.message_id);
+            }
+        }
+    }
+
+    /// Frees the claims a session holds, so its next socket (or a sibling)
+    /// gets those rows at once instead of after the lease.
+    pub fn release_claims(&mut self, presence: Uuid) {
+        for r in self.rows.values_mut() {
+            if r.claimed_session == Some(presence) {
+                r.claimed_session = None;
+                r.claim_until = None;
+            }
+        }
+    }
+
+    /// An ended session's rows become its member's.
+    pub fn orphan_session(&mut self, presence: Uuid) {
+        let Some(ids) = self.by_session.remove(&presence) else {
+            return;
+        };
+        for id in ids {
+            let r = self.rows.get_mut(&id).expect("indexed row exists");
+            r.session = None;
+            r.claimed_session = None;
+            r.claim_until = None;
+            self.index(id);
+        }
+    }
+
+    /// A revoked member's rows go with it.
+    pub fn drop_member(&mut self, member_id: &str) {
+        let ids: Vec<i64> = self
+            .rows
+            .iter()
+            .filter(|(_, r)| r.member_id == member_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.remove_row(id);
+        }
+    }
+}
+
+impl State {
+    pub(super) fn insert_message(
+        &mut self,
+        m: &NewMessage,
+        deliveries: &[NewDelivery],
+        bucket: &Bucket,
+    ) -> SendResult {
+        let q = &mut self.queue;
+        let key = (m.mesh_id.clone(), bucket.key.clone());
+        let (tokens, updated) = q
+            .buckets
+            .get(&key)
+            .copied()
+            .unwrap_or((f64::from(bucket.burst), m.created_at));
+        let Some(left) = take_token(
+            tokens,
+            updated,
+            m.created_at,
+            bucket.rate_per_min,
+            bucket.burst,
+        ) else {
+            return SendResult::RateLimited;
+        };
+        q.buckets.insert(key, (left, m.created_at));
+        if deliveries.is_empty() {
+            return SendResult::Queued;
+        }
+        q.messages.insert(
+            m.id,
+            Held {
+                message: Arc::new(StoredMessage {
+                    id: m.id,
+                    mesh_id: m.mesh_id.clone(),
+                    sender_member_pubkey: m.sender_member_pubkey.clone(),
+                    sender_session_pubkey: m.sender_session_pubkey.clone(),
+                    priority: m.priority,
+                    nonce: m.nonce.clone(),
+                    ciphertext: m.ciphertext.clone(),
+                    created_at: m.created_at,
+                }),
+                expires_at: m.expires_at,
+                rows: deliveries.len(),
+            },
+        );
+        for d in deliveries {
+            q.next_id += 1;
+            let id = q.next_id;
+            q.rows.insert(
+                id,
+                Row {
+                    message_id: m.id,
+                    mesh_id: m.mesh_id.clone(),
+                    member_id: d.recipient_member_id.clone(),
+                    session: d.recipient_session,
+                    exclude: d.exclude_session,
+                    priority: m.priority,
+                    claimed_session: None,
+                    claim_until: None,
+                },
+            );
+            q.index(id);
+        }
+        SendResult::Queued
+    }
+
+    pub(super) fn claim(&mut self, req: &ClaimRequest) -> Vec<Claimed> {
+        let idle = self
+            .presences
+            .get(&req.presence)
+            .is_some_and(|p| p.status == Status::Idle);
+        let q = &mut self.queue;
+        let mine = q.by_session.get(&req.presence).into_iter().flatten();
+        let members = q
+            .by_member
+            .get(&(req.mesh_id.clone(), req.member_id.clone()))
+            .into_iter()
+            .flatten();
+        // Both sets are ordered; merging them keeps oldest-first.
+        let mut candidates: Vec<i64> = mine.chain(members).copied().collect();
+        candidates.sort_unstable();
+        let mut out = Vec::new();
+        for id in candidates {
+            if out.len() >= req.limit {
+                break;
+            }
+            let r = q.rows.get_mut(&id).expect("indexed row exists");
+            let free = r.claim_until.is_none_or(|t| t < req.now);
+            let allowed = idle || r.priority == Priority::Now;
+            if !free || !allowed || r.exclude == Some(req.presence) {
+                continue;
+            }
+            r.claimed_session = Some(req.presence);
+            r.claim_until = Some(req.lease_until);
+            let message = q.messages[&r.message_id].message.clone();
+            out.push(Claimed {
+                delivery_id: id,
+                message,
+            });
+        }
+        out
+    }
+
+    pub(super) fn complete(&mut self, presence: Uuid, ids: &[i64]) {
+        for id in ids {
+            if self
+                .queue
+                .rows
+                .get(id)
+                .is_some_and(|r| r.claimed_session == Some(presence))
+            {
+                self.queue.remove_row(*id);
+            }
+        }
+    }
+
+    pub(super) fn ack(&mut self, presence: Uuid, message_id: Uuid) -> bool {
+        let q = &mut self.queue;
+        let found = q
+            .rows
+            .iter()
+            .find(|(_, r)| r.message_id == message_id && r.claimed_session == Some(presence))
+            .map(|(id, _)| *id);
+        match found {
+            Some(id) => {
+                q.remove_row(id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn sweep_messages(&mut self, now: DateTime<Utc>) -> u64 {
+        let q = &mut self.queue;
+        let expired: BTreeSet<Uuid> = q
+            .messages
+            .iter()
+            .filter(|(_, h)| h.expires_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        if expired.is_empty() {
+            return 0;
+        }
+        let rows: Vec<i64> = q
+            .rows
+            .iter()
+            .filter(|(_, r)| expired.contains(&r.message_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in rows {
+            q.remove_row(id);
+        }
+        // Rows keep messages alive; a message whose rows are gone is gone.
+        for id in &expired {
+            q.messages.remove(id);
+        }
+        expired.len() as u64
+    }
+
+    pub(super) fn queue_depth(&self) -> i64 {
+        self.queue.rows.len() as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_token;
+    use chrono::{Duration, Utc};
+
+    #[test]
+    fn bucket_refills_at_the_rate_and_caps_at_burst() {
+        let t0 = Utc::now();
+        assert_eq!(take_token(10.0, t0, t0, 60, 10), Some(9.0));
+        assert_eq!(take_token(0.5, t0, t0, 60, 10), None);
+        // 60/min is one token a second.
+        let left = take_token(0.0, t0, t0 + Duration::seconds(1), 60, 10).unwrap();
+        assert!(left.abs() < 1e-9);
+        assert_eq!(
+            take_token(3.0, t0, t0 + Duration::hours(1), 60, 10),
+            Some(9.0)
+        );
+    }
+}

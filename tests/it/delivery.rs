@@ -1,0 +1,263 @@
+//! Delivery guarantees: client_ack redelivery, grace queues, limits, bad
+//! sends, system events, cleanup.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::both_stores;
+use crate::harness::{world, world_with, Backend, Peer};
+use crate::messaging::{expect_push, send, send_frame};
+
+async fn client_ack_redelivers_until_acked(backend: Backend) {
+    let w = world_with(backend, |s| {
+        s.claim_lease_seconds = 1;
+        s.sweep_interval_seconds = 1;
+    })
+    .await;
+    let url = w.node.ws_url();
+    let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let (mut b, _) =
+        Peer::join_with(&url, &w.bob, "b1", json!({"capabilities": ["client_ack"]})).await;
+    let ack = send(&mut a, "c1", &w.bob.keys.public_hex, "now", "eA==").await;
+    let id = ack["messageId"].as_str().unwrap().to_string();
+    assert_eq!(expect_push(&mut b).await["messageId"], id);
+    // Not acked: the lease lapses and the same message comes again.
+    assert_eq!(expect_push(&mut b).await["messageId"], id);
+    // Someone else acking it changes nothing.
+    a.send(json!({"type": "client_ack", "messageId": id})).await;
+    assert_eq!(expect_push(&mut b).await["messageId"], id);
+    b.send(json!({"type": "client_ack", "messageId": id})).await;
+    b.send(json!({"type": "client_ack", "messageId": "not-a-uuid"}))
+        .await;
+    b.send(json!({"type": "client_ack", "messageId": uuid::Uuid::now_v7().to_string()}))
+        .await;
+    // A lease or two may have started before the ack landed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline {
+        if b.quiet_for(Duration::from_millis(2500)).await {
+            return;
+        }
+    }
+    panic!("acked message kept coming");
+}
+
+async fn without_client_ack_written_means_delivered(backend: Backend) {
+    let w = world_with(backend, |s| {
+        s.claim_lease_seconds = 1;
+        s.sweep_interval_seconds = 1;
+    })
+    .await;
+    let url = w.node.ws_url();
+    let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let (mut b, _) = Peer::join(&url, &w.bob, "b1").await;
+    send(&mut a, "c1", &w.bob.keys.public_hex, "now", "eA==").await;
+    expect_push(&mut b).await;
+    assert!(
+        b.quiet_for(Duration::from_millis(2500)).await,
+        "no redelivery"
+    );
+}
+
+async fn queued_for_a_session_in_grace(backend: Backend) {
+    let w = world(backend).await;
+    let url = w.node.ws_url();
+    let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let key = claudemesh_broker::protocol::crypto::KeyPair::generate();
+    let (b, _) =
+        Peer::join_with(&url, &w.bob, "b1", json!({"sessionPubkey": key.public_hex})).await;
+    b.close().await;
+    let ack = send(&mut a, "c1", &w.bob.keys.public_hex, "now", "MQ==").await;
+    assert_eq!(ack["queued"], true, "in grace is not no_recipient: {ack}");
+    let ack = send(&mut a, "c2", &key.public_hex, "next", "Mg==").await;
+    assert_eq!(ack["queued"], true);
+    let (mut b, _) =
+        Peer::join_with(&url, &w.bob, "b1", json!({"sessionPubkey": key.public_hex})).await;
+    assert_eq!(expect_push(&mut b).await["ciphertext"], "MQ==");
+    assert_eq!(expect_push(&mut b).await["ciphertext"], "Mg==");
+}
+
+async fn after_grace_the_member_keeps_its_queue(backend: Backend) {
+    let w = world_with(backend, |s| {
+        s.presence_grace_seconds = 1;
+        s.sweep_interval_seconds = 1;
+    })
+    .await;
+    let url = w.node.ws_url();
+    let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let (b, _) = Peer::join(&url, &w.bob, "b1").await;
+    b.close().await;
+    send(&mut a, "c1", &w.bob.keys.public_hex, "now", "MQ==").await;
+    send(&mut a, "c2", "*", "now", "Mg==").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while w.node.peers("m").await.len() > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "grace never ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (mut b, _) = Peer::join(&url, &w.bob, "b2").await;
+    assert_eq!(expect_push(&mut b).await["ciphertext"], "MQ==");
+    assert_eq!(expect_push(&mut b).await["ciphertext"], "Mg==");
+}
+
+async fn send_budget_is_per_member(backend: Backend) {
+    let w = world_with(backend, |s| {
+        s.send_burst = 3;
+        s.send_rate_per_min = 1;
+    })
+    .await;
+    let url = w.node.ws_url();
+    let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let (_b, _) = Peer::join(&url, &w.bob, "b1").await;
+    let bob = w.bob.keys.public_hex.clone();
+    for i in 0..3 {
+        assert_eq!(
+            send(&mut a, &format!("r{i}"), &bob, "now", "eA==").await["queued"],
+            true
+        );
+    }
+    let ack = send(&mut a, "r3", &bob, "now", "eA==").await;
+    assert_eq!(ack["code"], "rate_limit");
+    assert!(ack["error"].as_str().unwrap().starts_with("rate_limit: "));
+    // Another session of the same member shares the bucket.
+    let (mut a2, _) = Peer::join(&url, &w.alice, "a2").await;
+    assert_eq!(
+        send(&mut a2, "r4", &bob, "now", "eA==").await["code"],
+        "rate_limit"
+    );
+    let list = a.request(json!({"type": "list_peers"})).await;
+    assert_eq!(list["type"], "peers_list", "socket stays open");
+}
+
+async fn bad_sends_get_their_codes(backend: Backend) {
+    let w = world_with(backend, |s| s.max_message_bytes = 200).await;
+    let url = w.node.ws_url();
+    let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let (_b, _) = Peer::join(&url, &w.bob, "b1").await;
+    let bob = w.bob.keys.public_hex.clone();
+    let cases = [
+        (send_frame("t1", &bob, "now", &"A".repeat(300)), "too_large"),
+        (send_frame("t2", &bob, "urgent", "eA=="), "bad_request"),
+        (send_frame("t3", "", "now", "eA=="), "bad_request"),
+        (send_frame("t4", "@bad group", "now", "eA=="), "bad_request"),
+        (send_frame("t5", &bob, "now", "not base64!"), "bad_request"),
+        (
+            send_frame("t6", &"@x".repeat(100), "now", "eA=="),
+            "too_large",
+        ),
+    ];
+    for (frame, code) in cases {
+        let ack = a.request(frame.clone()).await;
+        assert_eq!(ack["type"], "ack");
+        assert_eq!(ack["id"], frame["id"]);
+        assert_eq!(ack["code"], code, "{frame} -> {ack}");
+        assert_eq!(ack["queued"], false);
+    }
+    let metrics = reqwest::get(w.node.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("broker_messages_total{result=\"too_large\"} 2"),
+        "{metrics}"
+    );
+}
+
+async fn system_events_reach_other_members(backend: Backend) {
+    let w = world_with(backend, |s| {
+        s.presence_grace_seconds = 1;
+        s.sweep_interval_seconds = 1;
+    })
+    .await;
+    let url = w.node.ws_url();
+    let (mut a1, _) = Peer::join(&url, &w.alice, "a1").await;
+    let (mut a2, _) = Peer::join(&url, &w.alice, "a2").await;
+    let (mut b, _) = Peer::join(&url, &w.bob, "b1").await;
+    let e = a1.next_event().await;
+    assert_eq!(e["event"], "peer_joined");
+    assert_eq!(e["senderPubkey"], "system");
+    assert_eq!(e["priority"], "low");
+    assert_eq!(e["nonce"], "");
+    assert_eq!(e["ciphertext"], "");
+    assert_eq!(e["eventData"]["name"], "bob");
+    assert_eq!(e["eventData"]["pubkey"], w.bob.keys.public_hex);
+    assert_eq!(e["eventData"]["groups"], json!([]));
+    assert!(
+        a1.events.is_empty(),
+        "own sibling's join is not announced: {:?}",
+        a1.events
+    );
+    assert_eq!(a2.next_event().await["event"], "peer_joined");
+    a2.request(json!({"type": "set_visible", "visible": false}))
+        .await;
+    let e = b.next_event().await;
+    assert_eq!(e["event"], "peer_hidden");
+    assert_eq!(e["eventData"]["name"], "alice");
+    a2.request(json!({"type": "set_visible", "visible": true}))
+        .await;
+    assert_eq!(b.next_event().await["event"], "peer_visible");
+    b.close().await;
+    let e = a1.next_event().await;
+    assert_eq!(e["event"], "peer_left", "after grace: {e}");
+    let (_b, _) = Peer::join(&url, &w.bob, "b2").await;
+    let e = a1.next_event().await;
+    assert_eq!(e["event"], "peer_returned");
+    assert!(e["eventData"]["lastSeenAt"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+}
+
+async fn delivered_messages_are_cleaned_up(backend: Backend) {
+    let w = world_with(backend, |s| s.sweep_interval_seconds = 1).await;
+    let url = w.node.ws_url();
+    let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let (mut b, _) = Peer::join(&url, &w.bob, "b1").await;
+    for i in 0..5 {
+        send(&mut a, &format!("c{i}"), "*", "now", "eA==").await;
+        expect_push(&mut b).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = reqwest::get(w.node.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("broker_queue_depth 0") && metrics.contains("broker_deliveries_total 5")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(db) = &w._db {
+        let c = db.client().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let n: i64 = c
+                .query_one("SELECT count(*) FROM message", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if n == 0 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{n} messages left");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+both_stores!(
+    client_ack_redelivers_until_acked,
+    without_client_ack_written_means_delivered,
+    queued_for_a_session_in_grace,
+    after_grace_the_member_keeps_its_queue,
+    send_budget_is_per_member,
+    bad_sends_get_their_codes,
+    system_events_reach_other_members,
+    delivered_messages_are_cleaned_up,
+);
