@@ -4,6 +4,7 @@
 
 mod messages;
 pub mod migrate;
+mod presence;
 mod rows;
 
 use std::str::FromStr;
@@ -16,14 +17,13 @@ use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 use super::*;
-use crate::protocol::status::{decide, Decision, Recorded};
-use rows::{member_from, mesh_from, presence_from, PRESENCE_COLS};
+use rows::{member_from, mesh_from};
 
 pub struct PgStore {
     pool: Pool,
 }
 
-fn map_err(e: tokio_postgres::Error) -> StoreError {
+pub(super) fn map_err(e: tokio_postgres::Error) -> StoreError {
     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
         return StoreError::Conflict("unique key already exists");
     }
@@ -71,56 +71,13 @@ impl PgStore {
         Ok(applied)
     }
 
-    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+    pub(super) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_err)
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
-}
-
-async fn write_presence(
-    tx: &deadpool_postgres::Transaction<'_>,
-    p: &Presence,
-) -> Result<(), tokio_postgres::Error> {
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE presence SET node_id=$2, conn_id=$3, session_pubkey=$4, display_name=$5,
-               pid=$6, cwd=$7, hostname=$8, peer_type=$9, channel=$10, model=$11,
-               capabilities=$12, summary=$13, groups=$14, visible=$15, profile=$16,
-               stats=$17, state=$18, grace_until=$19, hook_token_hash=$20, last_seen_at=$21
-             WHERE id=$1",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &p.id,
-            &p.node_id,
-            &p.conn_id,
-            &p.session_pubkey,
-            &p.display_name,
-            &p.pid,
-            &p.cwd,
-            &p.hostname,
-            &p.peer_type,
-            &p.channel,
-            &p.model,
-            &Json(&p.capabilities),
-            &p.summary,
-            &Json(&p.groups),
-            &p.visible,
-            &Json(&p.profile),
-            &p.stats.as_ref().map(Json),
-            &p.state.as_str(),
-            &p.grace_until,
-            &p.hook_token_hash,
-            &p.last_seen_at,
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 #[async_trait]
@@ -448,94 +405,7 @@ impl Store for PgStore {
     }
 
     async fn attach_presence(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(map_err)?;
-        // Locking the mesh row serialises attaches per mesh across nodes,
-        // which makes both the capacity count and the one-live-presence
-        // check exact.
-        tx.execute("SELECT 1 FROM mesh WHERE id = $1 FOR UPDATE", &[&p.mesh_id])
-            .await
-            .map_err(map_err)?;
-        let sql = format!(
-            "SELECT {PRESENCE_COLS} FROM presence
-             WHERE mesh_id = $1 AND member_id = $2 AND state <> 'gone'
-               AND (session_id = $3 OR ($4::text IS NOT NULL AND session_pubkey = $4))
-             LIMIT 1"
-        );
-        let found = tx
-            .query_opt(
-                &sql,
-                &[&p.mesh_id, &p.member_id, &p.session_id, &p.session_pubkey],
-            )
-            .await
-            .map_err(map_err)?;
-        if let Some(row) = found {
-            let mut x = presence_from(&row);
-            let was = x.state;
-            let (old_node, old_conn) = (x.node_id, x.conn_id);
-            x.reattach(p);
-            write_presence(&tx, &x).await.map_err(map_err)?;
-            tx.commit().await.map_err(map_err)?;
-            return Ok(match was {
-                PresenceState::Online => Attach::Replaced {
-                    presence: x,
-                    old_node,
-                    old_conn,
-                },
-                _ => Attach::Reattached(x),
-            });
-        }
-        let count: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM presence WHERE mesh_id = $1 AND state <> 'gone'",
-                &[&p.mesh_id],
-            )
-            .await
-            .map_err(map_err)?
-            .get(0);
-        if count >= i64::from(max_per_mesh) {
-            return Ok(Attach::Capacity);
-        }
-        let x = Presence::from_new(p);
-        tx.execute(
-            "INSERT INTO presence (id, mesh_id, member_id, member_pubkey, node_id, conn_id,
-               session_id, session_pubkey, display_name, pid, cwd, hostname, peer_type, channel,
-               model, capabilities, status, status_source, status_updated_at, summary, groups,
-               visible, profile, state, hook_token_hash, connected_at, last_seen_at)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,
-                     $22,$23,'online',$24,$25,$25)",
-            &[
-                &x.id,
-                &x.mesh_id,
-                &x.member_id,
-                &x.member_pubkey,
-                &x.node_id,
-                &x.conn_id,
-                &x.session_id,
-                &x.session_pubkey,
-                &x.display_name,
-                &x.pid,
-                &x.cwd,
-                &x.hostname,
-                &x.peer_type,
-                &x.channel,
-                &x.model,
-                &Json(&x.capabilities),
-                &x.status.as_str(),
-                &x.status_source.as_str(),
-                &x.status_updated_at,
-                &x.summary,
-                &Json(&x.groups),
-                &x.visible,
-                &Json(&x.profile),
-                &x.hook_token_hash,
-                &x.connected_at,
-            ],
-        )
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(Attach::Created(x))
+        self.attach(p, max_per_mesh).await
     }
 
     async fn member_state(
@@ -543,40 +413,11 @@ impl Store for PgStore {
         mesh_id: &str,
         member_id: &str,
     ) -> StoreResult<Option<MemberState>> {
-        let c = self.client().await?;
-        let row = c
-            .query_opt(
-                "SELECT groups, profile, visible, last_summary, last_seen_at
-                 FROM member_state WHERE mesh_id = $1 AND member_id = $2",
-                &[&mesh_id, &member_id],
-            )
-            .await
-            .map_err(map_err)?;
-        Ok(row.map(|r| MemberState {
-            groups: r.get::<_, Json<_>>(0).0,
-            profile: r.get::<_, Json<_>>(1).0,
-            visible: r.get(2),
-            last_summary: r.get(3),
-            last_seen_at: r.get(4),
-        }))
+        self.saved_state(mesh_id, member_id).await
     }
 
     async fn update_presence(&self, id: Uuid, patch: &PresencePatch) -> StoreResult<PatchResult> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(map_err)?;
-        let sql = format!(
-            "SELECT {PRESENCE_COLS} FROM presence WHERE id = $1 AND state <> 'gone' FOR UPDATE"
-        );
-        let Some(row) = tx.query_opt(&sql, &[&id]).await.map_err(map_err)? else {
-            return Ok(PatchResult::Gone);
-        };
-        let mut p = presence_from(&row);
-        if !patch.apply(&mut p) {
-            return Ok(PatchResult::Refused);
-        }
-        write_presence(&tx, &p).await.map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(PatchResult::Applied(Box::new(p)))
+        self.patch(id, patch).await
     }
 
     async fn write_status(
@@ -587,49 +428,7 @@ impl Store for PgStore {
         now: DateTime<Utc>,
         fresh_window_ms: i64,
     ) -> StoreResult<Option<StatusWrite>> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(map_err)?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT status, status_source, status_updated_at FROM presence
-                 WHERE id = $1 AND state <> 'gone' FOR UPDATE",
-                &[&id],
-            )
-            .await
-            .map_err(map_err)?
-        else {
-            return Ok(None);
-        };
-        let cur_status = Status::parse(row.get(0)).unwrap_or(Status::Idle);
-        let cur_source = Source::parse(row.get(1)).unwrap_or(Source::Jsonl);
-        let updated: DateTime<Utc> = row.get(2);
-        let rec = Recorded {
-            status: cur_status,
-            source: cur_source,
-            age_ms: (now - updated).num_milliseconds(),
-        };
-        let out = match decide(rec, status, source, fresh_window_ms) {
-            Decision::Record(st, src) => {
-                tx.execute(
-                    "UPDATE presence SET status = $2, status_source = $3, status_updated_at = $4 WHERE id = $1",
-                    &[&id, &st.as_str(), &src.as_str(), &now],
-                )
-                .await
-                .map_err(map_err)?;
-                StatusWrite {
-                    status: st,
-                    source: src,
-                    changed: st != cur_status,
-                }
-            }
-            Decision::Keep => StatusWrite {
-                status: cur_status,
-                source: cur_source,
-                changed: false,
-            },
-        };
-        tx.commit().await.map_err(map_err)?;
-        Ok(Some(out))
+        self.status(id, status, source, now, fresh_window_ms).await
     }
 
     async fn release_presence(
@@ -639,76 +438,15 @@ impl Store for PgStore {
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(map_err)?;
-        let n = tx
-            .execute(
-                "WITH r AS (
-                   UPDATE presence SET state = 'grace', grace_until = $3, last_seen_at = $4
-                   WHERE id = $1 AND conn_id = $2 AND state = 'online'
-                   RETURNING mesh_id, member_id, groups, profile, visible, summary)
-                 INSERT INTO member_state (mesh_id, member_id, groups, profile, visible, last_summary, last_seen_at)
-                 SELECT mesh_id, member_id, groups, profile, visible, summary, $4 FROM r
-                 ON CONFLICT (mesh_id, member_id) DO UPDATE SET groups = excluded.groups,
-                   profile = excluded.profile, visible = excluded.visible,
-                   last_summary = excluded.last_summary, last_seen_at = excluded.last_seen_at",
-                &[&id, &conn_id, &grace_until, &now],
-            )
-            .await
-            .map_err(map_err)?;
-        if n == 1 {
-            // Unacked pushes go back to the queue at once: the session's
-            // next socket (or a sibling) gets them without waiting a lease.
-            tx.execute(
-                "UPDATE delivery SET claimed_by = NULL, claimed_session = NULL, claim_until = NULL
-                 WHERE claimed_session = $1",
-                &[&id],
-            )
-            .await
-            .map_err(map_err)?;
-        }
-        tx.commit().await.map_err(map_err)?;
-        Ok(n == 1)
+        self.release(id, conn_id, grace_until, now).await
     }
 
     async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>> {
-        let c = self.client().await?;
-        let sql = format!(
-            "SELECT {PRESENCE_COLS} FROM presence WHERE mesh_id = $1 AND state <> 'gone'
-             ORDER BY connected_at, id"
-        );
-        let rows = c.query(&sql, &[&mesh_id]).await.map_err(map_err)?;
-        Ok(rows.iter().map(presence_from).collect())
+        self.presences(mesh_id).await
     }
 
     async fn expire_grace(&self, now: DateTime<Utc>) -> StoreResult<Vec<Presence>> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(map_err)?;
-        let sql = format!(
-            "DELETE FROM presence WHERE state = 'grace' AND grace_until <= $1 RETURNING {PRESENCE_COLS}"
-        );
-        let rows = tx.query(&sql, &[&now]).await.map_err(map_err)?;
-        let ended: Vec<Presence> = rows
-            .iter()
-            .map(|r| {
-                let mut p = presence_from(r);
-                p.state = PresenceState::Gone;
-                p
-            })
-            .collect();
-        if !ended.is_empty() {
-            let ids: Vec<Uuid> = ended.iter().map(|p| p.id).collect();
-            tx.execute(
-                "UPDATE delivery SET recipient_session = NULL, claimed_by = NULL,
-                   claimed_session = NULL, claim_until = NULL
-                 WHERE recipient_session = ANY($1)",
-                &[&ids],
-            )
-            .await
-            .map_err(map_err)?;
-        }
-        tx.commit().await.map_err(map_err)?;
-        Ok(ended)
+        self.expire(now).await
     }
 
     async fn insert_message(
