@@ -85,7 +85,8 @@ CREATE INDEX presence_mesh_live ON presence (mesh_id) WHERE state <> 'gone';
 CREATE INDEX presence_node ON presence (node_id) WHERE state = 'online';
 CREATE INDEX presence_grace ON presence (grace_until) WHERE state = 'grace';
 CREATE INDEX presence_cwd ON presence (cwd) WHERE state = 'online';
-CREATE INDEX presence_gone ON presence (last_seen_at) WHERE state = 'gone';
+CREATE INDEX presence_working ON presence (status_updated_at) WHERE status = 'working';
+CREATE INDEX presence_hook_token ON presence (hook_token_hash) WHERE state <> 'gone';
 
 CREATE TABLE member_state (
     mesh_id       text NOT NULL REFERENCES mesh(id) ON DELETE CASCADE,

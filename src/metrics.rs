@@ -43,6 +43,8 @@ pub struct Metrics {
     pub deliveries: Counter<u64, AtomicU64>,
     /// Send commit → push written, seconds.
     pub delivery_latency: Histogram,
+    /// `/hook/set-status` requests by result.
+    pub hook_requests: Family<ResultLabel, Counter<u64, AtomicU64>>,
     /// Undelivered rows cluster-wide, sampled by the sweeper.
     pub queue_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
@@ -64,6 +66,12 @@ impl Metrics {
             prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
         );
         let queue_depth = Gauge::default();
+        let hook_requests = Family::default();
+        registry.register(
+            "hook_requests",
+            "Hook posts by result",
+            hook_requests.clone(),
+        );
         registry.register("messages", "Sends by result", messages.clone());
         registry.register(
             "deliveries",
@@ -128,7 +136,14 @@ impl Metrics {
             deliveries,
             delivery_latency,
             queue_depth,
+            hook_requests,
         }
+    }
+
+    pub fn hook(&self, result: &'static str) {
+        self.hook_requests
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     pub fn message(&self, result: &'static str) {

@@ -58,6 +58,9 @@ pub async fn run_sweeper(node: Arc<Node>, stop: CancellationToken) {
             }
             Err(e) => tracing::warn!(node_id = %node.id, error = %e, "grace sweep failed"),
         }
+        if let Err(e) = node.sweep_status().await {
+            tracing::warn!(node_id = %node.id, error = %e, "status sweep failed");
+        }
         if let Err(e) = node.store.sweep_messages(node.now()).await {
             tracing::warn!(node_id = %node.id, error = %e, "message sweep failed");
         }

@@ -160,6 +160,12 @@ impl Node {
                 ))
             }
         };
+        if let (Some(pid), Some(cwd)) = (h.pid, h.cwd.as_deref()) {
+            // A hook may have beaten its session's hello here.
+            self.apply_pending_hook(presence.id, pid, cwd)
+                .await
+                .map_err(unavailable)?;
+        }
         let ack = HelloAck {
             ty: "hello_ack",
             presence_id: presence.id.to_string(),

@@ -10,6 +10,7 @@ pub mod join;
 pub mod messaging;
 pub mod peers;
 pub mod sessions;
+pub mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The HTTP surface of one node: routes, JSON bodies, request metrics.
 
 pub mod health;
+pub mod hook;
 pub mod join;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .route("/join", post(join::join))
+        .route("/hook/set-status", post(hook::set_status))
         .nest("/admin", crate::admin::api::router(node.clone()))
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),

@@ -123,4 +123,41 @@ pub trait Store: Send + Sync + 'static {
     async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64>;
     /// Undelivered rows, all meshes.
     async fn queue_depth(&self) -> StoreResult<i64>;
+
+    /// Takes one token from a shared bucket (hooks); `false` when empty.
+    async fn take_token(
+        &self,
+        scope: &str,
+        bucket: &Bucket,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// The online or in-grace presence whose hook token hashes to `hash`.
+    async fn presence_by_hook_token(&self, hash: &[u8]) -> StoreResult<Option<Presence>>;
+    /// Online presences a v1 hook names: those with this (pid, cwd) in any
+    /// mesh, else the newest one with this cwd.
+    async fn hook_targets(&self, pid: Option<i64>, cwd: &str) -> StoreResult<Vec<Uuid>>;
+    /// Keeps a hook that named no presence, for a hello that follows.
+    async fn insert_pending_status(
+        &self,
+        pid: i64,
+        cwd: &str,
+        status: Status,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Removes and returns a pending hook newer than `since`.
+    async fn take_pending_status(
+        &self,
+        pid: i64,
+        cwd: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Option<Status>>;
+    /// Drops pending hooks older than `before`.
+    async fn sweep_pending_status(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+    /// Flips presences `working` since before `before` to idle (`jsonl`);
+    /// returns them with the node holding each.
+    async fn expire_working(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PresenceRef>>;
 }

@@ -10,6 +10,7 @@ mod delivery;
 mod frames;
 mod health;
 mod hello;
+mod hooks;
 mod join;
 mod messaging;
 mod migrate;

@@ -41,8 +41,9 @@ pub(super) struct Queue {
     /// (mesh, member) → member-addressed rows.
     by_member: HashMap<(String, String), BTreeSet<i64>>,
     messages: HashMap<Uuid, Held>,
-    /// (mesh, key) → (tokens, updated_at).
-    buckets: HashMap<(String, String), (f64, DateTime<Utc>)>,
+    /// (scope, key) → (tokens, updated_at). Scope is the mesh id for send
+    /// budgets.
+    pub(super) buckets: HashMap<(String, String), (f64, DateTime<Utc>)>,
 }
 
 /// Refills then takes one token; `None` when the bucket is empty.
@@ -158,23 +159,10 @@ impl State {
         deliveries: &[NewDelivery],
         bucket: &Bucket,
     ) -> SendResult {
-        let q = &mut self.queue;
-        let key = (m.mesh_id.clone(), bucket.key.clone());
-        let (tokens, updated) = q
-            .buckets
-            .get(&key)
-            .copied()
-            .unwrap_or((f64::from(bucket.burst), m.created_at));
-        let Some(left) = take_token(
-            tokens,
-            updated,
-            m.created_at,
-            bucket.rate_per_min,
-            bucket.burst,
-        ) else {
+        if !self.take_token(&m.mesh_id, bucket, m.created_at) {
             return SendResult::RateLimited;
-        };
-        q.buckets.insert(key, (left, m.created_at));
+        }
+        let q = &mut self.queue;
         if deliveries.is_empty() {
             return SendResult::Queued;
         }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 mod messages;
+mod status;
 
 use super::*;
 use crate::protocol::status::{decide, Decision, Recorded};
@@ -27,6 +28,8 @@ struct State {
     presences: HashMap<Uuid, Presence>,
     member_states: HashMap<(String, String), MemberState>,
     queue: messages::Queue,
+    /// (pid, cwd) → (status, created_at) of hooks that came first.
+    pending: HashMap<(i64, String), (Status, DateTime<Utc>)>,
 }
 
 #[derive(Default)]
@@ -457,5 +460,60 @@ impl Store for MemoryStore {
 
     async fn queue_depth(&self) -> StoreResult<i64> {
         Ok(self.lock().queue_depth())
+    }
+
+    async fn take_token(
+        &self,
+        scope: &str,
+        bucket: &Bucket,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        Ok(self.lock().take_token(scope, bucket, now))
+    }
+
+    async fn presence_by_hook_token(&self, hash: &[u8]) -> StoreResult<Option<Presence>> {
+        Ok(self.lock().by_hook_token(hash))
+    }
+
+    async fn hook_targets(&self, pid: Option<i64>, cwd: &str) -> StoreResult<Vec<Uuid>> {
+        Ok(self.lock().hook_targets(pid, cwd))
+    }
+
+    async fn insert_pending_status(
+        &self,
+        pid: i64,
+        cwd: &str,
+        status: Status,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.lock()
+            .pending
+            .insert((pid, cwd.to_string()), (status, now));
+        Ok(())
+    }
+
+    async fn take_pending_status(
+        &self,
+        pid: i64,
+        cwd: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Option<Status>> {
+        let taken = self.lock().pending.remove(&(pid, cwd.to_string()));
+        Ok(taken.filter(|(_, at)| *at >= since).map(|(s, _)| s))
+    }
+
+    async fn sweep_pending_status(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut s = self.lock();
+        let n = s.pending.len();
+        s.pending.retain(|_, (_, at)| *at >= before);
+        Ok((n - s.pending.len()) as u64)
+    }
+
+    async fn expire_working(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PresenceRef>> {
+        Ok(self.lock().expire_working(before, now))
     }
 }

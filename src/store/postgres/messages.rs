@@ -15,7 +15,7 @@ use crate::store::{
 
 /// Refill-then-take in one statement: no row comes back when the bucket
 /// holds less than one token, and then nothing is written.
-const TAKE_TOKEN: &str = "
+pub(super) const TAKE_TOKEN: &str = "
 INSERT INTO rate_bucket AS b (mesh_id, key, tokens, updated_at)
 VALUES ($1, $2, $3::float8 - 1, $4)
 ON CONFLICT (mesh_id, key) DO UPDATE SET

@@ -6,6 +6,7 @@ mod messages;
 pub mod migrate;
 mod presence;
 mod rows;
+mod status;
 
 use std::str::FromStr;
 
@@ -476,5 +477,53 @@ impl Store for PgStore {
 
     async fn queue_depth(&self) -> StoreResult<i64> {
         self.depth().await
+    }
+
+    async fn take_token(
+        &self,
+        scope: &str,
+        bucket: &Bucket,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.take(scope, bucket, now).await
+    }
+
+    async fn presence_by_hook_token(&self, hash: &[u8]) -> StoreResult<Option<Presence>> {
+        self.by_hook_token(hash).await
+    }
+
+    async fn hook_targets(&self, pid: Option<i64>, cwd: &str) -> StoreResult<Vec<Uuid>> {
+        self.targets(pid, cwd).await
+    }
+
+    async fn insert_pending_status(
+        &self,
+        pid: i64,
+        cwd: &str,
+        status: Status,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.insert_pending(pid, cwd, status, now).await
+    }
+
+    async fn take_pending_status(
+        &self,
+        pid: i64,
+        cwd: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Option<Status>> {
+        self.take_pending(pid, cwd, since).await
+    }
+
+    async fn sweep_pending_status(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.sweep_pending(before).await
+    }
+
+    async fn expire_working(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PresenceRef>> {
+        self.flip_working(before, now).await
     }
 }

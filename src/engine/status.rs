@@ -1,0 +1,144 @@
+//! Status writes from hooks (`POST /hook/set-status`) and the sweeps that
+//! keep status honest: pending hooks and the stuck-`working` TTL.
+
+use chrono::Duration;
+use uuid::Uuid;
+
+use super::Node;
+use crate::config::HookAuth;
+use crate::protocol::{Source, Status};
+use crate::store::{Bucket, StoreError};
+
+/// How long a hook that named no presence waits for its session's hello
+/// (PROTOCOL.md: 10 s).
+pub const PENDING_HOOK_SECONDS: i64 = 10;
+/// Rate-bucket scope of hook budgets (send budgets are scoped by mesh).
+const HOOK_BUCKET_SCOPE: &str = "hook";
+
+/// A validated hook body.
+pub struct HookRequest {
+    pub cwd: String,
+    pub pid: i64,
+    pub status: Status,
+    /// `Authorization: Bearer …`, if sent.
+    pub bearer: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum HookOutcome {
+    /// Applied to these presences (the first is reported).
+    Applied(Vec<Uuid>),
+    /// No presence yet: kept for a hello in the next 10 s.
+    Pending,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum HookError {
+    Unauthorized,
+    RateLimited,
+    Unavailable,
+}
+
+impl From<StoreError> for HookError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "store failed during hook");
+        HookError::Unavailable
+    }
+}
+
+impl Node {
+    fn fresh_window_ms(&self) -> i64 {
+        (self.config.settings.hook_fresh_window_seconds * 1000) as i64
+    }
+
+    pub async fn hook(&self, req: HookRequest) -> Result<HookOutcome, HookError> {
+        let targets = match self.config.hook_auth {
+            HookAuth::Token => {
+                let token = req.bearer.as_deref().ok_or(HookError::Unauthorized)?;
+                let hash = super::hello::hook_token_hash(token);
+                let p = self
+                    .store
+                    .presence_by_hook_token(&hash)
+                    .await?
+                    .ok_or(HookError::Unauthorized)?;
+                vec![p.id]
+            }
+            HookAuth::None => self.store.hook_targets(Some(req.pid), &req.cwd).await?,
+        };
+        let now = self.now();
+        let rate = self.config.settings.hook_rate_limit_per_min;
+        let bucket = Bucket {
+            key: format!("{}:{}", req.pid, req.cwd),
+            rate_per_min: rate,
+            burst: rate,
+        };
+        if !self
+            .store
+            .take_token(HOOK_BUCKET_SCOPE, &bucket, now)
+            .await?
+        {
+            return Err(HookError::RateLimited);
+        }
+        if targets.is_empty() {
+            self.store
+                .insert_pending_status(req.pid, &req.cwd, req.status, now)
+                .await?;
+            return Ok(HookOutcome::Pending);
+        }
+        for id in &targets {
+            self.write_hook_status(*id, req.status).await?;
+        }
+        Ok(HookOutcome::Applied(targets))
+    }
+
+    /// A hook's status write; wakes the session if it just became idle.
+    pub async fn write_hook_status(
+        &self,
+        presence: Uuid,
+        status: Status,
+    ) -> Result<(), StoreError> {
+        let written = self
+            .store
+            .write_status(
+                presence,
+                status,
+                Source::Hook,
+                self.now(),
+                self.fresh_window_ms(),
+            )
+            .await?;
+        if written.is_some_and(|w| w.changed && w.status == Status::Idle) {
+            self.sessions.wake(presence);
+        }
+        Ok(())
+    }
+
+    /// A hello with (pid, cwd): applies a hook that arrived first.
+    pub async fn apply_pending_hook(
+        &self,
+        presence: Uuid,
+        pid: i64,
+        cwd: &str,
+    ) -> Result<(), StoreError> {
+        let since = self.now() - Duration::seconds(PENDING_HOOK_SECONDS);
+        if let Some(status) = self.store.take_pending_status(pid, cwd, since).await? {
+            self.write_hook_status(presence, status).await?;
+        }
+        Ok(())
+    }
+
+    /// Sweeper step: stuck `working` → idle, and stale pending hooks.
+    pub async fn sweep_status(&self) -> Result<(), StoreError> {
+        let now = self.now();
+        let ttl = Duration::seconds(self.config.settings.status_ttl_seconds as i64);
+        for r in self.store.expire_working(now - ttl, now).await? {
+            if r.node_id == self.id {
+                self.sessions.wake(r.id);
+            }
+        }
+        self.store
+            .sweep_pending_status(now - Duration::seconds(PENDING_HOOK_SECONDS))
+            .await?;
+        Ok(())
+    }
+}
