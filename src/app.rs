@@ -22,7 +22,11 @@ pub struct Application {
     listener: TcpListener,
     port: u16,
     stop: CancellationToken,
+    /// Database URL and the bus's outgoing queue (cluster mode only).
+    bus: Option<(String, BusReceiver)>,
 }
+
+type BusReceiver = tokio::sync::mpsc::UnboundedReceiver<(String, crate::cluster::bus::Signal)>;
 
 /// Opens the configured store, migrating Postgres first.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -58,7 +62,16 @@ impl Application {
         let addr = listener.local_addr()?;
         let public_url = config.public_url(addr.port());
         let admin_token = admin_token.or_else(|| config.settings.admin_token.clone());
-        let node = Arc::new(Node::new(config, store, public_url, admin_token));
+        // The bus needs the database; memory mode is one node and needs none.
+        let bus_url = config.settings.database_url.clone();
+        let (bus, bus_rx) = match &bus_url {
+            Some(_) => {
+                let (bus, rx) = crate::cluster::bus::channel();
+                (Some(bus), Some(rx))
+            }
+            None => (None, None),
+        };
+        let node = Arc::new(Node::new(config, store, public_url, admin_token, bus));
         node.store
             .register_node(&NodeRow {
                 id: node.id,
@@ -73,6 +86,7 @@ impl Application {
             listener,
             port: addr.port(),
             stop: CancellationToken::new(),
+            bus: bus_url.zip(bus_rx),
         })
     }
 
@@ -98,9 +112,25 @@ impl Application {
             node,
             listener,
             stop,
+            bus,
             ..
         } = self;
         let loops_stop = CancellationToken::new();
+        let mut bus_tasks = Vec::new();
+        if let Some((url, rx)) = bus {
+            use crate::cluster::bus::{run_listener, run_notifier};
+            bus_tasks.push(tokio::spawn(run_notifier(
+                node.clone(),
+                url.clone(),
+                rx,
+                loops_stop.clone(),
+            )));
+            bus_tasks.push(tokio::spawn(run_listener(
+                node.clone(),
+                url,
+                loops_stop.clone(),
+            )));
+        }
         let heartbeat = tokio::spawn(crate::cluster::run_heartbeat(
             node.clone(),
             loops_stop.clone(),
@@ -141,6 +171,9 @@ impl Application {
         loops_stop.cancel();
         let _ = heartbeat.await;
         let _ = sweeper.await;
+        for t in bus_tasks {
+            let _ = t.await;
+        }
         if let Err(e) = node.store.remove_node(node.id).await {
             tracing::warn!(node_id = %node.id, error = %e, "could not remove node row");
         }

@@ -43,6 +43,12 @@ pub struct Metrics {
     pub deliveries: Counter<u64, AtomicU64>,
     /// Send commit → push written, seconds.
     pub delivery_latency: Histogram,
+    /// NOTIFYs this node sent (after coalescing).
+    pub notify_sent: Counter<u64, AtomicU64>,
+    /// Notifications this node received.
+    pub notify_received: Counter<u64, AtomicU64>,
+    /// Times the LISTEN connection was re-established.
+    pub listen_reconnects: Counter<u64, AtomicU64>,
     /// `/hook/set-status` requests by result.
     pub hook_requests: Family<ResultLabel, Counter<u64, AtomicU64>>,
     /// Undelivered rows cluster-wide, sampled by the sweeper.
@@ -67,6 +73,20 @@ impl Metrics {
         );
         let queue_depth = Gauge::default();
         let hook_requests = Family::default();
+        let notify_sent = Counter::default();
+        let notify_received = Counter::default();
+        let listen_reconnects = Counter::default();
+        registry.register("notify_sent", "NOTIFYs sent", notify_sent.clone());
+        registry.register(
+            "notify_received",
+            "Notifications received",
+            notify_received.clone(),
+        );
+        registry.register(
+            "listen_reconnects",
+            "LISTEN connection re-establishments",
+            listen_reconnects.clone(),
+        );
         registry.register(
             "hook_requests",
             "Hook posts by result",
@@ -137,6 +157,9 @@ impl Metrics {
             delivery_latency,
             queue_depth,
             hook_requests,
+            notify_sent,
+            notify_received,
+            listen_reconnects,
         }
     }
 

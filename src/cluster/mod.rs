@@ -1,6 +1,8 @@
-//! Periodic work that keeps the shared tables honest: this node's
-//! heartbeat in the node registry and the grace-expiry sweep. (The NOTIFY
-//! bus and dead-node takeover join this module with the cluster issue.)
+//! What makes nodes one cluster: the NOTIFY bus (`bus`), this node's
+//! heartbeat in the node registry, and the sweepers that keep the shared
+//! tables honest (grace expiry, dead nodes, messages, status TTL).
+
+pub mod bus;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,7 +11,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::events::PeerEvent;
+use crate::engine::sessions::close;
 use crate::engine::Node;
+use crate::store::NodeRow;
 
 /// Refreshes `broker_node.heartbeat_at` until `stop`; records db health.
 pub async fn run_heartbeat(node: Arc<Node>, stop: CancellationToken) {
@@ -21,11 +25,14 @@ pub async fn run_heartbeat(node: Arc<Node>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let ok = node
+        let beat = node
             .store
             .heartbeat_node(node.id, node.now(), node.is_draining())
-            .await
-            .is_ok();
+            .await;
+        let ok = beat.is_ok();
+        if let Ok(false) = beat {
+            lease_lost(&node).await;
+        }
         let was = node.db_up.swap(ok, Ordering::Relaxed);
         if was != ok {
             if ok {
@@ -35,6 +42,24 @@ pub async fn run_heartbeat(node: Arc<Node>, stop: CancellationToken) {
             }
         }
     }
+}
+
+/// Our row was reaped (we were silent past the lease, e.g. a long database
+/// outage): other nodes have moved our sessions to grace. Register again
+/// and close our sockets so clients re-attach cleanly (1012: restart).
+async fn lease_lost(node: &Node) {
+    tracing::warn!(node_id = %node.id, "node lease lost: re-registering and closing sockets");
+    let row = NodeRow {
+        id: node.id,
+        addr: node.public_url.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: node.now(),
+    };
+    if let Err(e) = node.store.register_node(&row).await {
+        tracing::warn!(node_id = %node.id, error = %e, "could not re-register");
+    }
+    node.sessions
+        .close_every(close::SERVICE_RESTART, "node lease lost");
 }
 
 /// Every `sweep_interval_seconds`: ends presences whose grace ran out
@@ -48,6 +73,21 @@ pub async fn run_sweeper(node: Arc<Node>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        let now = node.now();
+        let settings = &node.config.settings;
+        let lease = chrono::Duration::seconds(settings.node_lease_seconds as i64);
+        let grace = chrono::Duration::seconds(settings.presence_grace_seconds as i64);
+        match node
+            .store
+            .reap_dead_nodes(now - lease, now + grace, now)
+            .await
+        {
+            Ok(dead) if !dead.is_empty() => {
+                tracing::warn!(node_id = %node.id, ?dead, "dead nodes reaped: their sessions are in grace");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(node_id = %node.id, error = %e, "dead-node sweep failed"),
         }
         match node.store.expire_grace(node.now()).await {
             Ok(ended) => {

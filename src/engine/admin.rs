@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::sessions::close;
 use super::Node;
+use crate::cluster::bus::Signal;
 use crate::protocol::frames::validate_group;
 use crate::protocol::invite::InvitePayload;
 use crate::protocol::limits::{within, MAX_DISPLAY_NAME, MAX_GROUPS};
@@ -170,9 +171,13 @@ impl Node {
             .revoke_member(&mesh.id, member_id, self.now())
             .await?
             .ok_or(AdminError::NotFound("no such active member in this mesh"))?;
-        for r in ended.iter().filter(|r| r.node_id == self.id) {
-            self.sessions
-                .close(r.id, Some(r.conn_id), close::REVOKED, "revoked");
+        for r in &ended {
+            let close = Signal::Close {
+                p: r.id,
+                c: r.conn_id,
+                code: close::REVOKED,
+            };
+            self.signal(r.node_id, close);
         }
         tracing::info!(mesh_id = %mesh.id, member_id, sessions = ended.len(), "member revoked");
         Ok(())

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::Node;
+use crate::cluster::bus::{Signal, MAX_PAYLOAD};
 use crate::store::{MemberState, Presence};
 use crate::time::iso;
 
@@ -76,8 +77,18 @@ impl Node {
         if !p.visible && !hidden_ok {
             return;
         }
-        let frame = event_frame(event, p, saved, self.now());
-        self.sessions
-            .broadcast(&p.mesh_id, &p.member_id, &frame.into());
+        let mut frame = event_frame(event, p, saved, self.now());
+        if frame.len() > MAX_PAYLOAD {
+            // Groups are the only unbounded part; the bus cannot carry
+            // more, and list_peers has them anyway.
+            let mut lean = p.clone();
+            lean.groups.clear();
+            frame = event_frame(event, &lean, saved, self.now());
+        }
+        self.signal_cluster(Signal::Event {
+            mesh: p.mesh_id.clone(),
+            skip: p.member_id.clone(),
+            frame,
+        });
     }
 }

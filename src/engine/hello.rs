@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::events::PeerEvent;
 use super::sessions::close;
 use super::Node;
+use crate::cluster::bus::Signal;
 use crate::protocol::frames::Hello;
 use crate::protocol::hello::{verify, HelloRefusal};
 use crate::protocol::{crypto, GroupRef, PROTOCOL_VERSION};
@@ -147,10 +148,12 @@ impl Node {
                 old_node,
                 old_conn,
             } => {
-                if old_node == self.id {
-                    self.sessions
-                        .close(presence.id, Some(old_conn), close::REPLACED, "replaced");
-                }
+                let close = Signal::Close {
+                    p: presence.id,
+                    c: old_conn,
+                    code: close::REPLACED,
+                };
+                self.signal(old_node, close);
                 presence
             }
             Attach::Capacity => {

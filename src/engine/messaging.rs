@@ -3,12 +3,14 @@
 //! per recipient, all in one store transaction; then wake local
 //! recipients. The broker never decodes `nonce` or `ciphertext`.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use chrono::Duration;
 use uuid::Uuid;
 
 use super::Node;
+use crate::cluster::bus::Signal;
 use crate::protocol::frames::SendFrame;
 use crate::protocol::target::{group_covers, is_base64, Priority, Target};
 use crate::store::{Bucket, NewDelivery, NewMessage, Presence, SendResult, StoreError};
@@ -170,19 +172,43 @@ impl Node {
                 ),
             )),
             SendResult::Queued => {
-                self.wake_recipients(&deliveries);
+                self.wake_recipients(&deliveries, &presences);
                 Ok(message.id)
             }
         }
     }
 
-    /// Wakes this node's sessions that may claim one of `deliveries`.
-    fn wake_recipients(&self, deliveries: &[NewDelivery]) {
+    /// Wakes the sessions that may claim one of `deliveries`, wherever
+    /// they live: one signal per node, not one per message.
+    fn wake_recipients(&self, deliveries: &[NewDelivery], presences: &[Presence]) {
+        let node_of: HashMap<Uuid, Uuid> = presences.iter().map(|p| (p.id, p.node_id)).collect();
+        let mut sessions: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        let mut members: HashMap<Uuid, Vec<(String, String)>> = HashMap::new();
         for d in deliveries {
             match d.recipient_session {
-                Some(id) => self.sessions.wake(id),
-                None => self.sessions.wake_member(&d.recipient_member_id),
+                Some(id) => {
+                    if let Some(node) = node_of.get(&id) {
+                        sessions.entry(*node).or_default().push(id);
+                    }
+                }
+                None => {
+                    for p in presences
+                        .iter()
+                        .filter(|p| p.member_id == d.recipient_member_id)
+                    {
+                        members
+                            .entry(p.node_id)
+                            .or_default()
+                            .push((p.mesh_id.clone(), p.member_id.clone()));
+                    }
+                }
             }
+        }
+        for (node, p) in sessions {
+            self.signal(node, Signal::Wake { p });
+        }
+        for (node, m) in members {
+            self.signal(node, Signal::WakeMember { m });
         }
     }
 }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::cluster::bus::{Bus, Signal};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::{Source, Status};
@@ -46,6 +47,8 @@ pub struct Node {
     pub tracker: TaskTracker,
     /// The admin token in force (configured, or made up by `--dev`).
     pub admin_token: Option<String>,
+    /// Wake-ups to other nodes; `None` in memory mode (one node).
+    bus: Option<Bus>,
     /// Serialised `push` frames by message id, so every local recipient of
     /// a multicast shares one allocation.
     push_cache: moka::sync::Cache<Uuid, Utf8Bytes>,
@@ -64,6 +67,7 @@ impl Node {
         store: Arc<dyn Store>,
         public_url: String,
         admin_token: Option<String>,
+        bus: Option<Bus>,
     ) -> Node {
         let id = Uuid::now_v7();
         let metrics = Metrics::new(&id.to_string(), store.backend());
@@ -79,12 +83,53 @@ impl Node {
             close_sockets: CancellationToken::new(),
             tracker: TaskTracker::new(),
             admin_token,
+            bus,
             push_cache: moka::sync::Cache::builder()
                 .max_capacity(PUSH_CACHE_BYTES)
                 .weigher(|_, v: &Utf8Bytes| v.len().try_into().unwrap_or(u32::MAX))
                 .time_to_idle(PUSH_CACHE_IDLE)
                 .build(),
         }
+    }
+
+    /// Acts on a signal from the bus (or from this node itself).
+    pub fn apply_signal(&self, signal: Signal) {
+        match signal {
+            Signal::Wake { p } => p.into_iter().for_each(|id| self.sessions.wake(id)),
+            Signal::WakeMember { m } => {
+                for (_, member) in m {
+                    self.sessions.wake_member(&member);
+                }
+            }
+            Signal::Close { p, c, code } => {
+                let reason = match code {
+                    sessions::close::REPLACED => "replaced",
+                    sessions::close::REVOKED => "revoked",
+                    _ => "closed",
+                };
+                self.sessions.close(p, Some(c), code, reason);
+            }
+            Signal::Event { mesh, skip, frame } => {
+                self.sessions.broadcast(&mesh, &skip, &frame.into())
+            }
+        }
+    }
+
+    /// Delivers `signal` to `node`: directly when it is this one.
+    pub fn signal(&self, node: Uuid, signal: Signal) {
+        if node == self.id {
+            self.apply_signal(signal);
+        } else if let Some(bus) = &self.bus {
+            bus.to_node(node, signal);
+        }
+    }
+
+    /// Applies `signal` here and sends it to every other node.
+    pub fn signal_cluster(&self, signal: Signal) {
+        if let Some(bus) = &self.bus {
+            bus.to_cluster(signal.clone());
+        }
+        self.apply_signal(signal);
     }
 
     /// The serialised push of `m`, shared across recipients.
@@ -107,9 +152,9 @@ impl Node {
             .store
             .write_status(presence, status, Source::Manual, self.now(), window)
             .await?;
-        if written.is_some_and(|w| w.changed && w.status == Status::Idle) {
+        if let Some(w) = written.filter(|w| w.changed && w.status == Status::Idle) {
             // Held `next`/`low` messages are deliverable now.
-            self.sessions.wake(presence);
+            self.signal(w.node_id, Signal::Wake { p: vec![presence] });
         }
         Ok(())
     }

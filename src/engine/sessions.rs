@@ -25,6 +25,7 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
+    pub const SERVICE_RESTART: u16 = 1012;
     pub const REPLACED: u16 = 4000;
     pub const REVOKED: u16 = 4003;
 }
@@ -90,6 +91,20 @@ impl Sessions {
     /// Wakes every local session of a member (member-addressed messages).
     pub fn wake_member(&self, member_id: &str) {
         for h in self.lock().values().filter(|h| h.member_id == member_id) {
+            h.wake.notify_one();
+        }
+    }
+
+    /// Closes every local socket with `code`.
+    pub fn close_every(&self, code: u16, reason: &'static str) {
+        for h in self.lock().values() {
+            h.closer.send_replace(Some((code, reason)));
+        }
+    }
+
+    /// Wakes every local delivery loop (catch-up after a bus outage).
+    pub fn wake_all(&self) {
+        for h in self.lock().values() {
             h.wake.notify_one();
         }
     }

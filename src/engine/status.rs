@@ -5,6 +5,7 @@ use chrono::Duration;
 use uuid::Uuid;
 
 use super::Node;
+use crate::cluster::bus::Signal;
 use crate::config::HookAuth;
 use crate::protocol::{Source, Status};
 use crate::store::{Bucket, StoreError};
@@ -107,8 +108,9 @@ impl Node {
                 self.fresh_window_ms(),
             )
             .await?;
-        if written.is_some_and(|w| w.changed && w.status == Status::Idle) {
-            self.sessions.wake(presence);
+        if let Some(w) = written.filter(|w| w.changed && w.status == Status::Idle) {
+            // The session may live on another node: wake it there.
+            self.signal(w.node_id, Signal::Wake { p: vec![presence] });
         }
         Ok(())
     }
@@ -132,9 +134,7 @@ impl Node {
         let now = self.now();
         let ttl = Duration::seconds(self.config.settings.status_ttl_seconds as i64);
         for r in self.store.expire_working(now - ttl, now).await? {
-            if r.node_id == self.id {
-                self.sessions.wake(r.id);
-            }
+            self.signal(r.node_id, Signal::Wake { p: vec![r.id] });
         }
         self.store
             .sweep_pending_status(now - Duration::seconds(PENDING_HOOK_SECONDS))

@@ -59,8 +59,23 @@ pub trait Store: Send + Sync + 'static {
     async fn redeem_invite(&self, r: &Redeem) -> StoreResult<Result<Redeemed, InviteRefusal>>;
 
     async fn register_node(&self, node: &NodeRow) -> StoreResult<()>;
-    async fn heartbeat_node(&self, id: Uuid, now: DateTime<Utc>, draining: bool)
-        -> StoreResult<()>;
+    /// `false` when the node's row is gone: another node declared it dead.
+    async fn heartbeat_node(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        draining: bool,
+    ) -> StoreResult<bool>;
+    /// Declares nodes silent since before `dead_before` dead, under a
+    /// cluster-wide lock (one reaper at a time): their online presences go
+    /// to grace until `grace_until`, their claims are released and their
+    /// rows removed. Returns the dead nodes' ids.
+    async fn reap_dead_nodes(
+        &self,
+        dead_before: DateTime<Utc>,
+        grace_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Uuid>>;
     async fn remove_node(&self, id: Uuid) -> StoreResult<()>;
     /// Nodes with the number of online presences each holds.
     async fn list_nodes(&self) -> StoreResult<Vec<NodeInfo>>;

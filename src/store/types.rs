@@ -354,6 +354,8 @@ pub struct StatusWrite {
     pub status: Status,
     pub source: Source,
     pub changed: bool,
+    /// The node holding the presence's socket (to wake it there).
+    pub node_id: Uuid,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -249,12 +249,25 @@ impl Store for MemoryStore {
         id: Uuid,
         now: DateTime<Utc>,
         draining: bool,
-    ) -> StoreResult<()> {
-        if let Some(n) = self.lock().nodes.get_mut(&id) {
-            n.heartbeat_at = now;
-            n.draining = draining;
-        }
-        Ok(())
+    ) -> StoreResult<bool> {
+        Ok(match self.lock().nodes.get_mut(&id) {
+            Some(n) => {
+                n.heartbeat_at = now;
+                n.draining = draining;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn reap_dead_nodes(
+        &self,
+        _dead_before: DateTime<Utc>,
+        _grace_until: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Uuid>> {
+        // One process, one node: the node that would reap is the only one.
+        Ok(Vec::new())
     }
 
     async fn remove_node(&self, id: Uuid) -> StoreResult<()> {
@@ -368,12 +381,14 @@ impl Store for MemoryStore {
                     status: st,
                     source: src,
                     changed,
+                    node_id: p.node_id,
                 }
             }
             Decision::Keep => StatusWrite {
                 status: p.status,
                 source: p.status_source,
                 changed: false,
+                node_id: p.node_id,
             },
         }))
     }

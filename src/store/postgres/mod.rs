@@ -5,6 +5,7 @@
 mod messages;
 pub mod migrate;
 mod presence;
+mod reaper;
 mod rows;
 mod status;
 
@@ -361,15 +362,25 @@ impl Store for PgStore {
         id: Uuid,
         now: DateTime<Utc>,
         draining: bool,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let c = self.client().await?;
-        c.execute(
-            "UPDATE broker_node SET heartbeat_at = $2, draining = $3 WHERE id = $1",
-            &[&id, &now, &draining],
-        )
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        let n = c
+            .execute(
+                "UPDATE broker_node SET heartbeat_at = $2, draining = $3 WHERE id = $1",
+                &[&id, &now, &draining],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(n == 1)
+    }
+
+    async fn reap_dead_nodes(
+        &self,
+        dead_before: DateTime<Utc>,
+        grace_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Uuid>> {
+        self.reap(dead_before, grace_until, now).await
     }
 
     async fn remove_node(&self, id: Uuid) -> StoreResult<()> {

@@ -202,7 +202,7 @@ impl PgStore {
         let tx = c.transaction().await.map_err(map_err)?;
         let Some(row) = tx
             .query_opt(
-                "SELECT status, status_source, status_updated_at FROM presence
+                "SELECT status, status_source, status_updated_at, node_id FROM presence
                  WHERE id = $1 AND state <> 'gone' FOR UPDATE",
                 &[&id],
             )
@@ -214,6 +214,7 @@ impl PgStore {
         let cur_status = Status::parse(row.get(0)).unwrap_or(Status::Idle);
         let cur_source = Source::parse(row.get(1)).unwrap_or(Source::Jsonl);
         let updated: DateTime<Utc> = row.get(2);
+        let node_id: Uuid = row.get(3);
         let rec = Recorded {
             status: cur_status,
             source: cur_source,
@@ -231,12 +232,14 @@ impl PgStore {
                     status: st,
                     source: src,
                     changed: st != cur_status,
+                    node_id,
                 }
             }
             Decision::Keep => StatusWrite {
                 status: cur_status,
                 source: cur_source,
                 changed: false,
+                node_id,
             },
         };
         tx.commit().await.map_err(map_err)?;

@@ -193,6 +193,8 @@ pub async fn node_with(
 ) -> (TestNode, Option<TestDb>) {
     let (store, db) = store_for(backend).await;
     let mut settings = test_settings();
+    // With a database URL the node runs the NOTIFY bus, as in production.
+    settings.database_url = db.as_ref().map(|d| d.url.clone());
     tweak(&mut settings);
     (TestNode::start_on(store, settings).await, db)
 }
@@ -367,6 +369,12 @@ impl BrokerProcess {
             .status()
             .expect("kill(1) runs");
         assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Kills the child with SIGKILL (a crash: no drain, no cleanup).
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        self.exit = self.child.wait().ok();
     }
 
     /// Waits for the child to exit; panics with its output after `limit`.

@@ -1,0 +1,217 @@
+//! `claudemesh-loadgen`: drives a running broker (or cluster) through its
+//! public protocol and admin API only, and reports what it measured.
+//! The flags and JSON fields are a contract with scripts outside the
+//! project (ADMIN.md, "Load generator").
+
+mod admin;
+mod conn;
+mod payload;
+mod progress;
+mod run;
+mod stats;
+mod workload;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Parser, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Provisions a fresh mesh `load-<8 hex>` with one member per peer through the
+admin API of the first --url, connects every peer (round-robin over the
+urls) with a signed hello, runs the workload, waits for deliveries to drain
+(until all arrive or 10 s pass with no progress) and reports.
+
+Workloads:
+  dm         each peer sends --messages to random other peers (member key)
+  broadcast  peer 0 sends --messages to `*` (each reaches peers-1 sessions)
+  group      every member is in group `load`; each peer sends --messages
+             to `@load` (each reaches peers-1 sessions)
+  rate       --rate messages/s in total, as dm sends spread over the peers,
+             for --duration seconds
+  idle       connect, hold --hold seconds; with --broker-pid, reports that
+             process's VmRSS before connecting and at the end of the hold
+
+Start the broker with limits that let the load through, for example:
+  BROKER_SEND_RATE_PER_MIN=1000000 BROKER_SEND_BURST=1000000
+                             per-member send budget (default 60/min, burst 10)
+  MAX_CONNECTIONS_PER_MESH=N live sessions per mesh (default 100): at least
+                             --peers
+  MAX_MESSAGE_BYTES=B        send size cap (default 65536); the generator reads
+                             the same variable to check that --payload-bytes
+                             fits (base64 grows it by a third)
+
+Exit status 0 when the run completed (lost or rejected messages are
+reported, not failures); 1 on errors (refused hello, broker unreachable,
+acks stalled for 30 s).";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    Dm,
+    Broadcast,
+    Group,
+    Rate,
+    Idle,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Dm => "dm",
+            Workload::Broadcast => "broadcast",
+            Workload::Group => "group",
+            Workload::Rate => "rate",
+            Workload::Idle => "idle",
+        }
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "claudemesh-loadgen",
+    version,
+    about = "Load generator for claudemesh-broker (public protocol and admin API only)",
+    after_help = AFTER_HELP
+)]
+pub struct Args {
+    /// Broker node, http://HOST:PORT (repeatable); admin calls go to the
+    /// first, peers are spread round-robin, each on ws://HOST:PORT/ws.
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:7900"
+    )]
+    pub urls: Vec<String>,
+    /// Admin API bearer token.
+    #[arg(long, env = "BROKER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    #[arg(long, value_enum)]
+    pub workload: Workload,
+    /// Sessions, one member each.
+    #[arg(long)]
+    pub peers: usize,
+    /// dm, group, broadcast: messages per sending peer.
+    #[arg(long, default_value_t = 100)]
+    pub messages: u64,
+    /// rate: messages per second offered in total.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// rate: seconds to offer load for.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Raw ciphertext size in bytes (at least 24: id and send time).
+    #[arg(long, default_value_t = 256)]
+    pub payload_bytes: usize,
+    /// idle: seconds to hold the connections.
+    #[arg(long, default_value_t = 10.0)]
+    pub hold: f64,
+    /// idle: broker process whose VmRSS is sampled (same machine).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Print one JSON document on stdout and no progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The broker's send size cap as this environment configures it.
+fn max_message_bytes() -> usize {
+    ["BROKER_MAX_MESSAGE_BYTES", "MAX_MESSAGE_BYTES"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.trim().parse().ok())
+        .unwrap_or(65536)
+}
+
+fn positive(flag: &str, v: Option<f64>) -> Result<f64> {
+    match v {
+        Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Some(x) => bail!("{flag} must be a positive number, got {x}"),
+        None => bail!("the rate workload needs {flag}"),
+    }
+}
+
+/// Checks flag combinations; returns the checked run plan.
+fn plan(args: &Args) -> Result<run::Plan> {
+    if args.peers == 0 {
+        bail!("--peers must be at least 1");
+    }
+    if args.workload != Workload::Idle && args.peers < 2 {
+        bail!(
+            "--workload {} needs --peers 2 or more",
+            args.workload.name()
+        );
+    }
+    if args.admin_token.is_empty() {
+        bail!("--admin-token (or BROKER_ADMIN_TOKEN) is empty");
+    }
+    if !(args.hold.is_finite() && args.hold >= 0.0) {
+        bail!("--hold must be zero or more seconds");
+    }
+    let (rate, duration) = if args.workload == Workload::Rate {
+        let rate = positive("--rate", args.rate)?;
+        let secs = positive("--duration", args.duration)?;
+        (rate, Duration::from_secs_f64(secs))
+    } else {
+        (0.0, Duration::ZERO)
+    };
+    let enc = payload::Encoder::new(args.payload_bytes).map_err(anyhow::Error::msg)?;
+    // nonce + ciphertext + the longest target spec (a 64-hex key).
+    let size = payload::NONCE_B64.len() + enc.encoded_len() + 64;
+    let cap = max_message_bytes();
+    if args.workload != Workload::Idle && size > cap {
+        bail!(
+            "--payload-bytes {} encodes to {size} bytes with nonce and target, over the \
+             broker's max_message_bytes {cap} (set MAX_MESSAGE_BYTES for both if raised)",
+            args.payload_bytes
+        );
+    }
+    let nodes = args
+        .urls
+        .iter()
+        .map(|u| admin::parse_node_url(u))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(run::Plan {
+        workload: args.workload,
+        peers: args.peers,
+        messages: args.messages,
+        rate,
+        duration,
+        payload_bytes: args.payload_bytes,
+        encoder: enc,
+        hold: Duration::from_secs_f64(args.hold),
+        broker_pid: args.broker_pid,
+        nodes,
+        admin_token: args.admin_token.clone(),
+        progress: !args.json,
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = async {
+        let plan = plan(&args)?;
+        run::run(plan).await
+    }
+    .await;
+    match result {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("claudemesh-loadgen: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", report.human());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("claudemesh-loadgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Counters shared by every connection, the latency histogram, and the
+//! report printed at the end (ADMIN.md "Load generator" fixes its JSON
+//! field names).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Rejections and broker errors echoed to stderr before going quiet.
+const MAX_ERRORS_SHOWN: u64 = 5;
+/// Latencies above an hour are clamped (the histogram's top).
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+pub struct Stats {
+    pub started: Instant,
+    pub sent: AtomicU64,
+    pub acked: AtomicU64,
+    pub rejected: AtomicU64,
+    pub delivered: AtomicU64,
+    pub duplicates: AtomicU64,
+    /// Non-system pushes whose ciphertext is not ours.
+    pub foreign: AtomicU64,
+    /// Sockets the broker closed (or that failed) before the run ended.
+    pub closed_early: AtomicU64,
+    /// When the last new delivery arrived, in µs since `started`.
+    pub last_delivery_us: AtomicU64,
+    errors_shown: AtomicU64,
+    latency_us: Mutex<Histogram<u64>>,
+}
+
+impl Stats {
+    pub fn new() -> Stats {
+        Stats {
+            started: Instant::now(),
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
+            closed_early: AtomicU64::new(0),
+            last_delivery_us: AtomicU64::new(0),
+            errors_shown: AtomicU64::new(0),
+            latency_us: Mutex::new(
+                Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"),
+            ),
+        }
+    }
+
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prints one of the first few broker errors to stderr.
+    pub fn show_error(&self, what: &str) {
+        let n = self.errors_shown.fetch_add(1, Ordering::Relaxed);
+        if n < MAX_ERRORS_SHOWN {
+            eprintln!("loadgen: {what}");
+        } else if n == MAX_ERRORS_SHOWN {
+            eprintln!("loadgen: (further errors not shown)");
+        }
+    }
+
+    /// A first delivery of some message, `latency_us` after it was sent.
+    pub fn delivered(&self, latency_us: u64) {
+        Self::bump(&self.delivered);
+        let since = self.started.elapsed().as_micros() as u64;
+        self.last_delivery_us.fetch_max(since, Ordering::Relaxed);
+        let mut h = self.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+        h.saturating_record(latency_us.max(1));
+    }
+
+    pub fn latency(&self) -> LatencyMs {
+        let h = self.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+        if h.is_empty() {
+            return LatencyMs::default();
+        }
+        // Whole microseconds: exactly three decimals of milliseconds.
+        let ms = |us: u64| us as f64 / 1000.0;
+        LatencyMs {
+            p50: ms(h.value_at_quantile(0.50)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct LatencyMs {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Broker memory, for the `idle` workload.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct IdleRss {
+    pub broker_rss_kb_before: Option<u64>,
+    pub broker_rss_kb_after: Option<u64>,
+    pub rss_kib_per_connection: Option<f64>,
+}
+
+/// The one JSON document `--json` prints (field names are a contract).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// For the human summary only.
+    #[serde(skip)]
+    pub workload: &'static str,
+    pub peers: usize,
+    pub messages_per_peer: u64,
+    pub payload_bytes: usize,
+    pub sent: u64,
+    pub acked: u64,
+    pub rejected: u64,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub lost: u64,
+    pub duration_s: f64,
+    pub throughput_msgs_per_s: f64,
+    pub latency_ms: LatencyMs,
+    pub hello_per_s: f64,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleRss>,
+}
+
+/// Rounds for display and JSON: three decimals.
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// VmRSS of process `pid` in KiB, from /proc/PID/status.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+impl Report {
+    /// The human summary printed without `--json`.
+    pub fn human(&self) -> String {
+        let mut out = format!(
+            "workload {}: {} peers, {} messages per peer, {} payload bytes\n\
+             hello rate:   {:.1} hellos/s\n\
+             sent {}  acked {}  rejected {}\n\
+             delivered {}  duplicates {}  lost {}\n\
+             duration:     {:.3} s\n\
+             throughput:   {:.1} deliveries/s\n\
+             latency (ms): p50 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3}\n",
+            self.workload,
+            self.peers,
+            self.messages_per_peer,
+            self.payload_bytes,
+            self.hello_per_s,
+            self.sent,
+            self.acked,
+            self.rejected,
+            self.delivered,
+            self.duplicates,
+            self.lost,
+            self.duration_s,
+            self.throughput_msgs_per_s,
+            self.latency_ms.p50,
+            self.latency_ms.p95,
+            self.latency_ms.p99,
+            self.latency_ms.max,
+        );
+        if let Some(idle) = &self.idle {
+            let show = |v: Option<u64>| v.map_or("n/a".to_string(), |k| format!("{k} KiB"));
+            out.push_str(&format!(
+                "broker RSS:   before {}  after {}  per connection {}\n",
+                show(idle.broker_rss_kb_before),
+                show(idle.broker_rss_kb_after),
+                idle.rss_kib_per_connection
+                    .map_or("n/a".to_string(), |k| format!("{k:.2} KiB")),
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_reported_in_milliseconds() {
+        let s = Stats::new();
+        assert_eq!(s.latency().max, 0.0);
+        for us in [1_000, 2_000, 3_000, 100_000] {
+            s.delivered(us);
+        }
+        let l = s.latency();
+        assert!((l.p50 - 2.0).abs() < 0.01, "{l:?}");
+        assert!((l.max - 100.0).abs() < 0.1, "{l:?}");
+        assert_eq!(Stats::get(&s.delivered), 4);
+    }
+
+    #[test]
+    fn own_rss_is_readable() {
+        assert!(rss_kb(std::process::id()).unwrap() > 0);
+        assert_eq!(rss_kb(u32::MAX), None);
+    }
+}

@@ -1,0 +1,173 @@
+//! The sending side of each workload: which peer sends how many messages
+//! to whom, paced by the per-connection ack window (and, for `rate`, by a
+//! ticker).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use futures_util::SinkExt;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::MissedTickBehavior;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::conn::{Sink, WINDOW};
+use crate::payload::{self, Encoder, Header, NONCE_B64};
+use crate::stats::Stats;
+
+/// The group every member of a `group` run is put in.
+pub const GROUP: &str = "load";
+/// The target spec that reaches it.
+pub const GROUP_TARGET: &str = "@load";
+
+/// Who a sender's messages go to.
+#[derive(Clone)]
+pub enum Targets {
+    /// A uniformly random other peer's member key.
+    RandomPeer(Arc<Vec<String>>),
+    /// The same target spec every time (`*`, `@load`).
+    Fixed(&'static str),
+}
+
+/// The write half of one peer, with its send credits.
+pub struct Sender {
+    pub index: usize,
+    pub sink: Sink,
+    pub window: Arc<Semaphore>,
+    pub enc: Arc<Encoder>,
+    pub stats: Arc<Stats>,
+    pub targets: Targets,
+    seq: u64,
+    rng: StdRng,
+}
+
+impl Sender {
+    pub fn new(
+        index: usize,
+        sink: Sink,
+        window: Arc<Semaphore>,
+        enc: Arc<Encoder>,
+        stats: Arc<Stats>,
+        targets: Targets,
+    ) -> Sender {
+        Sender {
+            index,
+            sink,
+            window,
+            enc,
+            stats,
+            targets,
+            seq: 0,
+            rng: StdRng::from_entropy(),
+        }
+    }
+
+    fn target(&mut self) -> &str {
+        match &self.targets {
+            Targets::Fixed(t) => t,
+            Targets::RandomPeer(keys) => {
+                // Any peer but this one (callers ensure there are two).
+                let mut j = self.rng.gen_range(0..keys.len() - 1);
+                if j >= self.index {
+                    j += 1;
+                }
+                &keys[j]
+            }
+        }
+    }
+
+    /// Sends one message once a credit is free; `sent_us` overrides the
+    /// embedded send time (the `rate` ticker's scheduled time).
+    pub async fn send_one(&mut self, sent_us: Option<u64>) -> Result<()> {
+        let index = self.index;
+        self.window
+            .acquire()
+            .await
+            .map_err(|_| anyhow!("peer {index}: socket closed while sending"))?
+            .forget();
+        let seq = self.seq;
+        self.seq += 1;
+        let ciphertext = self.enc.encode(Header {
+            sender: index as u64,
+            seq,
+            sent_us: sent_us.unwrap_or_else(payload::now_us),
+        });
+        let target = self.target();
+        // Every field is ours and needs no JSON escaping.
+        let frame = format!(
+            r#"{{"type":"send","id":"{index}-{seq}","targetSpec":"{target}","priority":"now","nonce":"{NONCE_B64}","ciphertext":"{ciphertext}"}}"#
+        );
+        Stats::bump(&self.stats.sent);
+        self.sink
+            .send(Message::Text(frame.into()))
+            .await
+            .map_err(|e| anyhow!("peer {index}: send failed: {e}"))
+    }
+
+    /// Waits until every send has its ack; gives the socket back.
+    pub async fn finish(self) -> Result<(usize, Sink)> {
+        let index = self.index;
+        self.window
+            .acquire_many(WINDOW as u32)
+            .await
+            .map_err(|_| anyhow!("peer {index}: socket closed before all acks arrived"))?
+            .forget();
+        self.window.add_permits(WINDOW);
+        Ok((self.index, self.sink))
+    }
+
+    /// `dm`, `group`, `broadcast`: `count` messages as fast as the window
+    /// allows.
+    pub async fn run_fixed(mut self, count: u64) -> Result<(usize, Sink)> {
+        for _ in 0..count {
+            self.send_one(None).await?;
+        }
+        self.finish().await
+    }
+
+    /// `rate`: one message per scheduled time received.
+    pub async fn run_fed(mut self, mut feed: mpsc::Receiver<u64>) -> Result<(usize, Sink)> {
+        while let Some(at) = feed.recv().await {
+            self.send_one(Some(at)).await?;
+        }
+        self.finish().await
+    }
+}
+
+/// The `rate` ticker: offers `rate` messages per second in total for
+/// `duration`, round-robin over `feeds`, spread evenly over time. Ticks are
+/// at most every millisecond; a late tick catches up by at most one extra
+/// tick's worth, so a stall never turns into a burst. Returns how many
+/// offers were dropped because a peer's queue was full.
+pub async fn offer(feeds: Vec<mpsc::Sender<u64>>, rate: f64, duration: Duration) -> u64 {
+    let total = (rate * duration.as_secs_f64()).floor() as u64;
+    let period = Duration::from_secs_f64((1.0 / rate).max(0.001));
+    let per_tick = (rate * period.as_secs_f64()).ceil().max(1.0) as u64;
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let start = Instant::now();
+    let start_us = payload::now_us();
+    let (mut offered, mut dropped) = (0u64, 0u64);
+    while offered < total {
+        ticker.tick().await;
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            break;
+        }
+        let due = ((rate * elapsed.as_secs_f64()).floor() as u64 + 1).min(total);
+        let n = due.saturating_sub(offered).min(per_tick * 2);
+        for _ in 0..n {
+            // The scheduled send time, so queueing in the generator counts
+            // against latency instead of hiding it.
+            let at = start_us + (offered as f64 / rate * 1e6) as u64;
+            let feed = &feeds[(offered % feeds.len() as u64) as usize];
+            if feed.try_send(at).is_err() {
+                dropped += 1;
+            }
+            offered += 1;
+        }
+    }
+    dropped
+}

@@ -1,0 +1,323 @@
+//! The bus: wake-ups between nodes over Postgres LISTEN/NOTIFY. One
+//! dedicated LISTEN connection per node (pooled clients never see
+//! notifications) on `node_<id>` and `cluster`; one dedicated connection
+//! that sends, coalescing everything queued into one statement with at
+//! most one NOTIFY per destination channel. Payloads are small pointers,
+//! never envelopes. A lost notification only delays: every session also
+//! polls its deliveries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::engine::Node;
+
+/// Postgres refuses NOTIFY payloads of 8000 bytes or more; stay clear.
+pub const MAX_PAYLOAD: usize = 7900;
+/// Channel every node listens on.
+pub const CLUSTER_CHANNEL: &str = "cluster";
+/// First and longest pause between reconnect attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What one node asks of another (or of all).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Signal {
+    /// These sessions may have something to claim.
+    Wake { p: Vec<Uuid> },
+    /// Every local session of these (mesh, member) pairs may.
+    WakeMember { m: Vec<(String, String)> },
+    /// Close a socket (replaced elsewhere, member revoked).
+    Close { p: Uuid, c: Uuid, code: u16 },
+    /// A system event frame for a mesh's sessions, except `skip`'s.
+    Event {
+        mesh: String,
+        skip: String,
+        frame: String,
+    },
+}
+
+/// A signal plus the node that sent it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    o: Uuid,
+    #[serde(flatten)]
+    s: Signal,
+}
+
+pub fn node_channel(id: Uuid) -> String {
+    format!("node_{}", id.simple())
+}
+
+/// Sending half, held by the engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    tx: mpsc::UnboundedSender<(String, Signal)>,
+}
+
+impl Bus {
+    /// Queues `signal` for `node` (fire and forget).
+    pub fn to_node(&self, node: Uuid, signal: Signal) {
+        let _ = self.tx.send((node_channel(node), signal));
+    }
+
+    pub fn to_cluster(&self, signal: Signal) {
+        let _ = self.tx.send((CLUSTER_CHANNEL.to_string(), signal));
+    }
+}
+
+/// Creates the bus; run `run_notifier` with the receiver.
+pub fn channel() -> (Bus, mpsc::UnboundedReceiver<(String, Signal)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Bus { tx }, rx)
+}
+
+/// Merges signals bound for one channel so a batch needs one NOTIFY per
+/// channel, then splits payloads that would pass the size limit.
+pub fn coalesce(origin: Uuid, batch: Vec<(String, Signal)>) -> Vec<(String, String)> {
+    let mut wakes: HashMap<String, Vec<Uuid>> = HashMap::new();
+    let mut members: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    let mut out = Vec::new();
+    let push = |channel: &str, s: Signal, out: &mut Vec<(String, String)>| {
+        let payload = serde_json::to_string(&Envelope { o: origin, s }).expect("signal serialises");
+        out.push((channel.to_string(), payload));
+    };
+    for (channel, signal) in batch {
+        match signal {
+            Signal::Wake { p } => wakes.entry(channel).or_default().extend(p),
+            Signal::WakeMember { m } => members.entry(channel).or_default().extend(m),
+            other => push(&channel, other, &mut out),
+        }
+    }
+    // ~40 bytes per uuid, ~80 per member pair: chunk well under the cap.
+    for (channel, mut ids) in wakes {
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(150) {
+            push(&channel, Signal::Wake { p: chunk.to_vec() }, &mut out);
+        }
+    }
+    for (channel, mut pairs) in members {
+        pairs.sort_unstable();
+        pairs.dedup();
+        for chunk in pairs.chunks(40) {
+            push(&channel, Signal::WakeMember { m: chunk.to_vec() }, &mut out);
+        }
+    }
+    out.retain(|(_, p)| p.len() <= MAX_PAYLOAD);
+    out
+}
+
+/// Sends queued signals until the bus is dropped or `stop`. Everything
+/// waiting when a send starts goes in the same statement.
+pub async fn run_notifier(
+    node: Arc<Node>,
+    url: String,
+    mut rx: mpsc::UnboundedReceiver<(String, Signal)>,
+    stop: CancellationToken,
+) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        let mut batch = vec![first];
+        while let Ok(m) = rx.try_recv() {
+            batch.push(m);
+        }
+        let notes = coalesce(node.id, batch);
+        let (channels, payloads): (Vec<String>, Vec<String>) = notes.into_iter().unzip();
+        // Two tries: the second on a fresh connection. Past that the batch
+        // is dropped: every session polls, so a lost wake-up only delays.
+        let mut sent = false;
+        for _ in 0..2 {
+            match send_batch(&mut client, &url, &channels, &payloads).await {
+                Ok(()) => {
+                    sent = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(node_id = %node.id, error = %e, "notify failed");
+                    client = None;
+                }
+            }
+        }
+        if sent {
+            node.metrics.notify_sent.inc_by(channels.len() as u64);
+            backoff = BACKOFF_MIN;
+        } else {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+async fn send_batch(
+    client: &mut Option<tokio_postgres::Client>,
+    url: &str,
+    channels: &[String],
+    payloads: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    if client.is_none() {
+        let (c, conn) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(conn);
+        *client = Some(c);
+    }
+    let c = client.as_ref().expect("connected above");
+    c.execute(
+        "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)",
+        &[&channels, &payloads],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Listens on this node's channel and the cluster channel until `stop`,
+/// reconnecting with backoff. After every (re)connect all local sessions
+/// are woken: notifications sent while the link was down are gone.
+pub async fn run_listener(node: Arc<Node>, url: String, stop: CancellationToken) {
+    let mut backoff = BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        match tokio_postgres::connect(&url, NoTls).await {
+            Ok((client, mut conn)) => {
+                let (ntx, mut nrx) = mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+                    while let Some(m) = messages.next().await {
+                        match m {
+                            Ok(AsyncMessage::Notification(n)) => {
+                                if ntx.send(n.payload().to_string()).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                });
+                let listen = format!(
+                    "LISTEN \"{}\"; LISTEN \"{}\"",
+                    node_channel(node.id),
+                    CLUSTER_CHANNEL
+                );
+                if let Err(e) = client.batch_execute(&listen).await {
+                    tracing::warn!(node_id = %node.id, error = %e, "LISTEN failed");
+                    driver.abort();
+                } else {
+                    backoff = BACKOFF_MIN;
+                    if !first {
+                        node.metrics.listen_reconnects.inc();
+                        tracing::info!(node_id = %node.id, "LISTEN connection restored; catching up");
+                    }
+                    first = false;
+                    node.sessions.wake_all();
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => {
+                                driver.abort();
+                                return;
+                            }
+                            p = nrx.recv() => match p {
+                                Some(payload) => {
+                                    node.metrics.notify_received.inc();
+                                    match serde_json::from_str::<Envelope>(&payload) {
+                                        Ok(env) if env.o != node.id || !matches!(env.s, Signal::Event { .. }) => {
+                                            node.apply_signal(env.s)
+                                        }
+                                        Ok(_) => {}
+                                        Err(e) => tracing::warn!(node_id = %node.id, error = %e, "bad bus payload"),
+                                    }
+                                }
+                                None => break,
+                            }
+                        }
+                    }
+                    tracing::warn!(node_id = %node.id, "LISTEN connection lost");
+                }
+            }
+            Err(e) => tracing::warn!(node_id = %node.id, error = %e, "LISTEN connect failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesces_to_one_notify_per_channel_and_respects_the_cap() {
+        let origin = Uuid::now_v7();
+        let a = node_channel(Uuid::now_v7());
+        let ids: Vec<Uuid> = (0..400).map(|_| Uuid::now_v7()).collect();
+        let mut batch: Vec<(String, Signal)> = ids
+            .chunks(2)
+            .map(|c| (a.clone(), Signal::Wake { p: c.to_vec() }))
+            .collect();
+        batch.push((a.clone(), Signal::Wake { p: vec![ids[0]] }));
+        batch.push((
+            CLUSTER_CHANNEL.into(),
+            Signal::Event {
+                mesh: "m".into(),
+                skip: "x".into(),
+                frame: "{}".into(),
+            },
+        ));
+        let out = coalesce(origin, batch);
+        let to_a: Vec<&(String, String)> = out.iter().filter(|(c, _)| *c == a).collect();
+        assert_eq!(to_a.len(), 3, "400 ids in chunks of 150");
+        assert!(out.iter().all(|(_, p)| p.len() <= MAX_PAYLOAD));
+        let mut seen: Vec<Uuid> = to_a
+            .iter()
+            .flat_map(
+                |(_, p)| match serde_json::from_str::<Envelope>(p).unwrap().s {
+                    Signal::Wake { p } => p,
+                    _ => vec![],
+                },
+            )
+            .collect();
+        seen.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(seen, want, "every id once");
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn envelopes_round_trip() {
+        let env = Envelope {
+            o: Uuid::nil(),
+            s: Signal::Close {
+                p: Uuid::nil(),
+                c: Uuid::nil(),
+                code: 4000,
+            },
+        };
+        let text = serde_json::to_string(&env).unwrap();
+        assert!(text.contains("\"k\":\"close\""));
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.s, env.s);
+    }
+}
