@@ -25,10 +25,12 @@ pub async fn run_heartbeat(node: Arc<Node>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let beat = node
-            .store
-            .heartbeat_node(node.id, node.now(), node.is_draining())
-            .await;
+        let beat = crate::engine::bounded(node.store.heartbeat_node(
+            node.id,
+            node.now(),
+            node.is_draining(),
+        ))
+        .await;
         let ok = beat.is_ok();
         if let Ok(false) = beat {
             lease_lost(&node).await;

@@ -91,7 +91,7 @@ pub async fn run(
         };
         let claimed = tokio::select! {
             _ = stop.cancelled() => return,
-            r = node.store.claim_deliveries(&req) => r,
+            r = super::bounded(node.store.claim_deliveries(&req)) => r,
         };
         let claimed = match claimed {
             Ok(c) => c,
@@ -126,7 +126,9 @@ pub async fn run(
                 if tx.send(Outbound::Marker(done)).await.is_err() || written.await.is_err() {
                     return;
                 }
-                if let Err(e) = node.store.complete_deliveries(who.presence, &ids).await {
+                if let Err(e) =
+                    super::bounded(node.store.complete_deliveries(who.presence, &ids)).await
+                {
                     tracing::warn!(presence_id = %who.presence, error = %e, "could not complete deliveries");
                 }
             }

@@ -70,6 +70,18 @@ impl Node {
         conn_id: Uuid,
         req_id: Option<&str>,
     ) -> Result<Welcome, HelloRefusal> {
+        match tokio::time::timeout(super::DB_TIMEOUT, self.hello_inner(h, conn_id, req_id)).await {
+            Ok(r) => r,
+            Err(_) => Err(unavailable("the database did not answer in time")),
+        }
+    }
+
+    async fn hello_inner(
+        &self,
+        h: &Hello,
+        conn_id: Uuid,
+        req_id: Option<&str>,
+    ) -> Result<Welcome, HelloRefusal> {
         verify(h, self.now().timestamp_millis())?;
         let unauthorized = || HelloRefusal::new("unauthorized", "not a member of this mesh");
         let member = self

@@ -115,7 +115,13 @@ pub fn route(target: &Target, sender: &Presence, presences: &[Presence]) -> Vec<
 impl Node {
     /// Handles one `send` from `sender`. `Ok` carries the message id.
     pub async fn send(&self, sender: &Presence, s: &SendFrame) -> Result<Uuid, SendRefusal> {
-        let result = self.send_inner(sender, s).await;
+        let result = match tokio::time::timeout(super::DB_TIMEOUT, self.send_inner(sender, s)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(SendRefusal::from(StoreError::Unavailable(
+                "the database did not answer in time".into(),
+            ))),
+        };
         let label = match &result {
             Ok(_) => "queued",
             Err(r) => r.code,

@@ -54,6 +54,25 @@ pub struct Node {
     push_cache: moka::sync::Cache<Uuid, Utf8Bytes>,
 }
 
+/// Longest wait for one database operation on a client's behalf. A
+/// stalled link (blackholed, not refused) would otherwise hold the client
+/// forever; past this it gets `unavailable` and may retry.
+pub const DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `fut` under [`DB_TIMEOUT`]. A timed-out write may still commit
+/// once the link recovers: the outcome is unknown, which `unavailable`
+/// honestly reports as "retry".
+pub async fn bounded<T>(
+    fut: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(DB_TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Unavailable(
+            "the database did not answer in time".into(),
+        )),
+    }
+}
+
 /// Bytes of push frames kept for sharing between recipients. A multicast
 /// is claimed by all its local recipients within moments, so a small,
 /// short-lived cache catches nearly every repeat.
@@ -148,9 +167,11 @@ impl Node {
     /// A manual `set_status` from the session itself.
     pub async fn set_status(&self, presence: Uuid, status: Status) -> Result<(), StoreError> {
         let window = (self.config.settings.hook_fresh_window_seconds * 1000) as i64;
-        let written = self
-            .store
-            .write_status(presence, status, Source::Manual, self.now(), window)
+        let written =
+            bounded(
+                self.store
+                    .write_status(presence, status, Source::Manual, self.now(), window),
+            )
             .await?;
         if let Some(w) = written.filter(|w| w.changed && w.status == Status::Idle) {
             // Held `next`/`low` messages are deliverable now.
@@ -164,7 +185,12 @@ impl Node {
         presence: Uuid,
         patch: PresencePatch,
     ) -> Result<PatchResult, StoreError> {
-        self.store.update_presence(presence, &patch).await
+        bounded(self.store.update_presence(presence, &patch)).await
+    }
+
+    /// `client_ack` from the session holding `presence`.
+    pub async fn ack(&self, presence: Uuid, message_id: Uuid) -> Result<bool, StoreError> {
+        bounded(self.store.ack_delivery(presence, message_id)).await
     }
 
     /// The socket of `presence` closed: keep it in grace for re-attach.
@@ -172,10 +198,11 @@ impl Node {
         self.sessions.remove(presence, conn_id);
         let now = self.now();
         let grace = chrono::Duration::seconds(self.config.settings.presence_grace_seconds as i64);
-        if let Err(e) = self
-            .store
-            .release_presence(presence, conn_id, now + grace, now)
-            .await
+        if let Err(e) = bounded(
+            self.store
+                .release_presence(presence, conn_id, now + grace, now),
+        )
+        .await
         {
             tracing::warn!(presence_id = %presence, error = %e, "could not move presence to grace");
         }

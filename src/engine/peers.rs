@@ -96,7 +96,7 @@ impl Node {
         member_id: &str,
         req_id: Option<&str>,
     ) -> Result<String, StoreError> {
-        let all = self.store.list_presences(mesh_id).await?;
+        let all = super::bounded(self.store.list_presences(mesh_id)).await?;
         let peers: Vec<PeerView> = all
             .iter()
             .filter(|p| p.visible || p.member_id == member_id)

@@ -53,6 +53,13 @@ impl Node {
     }
 
     pub async fn hook(&self, req: HookRequest) -> Result<HookOutcome, HookError> {
+        match tokio::time::timeout(super::DB_TIMEOUT, self.hook_inner(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(HookError::Unavailable),
+        }
+    }
+
+    async fn hook_inner(&self, req: HookRequest) -> Result<HookOutcome, HookError> {
         let targets = match self.config.hook_auth {
             HookAuth::Token => {
                 let token = req.bearer.as_deref().ok_or(HookError::Unauthorized)?;

@@ -298,9 +298,7 @@ impl Conn {
                 // Only sessions that opted in ack; an unknown or foreign id
                 // matches no row of this session and changes nothing.
                 match Uuid::parse_str(&message_id) {
-                    Ok(id) if self.client_ack => {
-                        node.store.ack_delivery(presence.id, id).await.map(|_| ())
-                    }
+                    Ok(id) if self.client_ack => node.ack(presence.id, id).await.map(|_| ()),
                     _ => Ok(()),
                 }
             }

@@ -245,6 +245,76 @@ async fn notifies_are_coalesced() {
     assert!(sent <= n + 5, "{sent} notifies for {n} messages");
 }
 
+/// Every node replaced one at a time (SIGTERM drain, then a new node):
+/// peers see no leave or join, and nothing sent meanwhile is lost.
+async fn rolling_restart() {
+    let c = cluster(3, |s| s.shutdown_drain_seconds = 0).await;
+    let db_url = c.nodes[0]
+        .node
+        .config
+        .settings
+        .database_url
+        .clone()
+        .unwrap();
+    let carol = c.nodes[2].add_member("m", "carol", &[]).await;
+    let (mut k, _) = Peer::join(&c.nodes[2].ws_url(), &carol, "k1").await;
+    let (mut a, ack_a) = Peer::join(&c.nodes[0].ws_url(), &c.alice, "a1").await;
+    let (mut b, ack_b) = Peer::join(&c.nodes[1].ws_url(), &c.bob, "b1").await;
+    for _ in 0..2 {
+        assert_eq!(k.next_event().await["event"], "peer_joined");
+    }
+    let mut nodes = c.nodes;
+    let fresh = |url: String| async move {
+        let mut s = test_settings();
+        s.database_url = Some(url.clone());
+        s.shutdown_drain_seconds = 0;
+        TestNode::start_on(Arc::new(PgStore::connect(&url, 8).unwrap()), s).await
+    };
+    let mut sent = 0;
+    let mut received = 0;
+    // Replace node 0 (alice's), then node 1 (bob's).
+    for victim in 0..2 {
+        let old = nodes.remove(0);
+        old.shutdown().await;
+        nodes.push(fresh(db_url.clone()).await);
+        let target = nodes.last().unwrap().ws_url();
+        if victim == 0 {
+            assert_eq!(a.expect_close().await, 1001);
+            let (na, ack) = Peer::join(&target, &c.alice, "a1").await;
+            assert_eq!(ack["presenceId"], ack_a["presenceId"]);
+            a = na;
+        } else {
+            assert_eq!(b.expect_close().await, 1001);
+            // Sent while bob is between nodes.
+            send(&mut a, "gap", &c.bob.keys.public_hex, "now", "Z2Fw").await;
+            sent += 1;
+            let (nb, ack) = Peer::join(&target, &c.bob, "b1").await;
+            assert_eq!(ack["presenceId"], ack_b["presenceId"]);
+            b = nb;
+        }
+        send(
+            &mut a,
+            &format!("r{victim}"),
+            &c.bob.keys.public_hex,
+            "now",
+            "cm9sbA==",
+        )
+        .await;
+        sent += 1;
+        while received < sent {
+            expect_push(&mut b).await;
+            received += 1;
+        }
+    }
+    assert!(k.quiet_for(Duration::from_millis(500)).await);
+    assert!(k.events.is_empty(), "no churn events: {:?}", k.events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_rolling_restart() {
+    rolling_restart().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_messages_cross_nodes() {
     messages_cross_nodes().await

@@ -17,5 +17,6 @@ mod loadgen;
 mod messaging;
 mod migrate;
 mod node_death;
+mod outage;
 mod presence;
 mod process;

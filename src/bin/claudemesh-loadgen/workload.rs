@@ -136,6 +136,10 @@ impl Sender {
     }
 }
 
+/// How long past `--duration` a lagging ticker may go on offering what
+/// was due (at most two ticks' worth per tick).
+const TAIL: Duration = Duration::from_secs(1);
+
 /// The `rate` ticker: offers `rate` messages per second in total for
 /// `duration`, round-robin over `feeds`, spread evenly over time. Ticks are
 /// at most every millisecond; a late tick catches up by at most one extra
@@ -153,7 +157,7 @@ pub async fn offer(feeds: Vec<mpsc::Sender<u64>>, rate: f64, duration: Duration)
     while offered < total {
         ticker.tick().await;
         let elapsed = start.elapsed();
-        if elapsed >= duration {
+        if elapsed >= duration + TAIL {
             break;
         }
         let due = ((rate * elapsed.as_secs_f64()).floor() as u64 + 1).min(total);

@@ -140,8 +140,13 @@ impl Peer {
 
     /// Next JSON text frame of any kind (pings/pongs skipped).
     pub async fn recv_any(&mut self) -> Value {
+        self.recv_any_within(RECV_TIMEOUT).await
+    }
+
+    /// Like `recv_any`, with a longer (or shorter) wait.
+    pub async fn recv_any_within(&mut self, limit: Duration) -> Value {
         loop {
-            let msg = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+            let msg = tokio::time::timeout(limit, self.ws.next())
                 .await
                 .expect("a frame within the timeout")
                 .expect("socket open")

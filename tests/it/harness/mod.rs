@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod db;
+pub mod proxy;
 
 use std::sync::Arc;
 

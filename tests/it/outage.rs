@@ -1,0 +1,131 @@
+//! The database link of one node cut or blackholed for 10 s: its sockets
+//! stay open, sends get `unavailable`, readiness is 503, and once the link
+//! is back every message acked meanwhile (by another node) arrives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use claudemesh_broker::store::postgres::PgStore;
+use serde_json::json;
+
+use crate::harness::proxy::{Link, Proxy};
+use crate::harness::{test_settings, Peer, TestDb, TestNode};
+use crate::messaging::{expect_push, send};
+
+/// How long the link stays down at least (the stalled requests take 5 s
+/// each, so a blackhole lasts a little longer): under the 15 s node lease
+/// with 1 s heartbeats, so the node is not declared dead.
+const OUTAGE: Duration = Duration::from_secs(10);
+
+fn upstream(url: &str) -> String {
+    let at = url.find('@').unwrap();
+    let slash = at + url[at..].find('/').unwrap();
+    url[at + 1..slash].to_string()
+}
+
+async fn ready(node: &TestNode) -> u16 {
+    reqwest::get(node.url("/health/ready"))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn outage(link: Link) {
+    let db = TestDb::migrated().await;
+    let proxy = Proxy::start(upstream(&db.url)).await;
+    let start = |url: String| async move {
+        let mut s = test_settings();
+        s.database_url = Some(url.clone());
+        s.send_burst = 100;
+        s.sweep_interval_seconds = 1;
+        s.node_heartbeat_seconds = 1;
+        TestNode::start_on(Arc::new(PgStore::connect(&url, 8).unwrap()), s).await
+    };
+    let cut_node = start(proxy.url(&db.url)).await;
+    let healthy = start(db.url.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    healthy.create_mesh("m").await;
+    let alice = healthy.add_member("m", "alice", &[]).await;
+    let bob = healthy.add_member("m", "bob", &[]).await;
+    let (mut a, _) = Peer::join(&healthy.ws_url(), &alice, "a1").await;
+    let (mut b, _) = Peer::join(&cut_node.ws_url(), &bob, "b1").await;
+    send(&mut a, "before", &bob.keys.public_hex, "now", "YmVmb3Jl").await;
+    assert_eq!(expect_push(&mut b).await["ciphertext"], "YmVmb3Jl");
+
+    proxy.set(link);
+    let down = tokio::time::Instant::now();
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let ack = send(
+            &mut a,
+            &format!("d{i}"),
+            &bob.keys.public_hex,
+            "now",
+            &format!("ZHVyaW5n{i}"),
+        )
+        .await;
+        assert_eq!(ack["queued"], true, "the healthy node still stores: {ack}");
+        acked.push(ack["messageId"].as_str().unwrap().to_string());
+    }
+    // A stalled link answers after the broker's database timeout (5 s).
+    b.send(crate::messaging::send_frame(
+        "x",
+        &alice.keys.public_hex,
+        "now",
+        "eA==",
+    ))
+    .await;
+    let ack = b.recv_any_within(Duration::from_secs(8)).await;
+    assert_eq!(ack["code"], "unavailable", "{ack}");
+    assert_eq!(ready(&cut_node).await, 503);
+    let health: serde_json::Value = reqwest::get(cut_node.url("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["db"], "down");
+    b.send(json!({"type": "list_peers"})).await;
+    let r = b.recv_any_within(Duration::from_secs(8)).await;
+    assert_eq!(r["code"], "unavailable", "socket open, clear error: {r}");
+    tokio::time::sleep(OUTAGE.saturating_sub(down.elapsed())).await;
+
+    proxy.set(Link::Pass);
+    let back = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    while got.len() < acked.len() {
+        let p = expect_push(&mut b).await;
+        got.push(p["messageId"].as_str().unwrap().to_string());
+    }
+    got.sort();
+    acked.sort();
+    got.dedup();
+    assert_eq!(got, acked, "every message acked during the outage arrives");
+    assert!(
+        back.elapsed() < Duration::from_secs(8),
+        "resumed in {:?}",
+        back.elapsed()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while ready(&cut_node).await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ack = send(&mut b, "after", &alice.keys.public_hex, "now", "YWZ0ZXI=").await;
+    assert_eq!(ack["queued"], true, "{ack}");
+    assert_eq!(expect_push(&mut a).await["ciphertext"], "YWZ0ZXI=");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_link_cut_for_ten_seconds() {
+    outage(Link::Cut).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_link_blackholed_for_ten_seconds() {
+    outage(Link::Blackhole).await
+}
