@@ -166,3 +166,20 @@ CREATE TABLE audit_log (
     created_at       timestamptz NOT NULL,
     PRIMARY KEY (mesh_id, seq)
 );
+
+-- The head of each mesh's chain. Appends lock this row, which serialises
+-- them per mesh across every node without holding anything in memory.
+CREATE TABLE audit_tail (
+    mesh_id  text PRIMARY KEY,
+    seq      bigint NOT NULL,
+    hash     text NOT NULL
+);
+
+-- After retention pruning, verification continues from here.
+CREATE TABLE audit_checkpoint (
+    mesh_id     text PRIMARY KEY,
+    seq         bigint NOT NULL,
+    hash        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX audit_log_created ON audit_log (created_at);

@@ -135,6 +135,17 @@ impl Application {
             node.clone(),
             loops_stop.clone(),
         ));
+        let audit_rx = node
+            .audit_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("a node runs once");
+        let appender = tokio::spawn(crate::engine::audit::run_appender(
+            node.clone(),
+            audit_rx,
+            loops_stop.clone(),
+        ));
         let sweeper = tokio::spawn(crate::cluster::run_sweeper(
             node.clone(),
             loops_stop.clone(),
@@ -157,6 +168,10 @@ impl Application {
         };
 
         let router = crate::http::router(node.clone());
+        // Small frames must not wait for Nagle's algorithm (~40 ms tails).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(serve_stop.cancelled_owned())
             .await?;
@@ -171,6 +186,7 @@ impl Application {
         loops_stop.cancel();
         let _ = heartbeat.await;
         let _ = sweeper.await;
+        let _ = appender.await;
         for t in bus_tasks {
             let _ = t.await;
         }

@@ -37,6 +37,8 @@ pub const KEYS: &[&str] = &[
     "sweep_interval_seconds",
     "shutdown_drain_seconds",
     "log_format",
+    "audit_retention_days",
+    "audit_status_changes",
 ];
 
 /// The claudemesh seed's environment names, read without prefix so existing
@@ -93,6 +95,8 @@ pub struct Settings {
     pub sweep_interval_seconds: u64,
     pub shutdown_drain_seconds: u64,
     pub log_format: Option<LogFormat>,
+    pub audit_retention_days: u64,
+    pub audit_status_changes: bool,
 }
 
 impl Default for Settings {
@@ -124,6 +128,11 @@ impl Default for Settings {
             sweep_interval_seconds: 5,
             shutdown_drain_seconds: 10,
             log_format: None,
+            // Long enough for a quarterly review; pruning keeps a checkpoint.
+            audit_retention_days: 90,
+            // Hooks fire twice per turn per session: off unless asked for,
+            // or they would dominate the log.
+            audit_status_changes: false,
         }
     }
 }
@@ -200,6 +209,7 @@ impl Settings {
             ("node_heartbeat_seconds", self.node_heartbeat_seconds),
             ("node_lease_seconds", self.node_lease_seconds),
             ("sweep_interval_seconds", self.sweep_interval_seconds),
+            ("audit_retention_days", self.audit_retention_days),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub notify_received: Counter<u64, AtomicU64>,
     /// Times the LISTEN connection was re-established.
     pub listen_reconnects: Counter<u64, AtomicU64>,
+    /// Audit entries dropped (queue full during a long outage).
+    pub audit_dropped: Counter<u64, AtomicU64>,
+    /// Audit append transaction time, seconds.
+    pub audit_append: Histogram,
     /// `/hook/set-status` requests by result.
     pub hook_requests: Family<ResultLabel, Counter<u64, AtomicU64>>,
     /// Undelivered rows cluster-wide, sampled by the sweeper.
@@ -73,6 +77,21 @@ impl Metrics {
         );
         let queue_depth = Gauge::default();
         let hook_requests = Family::default();
+        let audit_dropped = Counter::default();
+        let audit_append = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
+        );
+        registry.register(
+            "audit_dropped",
+            "Audit entries dropped",
+            audit_dropped.clone(),
+        );
+        registry.register_with_unit(
+            "audit_append",
+            "Audit append transaction time",
+            prometheus_client::registry::Unit::Seconds,
+            audit_append.clone(),
+        );
         let notify_sent = Counter::default();
         let notify_received = Counter::default();
         let listen_reconnects = Counter::default();
@@ -157,6 +176,8 @@ impl Metrics {
             delivery_latency,
             queue_depth,
             hook_requests,
+            audit_dropped,
+            audit_append,
             notify_sent,
             notify_received,
             listen_reconnects,

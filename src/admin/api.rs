@@ -31,6 +31,7 @@ pub fn router(node: Arc<Node>) -> Router<Arc<Node>> {
         .route("/meshes/{slug}/invites", post(create_invite))
         .route("/invites/{token}", delete(revoke_invite))
         .route("/meshes/{slug}/peers", get(peers))
+        .route("/meshes/{slug}/audit/verify", get(verify_audit))
         .route("/nodes", get(nodes))
         .layer(axum::middleware::from_fn_with_state(node, require_token))
 }
@@ -295,4 +296,20 @@ async fn nodes(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
         })
         .collect();
     Ok(Json(json).into_response())
+}
+
+async fn verify_audit(
+    State(node): State<Arc<Node>>,
+    Path(slug): Path<String>,
+) -> Result<Response, ApiError> {
+    let mesh = node.mesh(&slug).await?;
+    let v = node
+        .verify_audit(&mesh.id)
+        .await
+        .map_err(AdminError::from)?;
+    let mut body = serde_json::json!({"valid": v.valid, "entries": v.entries});
+    if let Some(seq) = v.broken_at {
+        body["brokenAt"] = serde_json::json!(seq);
+    }
+    Ok(Json(body).into_response())
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::audit::Actor;
 use crate::engine::events::PeerEvent;
 use crate::engine::sessions::close;
 use crate::engine::Node;
@@ -64,6 +65,10 @@ async fn lease_lost(node: &Node) {
         .close_every(close::SERVICE_RESTART, "node lease lost");
 }
 
+/// Retention is in days: pruning hourly keeps the table within an hour of
+/// its limit at a negligible cost.
+const AUDIT_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Every `sweep_interval_seconds`: ends presences whose grace ran out
 /// (announcing `peer_left`), deletes expired and fully delivered messages,
 /// and samples the queue depth.
@@ -71,6 +76,7 @@ pub async fn run_sweeper(node: Arc<Node>, stop: CancellationToken) {
     let every = Duration::from_secs(node.config.settings.sweep_interval_seconds);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = std::time::Instant::now() - AUDIT_PRUNE_EVERY;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -96,6 +102,15 @@ pub async fn run_sweeper(node: Arc<Node>, stop: CancellationToken) {
                 for p in &ended {
                     tracing::info!(node_id = %node.id, presence_id = %p.id, mesh_id = %p.mesh_id, "grace expired");
                     node.announce(PeerEvent::Left, p, None);
+                    node.audit(
+                        &p.mesh_id,
+                        "peer_left",
+                        Some(Actor {
+                            member_id: &p.member_id,
+                            name: &p.display_name,
+                        }),
+                        serde_json::json!({"presence_id": p.id, "session_id": p.session_id}),
+                    );
                 }
             }
             Err(e) => tracing::warn!(node_id = %node.id, error = %e, "grace sweep failed"),
@@ -105,6 +120,17 @@ pub async fn run_sweeper(node: Arc<Node>, stop: CancellationToken) {
         }
         if let Err(e) = node.store.sweep_messages(node.now()).await {
             tracing::warn!(node_id = %node.id, error = %e, "message sweep failed");
+        }
+        if last_prune.elapsed() >= AUDIT_PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            let days = chrono::Duration::days(node.config.settings.audit_retention_days as i64);
+            match node.store.prune_audit(node.now() - days).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(node_id = %node.id, pruned = n, "audit entries past retention pruned")
+                }
+                Err(e) => tracing::warn!(node_id = %node.id, error = %e, "audit prune failed"),
+            }
         }
         if let Ok(depth) = node.store.queue_depth().await {
             node.metrics.queue_depth.set(depth);

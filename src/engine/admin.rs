@@ -3,6 +3,7 @@
 //! close sockets a change affects.
 
 use chrono::Duration;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::sessions::close;
@@ -160,6 +161,13 @@ impl Node {
                 other => AdminError::Unavailable(other),
             })?;
         tracing::info!(mesh_id = %mesh.id, member_id = %member.id, "member added");
+        self.audit(
+            &mesh.id,
+            "member_added",
+            None,
+            json!({"member_id": member.id, "display_name": member.display_name,
+                   "role": member.role.as_str(), "via": "admin"}),
+        );
         Ok(member)
     }
 
@@ -180,6 +188,12 @@ impl Node {
             self.signal(r.node_id, close);
         }
         tracing::info!(mesh_id = %mesh.id, member_id, sessions = ended.len(), "member revoked");
+        self.audit(
+            &mesh.id,
+            "member_revoked",
+            None,
+            json!({"member_id": member_id, "sessions_closed": ended.len()}),
+        );
         Ok(())
     }
 
@@ -255,6 +269,13 @@ impl Node {
                 Err(other) => return Err(AdminError::Unavailable(other)),
             }
             tracing::info!(mesh_id = %mesh.id, max_uses, "invite created");
+            self.audit(
+                &mesh.id,
+                "invite_created",
+                None,
+                json!({"token_prefix": &token[..token.len().min(12)], "max_uses": max_uses,
+                       "role": role.as_str(), "expires_at": crate::time::iso(expires_at)}),
+            );
             return Ok(CreatedInvite {
                 link: format!("ic://join/{token}"),
                 invite,
@@ -267,11 +288,19 @@ impl Node {
 
     pub async fn revoke_invite(&self, token: &str) -> Result<(), AdminError> {
         let token = token.strip_prefix("ic://join/").unwrap_or(token);
-        if self.store.revoke_invite(token, self.now()).await? {
-            Ok(())
-        } else {
-            Err(AdminError::NotFound("no such active invite"))
-        }
+        let mesh_id = self
+            .store
+            .revoke_invite(token, self.now())
+            .await?
+            .ok_or(AdminError::NotFound("no such active invite"))?;
+        // The token is a credential until now; the audit keeps a prefix.
+        self.audit(
+            &mesh_id,
+            "invite_revoked",
+            None,
+            json!({"token_prefix": &token[..token.len().min(12)]}),
+        );
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::audit::Actor;
 use super::events::PeerEvent;
 use super::sessions::close;
 use super::Node;
@@ -201,6 +202,18 @@ impl Node {
         };
         let ack = serde_json::to_string(&ack).expect("hello_ack serialises");
         let client_ack = presence.capabilities.iter().any(|c| c == "client_ack");
+        if let Some(event) = announce {
+            self.audit(
+                &presence.mesh_id,
+                event.as_str(),
+                Some(Actor {
+                    member_id: &presence.member_id,
+                    name: &presence.display_name,
+                }),
+                serde_json::json!({"presence_id": presence.id, "session_id": presence.session_id,
+                                   "node_id": self.id}),
+            );
+        }
         Ok(Welcome {
             presence,
             ack,

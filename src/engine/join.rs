@@ -2,7 +2,10 @@
 //! that need only the payload and the mesh row run here; the ones on the
 //! invite row, and the use itself, run atomically in the Store.
 
+use serde_json::json;
 use uuid::Uuid;
+
+use super::audit::Actor;
 
 use super::Node;
 use crate::protocol::crypto;
@@ -39,6 +42,8 @@ impl Node {
             .strip_prefix("ic://join/")
             .unwrap_or(&req.token)
             .to_string();
+        let token_prefix: String = token.chars().take(12).collect();
+        let display_name = req.display_name.clone();
         if crypto::parse_pubkey(&req.pubkey).is_none() {
             return Err(JoinError::Refused("bad_request"));
         }
@@ -66,10 +71,10 @@ impl Node {
         let redeemed = self
             .store
             .redeem_invite(&Redeem {
-                token,
+                token: token.clone(),
                 mesh_id: mesh.id.clone(),
                 pubkey: req.pubkey.to_ascii_lowercase(),
-                display_name: req.display_name,
+                display_name: display_name.clone(),
                 new_member_id: Uuid::now_v7().to_string(),
                 now: self.now(),
             })
@@ -77,6 +82,17 @@ impl Node {
             .map_err(|r| JoinError::Refused(r.code()))?;
         tracing::info!(mesh_id = %mesh.id, member_id = %redeemed.member_id,
             already_member = redeemed.already_member, "invite redeemed");
+        if !redeemed.already_member {
+            self.audit(
+                &mesh.id,
+                "invite_redeemed",
+                Some(Actor {
+                    member_id: &redeemed.member_id,
+                    name: &display_name,
+                }),
+                json!({"member_id": redeemed.member_id, "token_prefix": &token_prefix}),
+            );
+        }
         Ok(redeemed)
     }
 }

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use chrono::Duration;
+use serde_json::json;
 use uuid::Uuid;
 
+use super::audit::Actor;
 use super::Node;
 use crate::cluster::bus::Signal;
 use crate::protocol::frames::SendFrame;
@@ -127,6 +129,17 @@ impl Node {
             Err(r) => r.code,
         };
         self.metrics.message(label);
+        if let Err(r) = &result {
+            self.audit(
+                &sender.mesh_id,
+                "message_rejected",
+                Some(Actor {
+                    member_id: &sender.member_id,
+                    name: &sender.display_name,
+                }),
+                json!({"code": r.code, "presence_id": sender.id}),
+            );
+        }
         result
     }
 
@@ -179,6 +192,23 @@ impl Node {
             )),
             SendResult::Queued => {
                 self.wake_recipients(&deliveries, &presences);
+                // Sizes only: the envelope itself never reaches the audit.
+                self.audit(
+                    &sender.mesh_id,
+                    "message_sent",
+                    Some(Actor {
+                        member_id: &sender.member_id,
+                        name: &sender.display_name,
+                    }),
+                    json!({
+                        "message_id": message.id,
+                        "target_kind": target.kind(),
+                        "target_spec": s.target_spec,
+                        "priority": priority.as_str(),
+                        "size_bytes": s.nonce.len() + s.ciphertext.len(),
+                        "recipients": deliveries.len(),
+                    }),
+                );
                 Ok(message.id)
             }
         }

@@ -3,6 +3,7 @@
 //! handles, never raw sockets.
 
 pub mod admin;
+pub mod audit;
 pub mod delivery;
 pub mod events;
 pub mod hello;
@@ -49,6 +50,10 @@ pub struct Node {
     pub admin_token: Option<String>,
     /// Wake-ups to other nodes; `None` in memory mode (one node).
     bus: Option<Bus>,
+    /// Audit entries on their way to the appender task.
+    audit_tx: tokio::sync::mpsc::Sender<crate::store::NewAuditEntry>,
+    /// The appender's end, taken once by the app when it starts the task.
+    pub audit_rx: std::sync::Mutex<Option<audit::AuditRx>>,
     /// Serialised `push` frames by message id, so every local recipient of
     /// a multicast shares one allocation.
     push_cache: moka::sync::Cache<Uuid, Utf8Bytes>,
@@ -76,9 +81,10 @@ pub async fn bounded<T>(
 /// Bytes of push frames kept for sharing between recipients. A multicast
 /// is claimed by all its local recipients within moments, so a small,
 /// short-lived cache catches nearly every repeat.
-const PUSH_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-/// Idle time after which a cached push frame is dropped.
-const PUSH_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+const PUSH_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Idle time after which a cached push frame is dropped: local recipients
+/// claim within milliseconds, so seconds are plenty.
+const PUSH_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Node {
     pub fn new(
@@ -90,6 +96,7 @@ impl Node {
     ) -> Node {
         let id = Uuid::now_v7();
         let metrics = Metrics::new(&id.to_string(), store.backend());
+        let (audit_tx, audit_rx) = audit::channel();
         Node {
             id,
             config,
@@ -103,6 +110,8 @@ impl Node {
             tracker: TaskTracker::new(),
             admin_token,
             bus,
+            audit_tx,
+            audit_rx: std::sync::Mutex::new(Some(audit_rx)),
             push_cache: moka::sync::Cache::builder()
                 .max_capacity(PUSH_CACHE_BYTES)
                 .weigher(|_, v: &Utf8Bytes| v.len().try_into().unwrap_or(u32::MAX))

@@ -115,6 +115,21 @@ impl Node {
                 self.fresh_window_ms(),
             )
             .await?;
+        if let Some(w) = written.filter(|w| w.changed && self.config.settings.audit_status_changes)
+        {
+            // The hook names no member: look the presence up for the chain.
+            if let Ok(Some(p)) = self.store.presence_by_id(presence).await {
+                self.audit(
+                    &p.mesh_id,
+                    "status_changed",
+                    Some(super::audit::Actor {
+                        member_id: &p.member_id,
+                        name: &p.display_name,
+                    }),
+                    serde_json::json!({"presence_id": presence, "status": w.status.as_str(), "source": "hook"}),
+                );
+            }
+        }
         if let Some(w) = written.filter(|w| w.changed && w.status == Status::Idle) {
             // The session may live on another node: wake it there.
             self.signal(w.node_id, Signal::Wake { p: vec![presence] });

@@ -37,6 +37,7 @@ pub fn verify(key: &VerifyingKey, message: &[u8], sig: &Signature) -> bool {
 }
 
 /// A freshly generated key pair, both halves hex encoded.
+#[derive(Clone)]
 pub struct KeyPair {
     pub public_hex: String,
     /// seed || public key, the 64-byte form clients keep.

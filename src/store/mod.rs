@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 pub use types::*;
 
+use crate::audit::{Checkpoint, Entry};
 use crate::protocol::{Source, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +54,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Vec<PresenceRef>>>;
 
     async fn insert_invite(&self, invite: &Invite) -> StoreResult<()>;
-    /// `false` when no unrevoked invite has that token.
-    async fn revoke_invite(&self, token: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// The invite's mesh; `None` when no unrevoked invite has that token.
+    async fn revoke_invite(&self, token: &str, now: DateTime<Utc>) -> StoreResult<Option<String>>;
     /// The row-dependent checks of `/join` and the use, in one atomic step.
     async fn redeem_invite(&self, r: &Redeem) -> StoreResult<Result<Redeemed, InviteRefusal>>;
 
@@ -110,6 +111,8 @@ pub trait Store: Send + Sync + 'static {
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// One online or in-grace presence.
+    async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>>;
     /// Online and in-grace presences of a mesh, oldest first.
     async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>>;
     /// Ends presences whose grace ran out; returns them. Their undelivered
@@ -175,4 +178,13 @@ pub trait Store: Send + Sync + 'static {
         before: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<PresenceRef>>;
+
+    /// Chains `entries` onto their meshes' audit logs, in order, one
+    /// transaction per call, serialised per mesh.
+    async fn append_audit(&self, entries: &[NewAuditEntry]) -> StoreResult<()>;
+    /// A mesh's retained chain (oldest first) and its checkpoint, if pruned.
+    async fn audit_chain(&self, mesh_id: &str) -> StoreResult<(Option<Checkpoint>, Vec<Entry>)>;
+    /// Prunes entries created before `before`, checkpointing each mesh's
+    /// last pruned entry. Returns how many went.
+    async fn prune_audit(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }

@@ -451,3 +451,14 @@ pub struct Claimed {
     pub delivery_id: i64,
     pub message: Arc<StoredMessage>,
 }
+
+/// An audit event before it is chained (seq and hashes come at append).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    pub mesh_id: String,
+    pub event_type: &'static str,
+    pub actor_member_id: Option<String>,
+    pub actor_name: Option<String>,
+    pub payload: Value,
+    pub created_at: DateTime<Utc>,
+}

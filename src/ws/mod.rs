@@ -11,6 +11,13 @@ use axum::response::{IntoResponse, Response};
 
 use crate::engine::Node;
 
+/// Per-socket read buffer. tungstenite's default (128 KiB) dominated idle
+/// memory per connection; frames are small and the buffer grows on demand.
+const READ_BUFFER: usize = 4 * 1024;
+/// Bytes batched before a write is flushed; pushes are flushed one by one
+/// anyway, so a small buffer costs nothing.
+const WRITE_BUFFER: usize = 4 * 1024;
+
 pub async fn upgrade(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Response {
     if node.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "node is draining").into_response();
@@ -19,5 +26,7 @@ pub async fn upgrade(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Res
     let tracker = node.tracker.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| tracker.track_future(session::run(node, socket)))
 }

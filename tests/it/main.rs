@@ -5,6 +5,7 @@ mod harness;
 
 mod admin;
 mod admin_invites;
+mod audit;
 mod cli;
 mod cluster;
 mod delivery;

@@ -285,6 +285,10 @@ async fn configuration_errors_name_the_key() {
     );
 }
 
+/// Distinctive envelope values to look for in the output.
+const SECRET_CIPHERTEXT: &str = "TE9HU0VDUkVUQ0lQSEVS";
+const SECRET_NONCE: &str = "TE9HU0VDUkVUTk9OQ0U=";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_are_json_and_keep_secrets_out() {
     let mut p = start(&[
@@ -316,6 +320,17 @@ async fn logs_are_json_and_keep_secrets_out() {
     peer.send_text("{not json at all").await;
     let err = peer.recv().await;
     assert_eq!(err["type"], "error", "{err}");
+    // A message to a sibling session: stored, pushed, audited.
+    let (mut sibling, _) = Peer::join(&p.ws_url(), &alice, "s2").await;
+    let ack = peer
+        .request(
+            json!({"type": "send", "id": "c1", "targetSpec": alice.keys.public_hex,
+                        "priority": "now", "nonce": SECRET_NONCE, "ciphertext": SECRET_CIPHERTEXT}),
+        )
+        .await;
+    assert_eq!(ack["queued"], true, "{ack}");
+    assert_eq!(sibling.recv().await["ciphertext"], SECRET_CIPHERTEXT);
+    sibling.close().await;
     peer.close().await;
 
     p.sigterm();
@@ -332,6 +347,8 @@ async fn logs_are_json_and_keep_secrets_out() {
         ("mesh owner secret", owner_secret.as_str()),
         ("invite token", invite_token.as_str()),
         ("member public key in full", alice.keys.public_hex.as_str()),
+        ("ciphertext", SECRET_CIPHERTEXT),
+        ("nonce", SECRET_NONCE),
     ] {
         assert!(
             !all.contains(secret),

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+mod audit;
 mod messages;
 mod status;
 
@@ -30,6 +31,7 @@ struct State {
     queue: messages::Queue,
     /// (pid, cwd) → (status, created_at) of hooks that came first.
     pending: HashMap<(i64, String), (Status, DateTime<Utc>)>,
+    audit: audit::Chains,
 }
 
 #[derive(Default)]
@@ -172,14 +174,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn revoke_invite(&self, token: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn revoke_invite(&self, token: &str, now: DateTime<Utc>) -> StoreResult<Option<String>> {
         let mut s = self.lock();
         match s.invites.get_mut(token) {
             Some(inv) if inv.revoked_at.is_none() => {
                 inv.revoked_at = Some(now);
-                Ok(true)
+                Ok(Some(inv.mesh_id.clone()))
             }
-            _ => Ok(false),
+            _ => Ok(None),
         }
     }
 
@@ -416,6 +418,10 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
+    async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
+        Ok(self.lock().presences.get(&id).cloned())
+    }
+
     async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>> {
         let mut v: Vec<Presence> = self
             .lock()
@@ -530,5 +536,21 @@ impl Store for MemoryStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<PresenceRef>> {
         Ok(self.lock().expire_working(before, now))
+    }
+
+    async fn append_audit(&self, entries: &[NewAuditEntry]) -> StoreResult<()> {
+        self.lock().append_audit(entries);
+        Ok(())
+    }
+
+    async fn audit_chain(
+        &self,
+        mesh_id: &str,
+    ) -> StoreResult<(Option<crate::audit::Checkpoint>, Vec<crate::audit::Entry>)> {
+        Ok(self.lock().audit_chain(mesh_id))
+    }
+
+    async fn prune_audit(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        Ok(self.lock().prune_audit(before))
     }
 }

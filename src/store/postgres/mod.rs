@@ -2,6 +2,7 @@
 //! one transaction (or one statement); row locks, not process memory, make
 //! the checks atomic across nodes.
 
+mod audit;
 mod messages;
 pub mod migrate;
 mod presence;
@@ -242,16 +243,17 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn revoke_invite(&self, token: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn revoke_invite(&self, token: &str, now: DateTime<Utc>) -> StoreResult<Option<String>> {
         let c = self.client().await?;
-        let n = c
-            .execute(
-                "UPDATE invite SET revoked_at = $2 WHERE token = $1 AND revoked_at IS NULL",
+        let row = c
+            .query_opt(
+                "UPDATE invite SET revoked_at = $2 WHERE token = $1 AND revoked_at IS NULL
+                 RETURNING mesh_id",
                 &[&token, &now],
             )
             .await
             .map_err(map_err)?;
-        Ok(n == 1)
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn redeem_invite(&self, r: &Redeem) -> StoreResult<Result<Redeemed, InviteRefusal>> {
@@ -453,6 +455,10 @@ impl Store for PgStore {
         self.release(id, conn_id, grace_until, now).await
     }
 
+    async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
+        self.by_id(id).await
+    }
+
     async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>> {
         self.presences(mesh_id).await
     }
@@ -536,5 +542,20 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<PresenceRef>> {
         self.flip_working(before, now).await
+    }
+
+    async fn append_audit(&self, entries: &[NewAuditEntry]) -> StoreResult<()> {
+        self.append(entries).await
+    }
+
+    async fn audit_chain(
+        &self,
+        mesh_id: &str,
+    ) -> StoreResult<(Option<crate::audit::Checkpoint>, Vec<crate::audit::Entry>)> {
+        self.chain(mesh_id).await
+    }
+
+    async fn prune_audit(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.prune(before).await
     }
 }

@@ -58,6 +58,13 @@ async fn write_presence(
 }
 
 impl PgStore {
+    pub(super) async fn by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
+        let c = self.client().await?;
+        let sql = format!("SELECT {PRESENCE_COLS} FROM presence WHERE id = $1 AND state <> 'gone'");
+        let row = c.query_opt(&sql, &[&id]).await.map_err(map_err)?;
+        Ok(row.as_ref().map(presence_from))
+    }
+
     pub(super) async fn attach(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;

@@ -181,6 +181,7 @@ impl TestNode {
 }
 
 /// One enrolled member: ids and keys.
+#[derive(Clone)]
 pub struct Member {
     pub id: String,
     pub mesh_id: String,

@@ -1,0 +1,109 @@
+//! Audit events: recorded off the hot path into a bounded queue, appended
+//! by one task per node in batches (one transaction per batch, one chain
+//! per mesh serialised in the store). Metadata only: never a nonce or a
+//! ciphertext.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Node;
+use crate::audit::verify;
+use crate::store::{NewAuditEntry, StoreError};
+
+/// Entries waiting for the appender. A database outage longer than this
+/// many events drops the overflow (counted) rather than growing memory.
+pub const AUDIT_QUEUE: usize = 100_000;
+/// Entries per append transaction.
+const AUDIT_BATCH: usize = 1_000;
+/// Pause before retrying a failed append.
+const RETRY: Duration = Duration::from_millis(500);
+
+pub type AuditRx = mpsc::Receiver<NewAuditEntry>;
+
+pub fn channel() -> (mpsc::Sender<NewAuditEntry>, AuditRx) {
+    mpsc::channel(AUDIT_QUEUE)
+}
+
+/// Who did it, for the entry's actor fields.
+pub struct Actor<'a> {
+    pub member_id: &'a str,
+    pub name: &'a str,
+}
+
+impl Node {
+    /// Queues one audit entry; never waits.
+    pub fn audit(
+        &self,
+        mesh_id: &str,
+        event_type: &'static str,
+        actor: Option<Actor<'_>>,
+        payload: Value,
+    ) {
+        let entry = NewAuditEntry {
+            mesh_id: mesh_id.to_string(),
+            event_type,
+            actor_member_id: actor.as_ref().map(|a| a.member_id.to_string()),
+            actor_name: actor.as_ref().map(|a| a.name.to_string()),
+            payload,
+            created_at: self.now(),
+        };
+        if self.audit_tx.try_send(entry).is_err() {
+            self.metrics.audit_dropped.inc();
+        }
+    }
+
+    /// Walks a mesh's chain.
+    pub async fn verify_audit(&self, mesh_id: &str) -> Result<crate::audit::Verdict, StoreError> {
+        let (checkpoint, entries) = self.store.audit_chain(mesh_id).await?;
+        Ok(verify(checkpoint.as_ref(), &entries))
+    }
+}
+
+/// Appends queued entries until `stop`, then flushes what is left.
+pub async fn run_appender(node: Arc<Node>, mut rx: AuditRx, stop: CancellationToken) {
+    let mut batch = Vec::with_capacity(AUDIT_BATCH);
+    loop {
+        if batch.is_empty() {
+            // Biased: after `close`, `recv` yields what is left, then None.
+            tokio::select! {
+                biased;
+                e = rx.recv() => match e {
+                    Some(e) => batch.push(e),
+                    None => return,
+                },
+                _ = stop.cancelled() => rx.close(),
+            }
+        }
+        while batch.len() < AUDIT_BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        match super::bounded(node.store.append_audit(&batch)).await {
+            Ok(()) => {
+                node.metrics
+                    .audit_append
+                    .observe(started.elapsed().as_secs_f64());
+                batch.clear();
+            }
+            Err(e) => {
+                tracing::warn!(node_id = %node.id, error = %e, entries = batch.len(), "audit append failed; retrying");
+                if stop.is_cancelled() {
+                    // Shutting down with the database gone: nothing to wait for.
+                    node.metrics.audit_dropped.inc_by(batch.len() as u64);
+                    return;
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
