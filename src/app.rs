@@ -141,6 +141,18 @@ impl Application {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .expect("a node runs once");
+        let send_rx = node
+            .send_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("a node runs once");
+        let batcher_stop = CancellationToken::new();
+        let batcher = tokio::spawn(crate::engine::batcher::run(
+            node.clone(),
+            send_rx,
+            batcher_stop.clone(),
+        ));
         let appender = tokio::spawn(crate::engine::audit::run_appender(
             node.clone(),
             audit_rx,
@@ -183,6 +195,8 @@ impl Application {
         {
             tracing::warn!(node_id = %node.id, "some sessions did not finish in time");
         }
+        batcher_stop.cancel();
+        let _ = batcher.await;
         loops_stop.cancel();
         let _ = heartbeat.await;
         let _ = sweeper.await;

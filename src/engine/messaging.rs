@@ -4,7 +4,7 @@
 //! recipients. The broker never decodes `nonce` or `ciphertext`.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use chrono::Duration;
 use serde_json::json;
@@ -15,7 +15,10 @@ use super::Node;
 use crate::cluster::bus::Signal;
 use crate::protocol::frames::SendFrame;
 use crate::protocol::target::{group_covers, is_base64, Priority, Target};
-use crate::store::{Bucket, NewDelivery, NewMessage, Presence, SendResult, StoreError};
+use tokio::sync::oneshot;
+
+use super::batcher::SendJob;
+use crate::store::{NewDelivery, NewMessage, Presence, RouteTarget, StoreError};
 
 /// A refused send: the ack's code and sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +83,7 @@ pub fn validate(s: &SendFrame, max_bytes: usize) -> Result<(Target, Priority), S
 
 /// The delivery rows for `target`, from the live and in-grace presences of
 /// the sender's mesh. Empty for a direct send means `no_recipient`.
-pub fn route(target: &Target, sender: &Presence, presences: &[Presence]) -> Vec<NewDelivery> {
+pub fn route(target: &Target, sender: &Presence, presences: &[RouteTarget]) -> Vec<NewDelivery> {
     let others = presences
         .iter()
         .filter(|p| p.member_id != sender.member_id && p.visible);
@@ -114,22 +117,52 @@ pub fn route(target: &Target, sender: &Presence, presences: &[Presence]) -> Vec<
     }
 }
 
+/// What a `send` resolves to: the message id, or the refusal.
+pub type SendOutcome = Result<Uuid, SendRefusal>;
+
 impl Node {
-    /// Handles one `send` from `sender`. `Ok` carries the message id.
-    pub async fn send(&self, sender: &Presence, s: &SendFrame) -> Result<Uuid, SendRefusal> {
-        let result = match tokio::time::timeout(super::DB_TIMEOUT, self.send_inner(sender, s)).await
-        {
-            Ok(r) => r,
-            Err(_) => Err(SendRefusal::from(StoreError::Unavailable(
-                "the database did not answer in time".into(),
-            ))),
-        };
-        let label = match &result {
+    /// Queues a `send` for the batcher. The receiver yields its outcome;
+    /// outcomes of one session's sends resolve in submission order.
+    pub async fn submit(
+        &self,
+        sender: Arc<Presence>,
+        s: SendFrame,
+    ) -> oneshot::Receiver<SendOutcome> {
+        let (reply, rx) = oneshot::channel();
+        match validate(&s, self.config.settings.max_message_bytes) {
+            Err(r) => self.finish(&sender, Err(r), reply),
+            Ok((target, priority)) => {
+                let job = SendJob {
+                    sender,
+                    frame: s,
+                    target,
+                    priority,
+                    reply,
+                };
+                if let Err(e) = self.send_queue.send(job).await {
+                    // Only during shutdown: the batcher has stopped.
+                    let job = e.0;
+                    let refusal = SendRefusal::new("unavailable", "the node is shutting down");
+                    self.finish(&job.sender, Err(refusal), job.reply);
+                }
+            }
+        }
+        rx
+    }
+
+    /// Records an outcome (metrics, audit of refusals) and hands it back.
+    pub(super) fn finish(
+        &self,
+        sender: &Presence,
+        outcome: SendOutcome,
+        reply: oneshot::Sender<SendOutcome>,
+    ) {
+        let label = match &outcome {
             Ok(_) => "queued",
             Err(r) => r.code,
         };
         self.metrics.message(label);
-        if let Err(r) = &result {
+        if let Err(r) = &outcome {
             self.audit(
                 &sender.mesh_id,
                 "message_rejected",
@@ -140,83 +173,67 @@ impl Node {
                 json!({"code": r.code, "presence_id": sender.id}),
             );
         }
-        result
+        let _ = reply.send(outcome);
     }
 
-    async fn send_inner(&self, sender: &Presence, s: &SendFrame) -> Result<Uuid, SendRefusal> {
-        let (target, priority) = validate(s, self.config.settings.max_message_bytes)?;
-        if !self.db_up.load(Ordering::Relaxed) {
-            // Fail fast while the heartbeat says the database is gone,
-            // rather than holding the client for a connect timeout.
-            self.store.ping().await.map_err(SendRefusal::from)?;
-        }
-        let presences = self.store.list_presences(&sender.mesh_id).await?;
-        let deliveries = route(&target, sender, &presences);
-        if deliveries.is_empty() && matches!(target, Target::Key(_)) {
-            return Err(SendRefusal::new(
-                "no_recipient",
-                "no live or in-grace session matches that key",
-            ));
-        }
-        let now = self.now();
-        let settings = &self.config.settings;
-        let message = NewMessage {
+    /// The refusal for a member over its budget.
+    pub(super) fn rate_limited(&self) -> SendRefusal {
+        let s = &self.config.settings;
+        SendRefusal::new(
+            "rate_limit",
+            format!(
+                "over the send budget of {} per minute (burst {})",
+                s.send_rate_per_min, s.send_burst
+            ),
+        )
+    }
+
+    /// The stored form of a job's message.
+    pub(super) fn new_message(
+        &self,
+        job: &SendJob,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> NewMessage {
+        let sender = &job.sender;
+        NewMessage {
             id: Uuid::now_v7(),
             mesh_id: sender.mesh_id.clone(),
             sender_member_id: sender.member_id.clone(),
             sender_member_pubkey: sender.member_pubkey.clone(),
             sender_session_pubkey: sender.session_pubkey.clone(),
-            target_spec: s.target_spec.clone(),
-            priority,
-            nonce: s.nonce.clone(),
-            ciphertext: s.ciphertext.clone(),
+            target_spec: job.frame.target_spec.clone(),
+            priority: job.priority,
+            nonce: job.frame.nonce.clone(),
+            ciphertext: job.frame.ciphertext.clone(),
             created_at: now,
-            expires_at: now + Duration::seconds(settings.queue_ttl_seconds as i64),
-        };
-        let bucket = Bucket {
-            key: sender.member_id.clone(),
-            rate_per_min: settings.send_rate_per_min,
-            burst: settings.send_burst,
-        };
-        match self
-            .store
-            .insert_message(&message, &deliveries, &bucket)
-            .await?
-        {
-            SendResult::RateLimited => Err(SendRefusal::new(
-                "rate_limit",
-                format!(
-                    "over the send budget of {} per minute (burst {})",
-                    settings.send_rate_per_min, settings.send_burst
-                ),
-            )),
-            SendResult::Queued => {
-                self.wake_recipients(&deliveries, &presences);
-                // Sizes only: the envelope itself never reaches the audit.
-                self.audit(
-                    &sender.mesh_id,
-                    "message_sent",
-                    Some(Actor {
-                        member_id: &sender.member_id,
-                        name: &sender.display_name,
-                    }),
-                    json!({
-                        "message_id": message.id,
-                        "target_kind": target.kind(),
-                        "target_spec": s.target_spec,
-                        "priority": priority.as_str(),
-                        "size_bytes": s.nonce.len() + s.ciphertext.len(),
-                        "recipients": deliveries.len(),
-                    }),
-                );
-                Ok(message.id)
-            }
+            expires_at: now + Duration::seconds(self.config.settings.queue_ttl_seconds as i64),
         }
+    }
+
+    /// Audits a stored message: sizes only, never the envelope.
+    pub(super) fn audit_sent(&self, job: &SendJob, message_id: Uuid, recipients: usize) {
+        let sender = &job.sender;
+        self.audit(
+            &sender.mesh_id,
+            "message_sent",
+            Some(Actor {
+                member_id: &sender.member_id,
+                name: &sender.display_name,
+            }),
+            json!({
+                "message_id": message_id,
+                "target_kind": job.target.kind(),
+                "target_spec": job.frame.target_spec,
+                "priority": job.priority.as_str(),
+                "size_bytes": job.frame.nonce.len() + job.frame.ciphertext.len(),
+                "recipients": recipients,
+            }),
+        );
     }
 
     /// Wakes the sessions that may claim one of `deliveries`, wherever
     /// they live: one signal per node, not one per message.
-    fn wake_recipients(&self, deliveries: &[NewDelivery], presences: &[Presence]) {
+    pub(super) fn wake_recipients(&self, deliveries: &[NewDelivery], presences: &[RouteTarget]) {
         let node_of: HashMap<Uuid, Uuid> = presences.iter().map(|p| (p.id, p.node_id)).collect();
         let mut sessions: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
         let mut members: HashMap<Uuid, Vec<(String, String)>> = HashMap::new();

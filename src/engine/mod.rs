@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod batcher;
 pub mod delivery;
 pub mod events;
 pub mod hello;
@@ -50,6 +51,10 @@ pub struct Node {
     pub admin_token: Option<String>,
     /// Wake-ups to other nodes; `None` in memory mode (one node).
     bus: Option<Bus>,
+    /// Sends on their way to the batcher.
+    send_queue: tokio::sync::mpsc::Sender<batcher::SendJob>,
+    /// The batcher's end, taken once by the app when it starts the task.
+    pub send_rx: std::sync::Mutex<Option<batcher::SendQueue>>,
     /// Audit entries on their way to the appender task.
     audit_tx: tokio::sync::mpsc::Sender<crate::store::NewAuditEntry>,
     /// The appender's end, taken once by the app when it starts the task.
@@ -97,6 +102,7 @@ impl Node {
         let id = Uuid::now_v7();
         let metrics = Metrics::new(&id.to_string(), store.backend());
         let (audit_tx, audit_rx) = audit::channel();
+        let (send_queue, send_rx) = batcher::channel();
         Node {
             id,
             config,
@@ -112,6 +118,8 @@ impl Node {
             bus,
             audit_tx,
             audit_rx: std::sync::Mutex::new(Some(audit_rx)),
+            send_queue,
+            send_rx: std::sync::Mutex::new(Some(send_rx)),
             push_cache: moka::sync::Cache::builder()
                 .max_capacity(PUSH_CACHE_BYTES)
                 .weigher(|_, v: &Utf8Bytes| v.len().try_into().unwrap_or(u32::MAX))

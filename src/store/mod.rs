@@ -3,6 +3,7 @@
 //! The store owns atomicity (capacity checks, invite uses, status rules);
 //! it knows nothing of sockets or the wire.
 
+pub mod bucket;
 pub mod memory;
 pub mod postgres;
 mod types;
@@ -111,6 +112,8 @@ pub trait Store: Send + Sync + 'static {
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Routing view of a mesh's online and in-grace presences.
+    async fn route_targets(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>>;
     /// One online or in-grace presence.
     async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>>;
     /// Online and in-grace presences of a mesh, oldest first.
@@ -119,17 +122,15 @@ pub trait Store: Send + Sync + 'static {
     /// rows become member-addressed, so the member's next session gets them.
     async fn expire_grace(&self, now: DateTime<Utc>) -> StoreResult<Vec<Presence>>;
 
-    /// Takes a token from `bucket`, then stores the message and its
-    /// delivery rows, atomically. Nothing is written when rate limited.
-    async fn insert_message(
-        &self,
-        message: &NewMessage,
-        deliveries: &[NewDelivery],
-        bucket: &Bucket,
-    ) -> StoreResult<SendResult>;
+    /// Stores a batch in one transaction, in order: for each message,
+    /// take a token from its bucket; if there is one, store the message and
+    /// its delivery rows. One verdict per message; nothing is written for a
+    /// rate-limited one, and nothing at all if the transaction fails.
+    async fn insert_messages(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>>;
     /// Claims up to `limit` deliverable rows for one session, oldest first:
     /// rows for it or its member, unclaimed or with a lapsed claim, `now`
-    /// priority only unless the session is idle.
+    /// priority only unless the session is idle. Completes `req.complete`
+    /// first.
     async fn claim_deliveries(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>>;
     /// Written to the socket (sessions without `client_ack`): done.
     async fn complete_deliveries(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()>;

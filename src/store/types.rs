@@ -396,7 +396,7 @@ pub struct NewDelivery {
 }
 
 impl NewDelivery {
-    pub fn to_session(p: &Presence) -> NewDelivery {
+    pub fn to_session(p: &RouteTarget) -> NewDelivery {
         NewDelivery {
             recipient_member_id: p.member_id.clone(),
             recipient_session: Some(p.id),
@@ -430,6 +430,13 @@ pub struct ClaimRequest {
     pub now: DateTime<Utc>,
     pub lease_until: DateTime<Utc>,
     pub limit: usize,
+    /// Rows this session has written since its last claim: completed first,
+    /// in the same step.
+    pub complete: Vec<i64>,
+    /// Also take rows this session already holds (not in `complete`): set
+    /// after a claim whose outcome is unknown (timed out), which may have
+    /// claimed rows nobody pushed.
+    pub reclaim_own: bool,
 }
 
 /// A stored envelope as pushed to recipients.
@@ -461,4 +468,41 @@ pub struct NewAuditEntry {
     pub actor_name: Option<String>,
     pub payload: Value,
     pub created_at: DateTime<Utc>,
+}
+
+/// One message to store with its rows and its sender's bucket.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub message: NewMessage,
+    pub deliveries: Vec<NewDelivery>,
+    pub bucket: Bucket,
+}
+
+/// What routing needs of a live or in-grace presence: a lean read, done
+/// once per mesh per send batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTarget {
+    pub id: Uuid,
+    pub mesh_id: String,
+    pub member_id: String,
+    pub member_pubkey: String,
+    pub session_pubkey: Option<String>,
+    pub node_id: Uuid,
+    pub visible: bool,
+    pub groups: Vec<GroupRef>,
+}
+
+impl RouteTarget {
+    pub fn of(p: &Presence) -> RouteTarget {
+        RouteTarget {
+            id: p.id,
+            mesh_id: p.mesh_id.clone(),
+            member_id: p.member_id.clone(),
+            member_pubkey: p.member_pubkey.clone(),
+            session_pubkey: p.session_pubkey.clone(),
+            node_id: p.node_id,
+            visible: p.visible,
+            groups: p.groups.clone(),
+        }
+    }
 }

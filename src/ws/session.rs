@@ -8,21 +8,25 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::engine::delivery::{self, Recipient};
 use crate::engine::events::PeerEvent;
+use crate::engine::messaging::{SendOutcome, SendRefusal};
 use crate::engine::sessions::{close, Outbound, SessionHandle};
-use crate::engine::Node;
+use crate::engine::{Node, DB_TIMEOUT};
 use crate::protocol::frames::{self, error_ack, error_frame, ok_ack, ClientFrame, FrameError};
 use crate::store::{PatchResult, Presence, PresencePatch, StoreError};
 
 /// Frames queued for one socket. A client this far behind is not reading;
 /// the bound keeps its memory fixed (slow-consumer policy comes later).
 const OUTBOUND_QUEUE: usize = 1024;
+/// Sends one session may have in flight: enough to fill a batch, bounded
+/// so a flooding client waits instead of growing the queue.
+const PIPELINED_SENDS: usize = 256;
 /// How long the writer may take to flush a close frame at the end.
 const WRITER_FLUSH: Duration = Duration::from_secs(2);
 
@@ -34,8 +38,10 @@ struct Conn {
     conn_id: Uuid,
     tx: mpsc::Sender<Outbound>,
     closer: watch::Sender<Option<(u16, &'static str)>>,
-    presence: Option<Presence>,
+    presence: Option<Arc<Presence>>,
     client_ack: bool,
+    /// Send outcomes, answered in submission order by `forward_acks`.
+    acks: mpsc::Sender<PendingAck>,
     /// The session's delivery loop, started at hello.
     deliverer: Option<(JoinHandle<()>, CancellationToken)>,
 }
@@ -48,6 +54,8 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let writer = tokio::spawn(write_loop(sink, rx));
     let (closer, closer_rx) = watch::channel(None);
+    let (acks, acks_rx) = mpsc::channel(PIPELINED_SENDS);
+    let ack_task = tokio::spawn(forward_acks(acks_rx, tx.clone()));
     let mut conn = Conn {
         node: node.clone(),
         conn_id,
@@ -55,6 +63,7 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
         closer,
         presence: None,
         client_ack: false,
+        acks,
         deliverer: None,
     };
     let reason = conn.read_loop(stream, closer_rx).await;
@@ -62,8 +71,12 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
         presence,
         tx,
         deliverer,
+        acks,
         ..
     } = conn;
+    // Answer what was already submitted (the client may still read).
+    drop(acks);
+    let _ = tokio::time::timeout(WRITER_FLUSH, ack_task).await;
     if let Some((task, stop)) = deliverer {
         // Let in-flight completions finish before the presence (and its
         // claims) is released, so written pushes are not delivered twice.
@@ -110,6 +123,34 @@ async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Recei
         }
     }
     let _ = sink.close().await;
+}
+
+/// A submitted send whose ack is not written yet.
+struct PendingAck {
+    rx: oneshot::Receiver<SendOutcome>,
+    id: String,
+    req_id: Option<String>,
+}
+
+/// Writes send acks in submission order as their outcomes arrive.
+async fn forward_acks(mut pending: mpsc::Receiver<PendingAck>, tx: mpsc::Sender<Outbound>) {
+    while let Some(p) = pending.recv().await {
+        let outcome = match tokio::time::timeout(DB_TIMEOUT, p.rx).await {
+            Ok(Ok(o)) => o,
+            _ => Err(SendRefusal {
+                code: "unavailable",
+                sentence: "the broker cannot reach its database; retry".into(),
+            }),
+        };
+        let req_id = p.req_id.as_deref();
+        let frame = match outcome {
+            Ok(message_id) => frames::queued_ack(&p.id, &message_id.to_string(), req_id),
+            Err(r) => error_ack(Some(&p.id), r.code, &r.sentence, req_id),
+        };
+        if tx.send(Outbound::Text(frame.into())).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Resolves when the engine asks this socket to close.
@@ -220,13 +261,20 @@ impl Conn {
                 message,
             }) => {
                 self.node.metrics.bad_frames.inc();
-                self.send(error_ack(
-                    id.as_deref(),
-                    "bad_request",
-                    &message,
-                    req_id.as_deref(),
-                ))
-                .await;
+                // Through the ack queue, so acks keep the order of sends.
+                let (done, rx) = oneshot::channel();
+                let _ = done.send(Err(SendRefusal {
+                    code: "bad_request",
+                    sentence: message,
+                }));
+                let _ = self
+                    .acks
+                    .send(PendingAck {
+                        rx,
+                        id: id.unwrap_or_default(),
+                        req_id,
+                    })
+                    .await;
                 return Ok(());
             }
             Err(FrameError::BadRequest { req_id, message }) => {
@@ -287,11 +335,14 @@ impl Conn {
                 self.patch(PresencePatch::LeaveGroup(n), None, req_id).await
             }
             ClientFrame::Send(s) => {
-                let reply = match node.send(&presence, &s).await {
-                    Ok(message_id) => frames::queued_ack(&s.id, &message_id.to_string(), req_id),
-                    Err(r) => error_ack(Some(&s.id), r.code, &r.sentence, req_id),
+                let id = s.id.clone();
+                let rx = node.submit(presence.clone(), s).await;
+                let pending = PendingAck {
+                    rx,
+                    id,
+                    req_id: incoming.req_id.clone(),
                 };
-                self.send(reply).await;
+                let _ = self.acks.send(pending).await;
                 Ok(())
             }
             ClientFrame::ClientAck(message_id) => {
@@ -337,7 +388,7 @@ impl Conn {
                     };
                     self.node.announce(event, &after, None);
                 }
-                self.presence = Some(*after);
+                self.presence = Some(Arc::new(*after));
             }
             PatchResult::Refused => {
                 self.send(error_frame("bad_request", "too many groups", req_id))
@@ -443,7 +494,7 @@ impl Conn {
                 ));
                 self.deliverer = Some((task, stop));
                 self.client_ack = welcome.client_ack;
-                self.presence = Some(welcome.presence);
+                self.presence = Some(Arc::new(welcome.presence));
                 Ok(())
             }
             Err(refusal) => Err(self.refuse(refusal.code, &refusal.message, req_id).await),

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::State;
 use crate::protocol::target::Priority;
 use crate::protocol::Status;
+pub use crate::store::bucket::take_token;
 use crate::store::{
     Bucket, ClaimRequest, Claimed, NewDelivery, NewMessage, SendResult, StoredMessage,
 };
@@ -44,23 +45,6 @@ pub(super) struct Queue {
     /// (scope, key) → (tokens, updated_at). Scope is the mesh id for send
     /// budgets.
     pub(super) buckets: HashMap<(String, String), (f64, DateTime<Utc>)>,
-}
-
-/// Refills then takes one token; `None` when the bucket is empty.
-pub fn take_token(
-    tokens: f64,
-    updated: DateTime<Utc>,
-    now: DateTime<Utc>,
-    rate_per_min: u32,
-    burst: u32,
-) -> Option<f64> {
-    let elapsed = (now - updated)
-        .num_microseconds()
-        .unwrap_or(i64::MAX)
-        .max(0) as f64
-        / 1e6;
-    let refilled = (tokens + elapsed * f64::from(rate_per_min) / 60.0).min(f64::from(burst));
-    (refilled >= 1.0).then_some(refilled - 1.0)
 }
 
 impl Queue {
@@ -225,7 +209,8 @@ impl State {
                 break;
             }
             let r = q.rows.get_mut(&id).expect("indexed row exists");
-            let free = r.claim_until.is_none_or(|t| t < req.now);
+            let free = r.claim_until.is_none_or(|t| t < req.now)
+                || (req.reclaim_own && r.claimed_session == Some(req.presence));
             let allowed = idle || r.priority == Priority::Now;
             if !free || !allowed || r.exclude == Some(req.presence) {
                 continue;
@@ -299,25 +284,5 @@ impl State {
 
     pub(super) fn queue_depth(&self) -> i64 {
         self.queue.rows.len() as i64
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::take_token;
-    use chrono::{Duration, Utc};
-
-    #[test]
-    fn bucket_refills_at_the_rate_and_caps_at_burst() {
-        let t0 = Utc::now();
-        assert_eq!(take_token(10.0, t0, t0, 60, 10), Some(9.0));
-        assert_eq!(take_token(0.5, t0, t0, 60, 10), None);
-        // 60/min is one token a second.
-        let left = take_token(0.0, t0, t0 + Duration::seconds(1), 60, 10).unwrap();
-        assert!(left.abs() < 1e-9);
-        assert_eq!(
-            take_token(3.0, t0, t0 + Duration::hours(1), 60, 10),
-            Some(9.0)
-        );
     }
 }

@@ -418,6 +418,17 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
+    async fn route_targets(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>> {
+        let s = self.lock();
+        let mut v: Vec<&Presence> = s
+            .presences
+            .values()
+            .filter(|p| p.mesh_id == mesh_id)
+            .collect();
+        v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
+        Ok(v.into_iter().map(RouteTarget::of).collect())
+    }
+
     async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
         Ok(self.lock().presences.get(&id).cloned())
     }
@@ -453,17 +464,18 @@ impl Store for MemoryStore {
         Ok(ended)
     }
 
-    async fn insert_message(
-        &self,
-        message: &NewMessage,
-        deliveries: &[NewDelivery],
-        bucket: &Bucket,
-    ) -> StoreResult<SendResult> {
-        Ok(self.lock().insert_message(message, deliveries, bucket))
+    async fn insert_messages(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>> {
+        let mut s = self.lock();
+        Ok(batch
+            .iter()
+            .map(|o| s.insert_message(&o.message, &o.deliveries, &o.bucket))
+            .collect())
     }
 
     async fn claim_deliveries(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
-        Ok(self.lock().claim(req))
+        let mut s = self.lock();
+        s.complete(req.presence, &req.complete);
+        Ok(s.claim(req))
     }
 
     async fn complete_deliveries(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()> {

@@ -2,6 +2,7 @@
 //! use `FOR UPDATE SKIP LOCKED`, so any node may claim for its own
 //! sessions at any time without blocking another.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -9,8 +10,10 @@ use uuid::Uuid;
 
 use super::{map_err, PgStore};
 use crate::protocol::target::Priority;
+use crate::store::bucket::take_token;
 use crate::store::{
-    Bucket, ClaimRequest, Claimed, NewDelivery, NewMessage, SendResult, StoreResult, StoredMessage,
+    Bucket, ClaimRequest, Claimed, NewDelivery, NewMessage, Outgoing, SendResult, StoreResult,
+    StoredMessage,
 };
 
 /// Refill-then-take in one statement: no row comes back when the bucket
@@ -26,22 +29,39 @@ WHERE LEAST($3::float8, b.tokens
       + GREATEST(0, EXTRACT(EPOCH FROM ($4 - b.updated_at))::float8) * $5::float8) >= 1
 RETURNING tokens";
 
-const INSERT_MESSAGE: &str = "
+/// Locks (creating full where missing) every bucket named, in key order.
+const LOCK_BUCKETS: &str = "
+INSERT INTO rate_bucket AS b (mesh_id, key, tokens, updated_at)
+SELECT m, k, bu, $3 FROM unnest($1::text[], $2::text[], $4::float8[]) AS t(m, k, bu)
+ORDER BY m, k
+ON CONFLICT (mesh_id, key) DO UPDATE SET tokens = b.tokens
+RETURNING mesh_id, key, tokens, updated_at";
+
+const UPDATE_BUCKETS: &str = "
+UPDATE rate_bucket b SET tokens = t.tok, updated_at = $3
+FROM unnest($1::text[], $2::text[], $4::float8[]) AS t(m, k, tok)
+WHERE b.mesh_id = t.m AND b.key = t.k";
+
+const INSERT_MESSAGES: &str = "
 INSERT INTO message (id, mesh_id, sender_member_id, sender_member_pubkey, sender_session_pubkey,
                      target_spec, priority, nonce, ciphertext, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])";
 
+/// Row order is kept (ORDINALITY), so delivery ids follow send order.
 const INSERT_DELIVERIES: &str = "
 INSERT INTO delivery (message_id, mesh_id, recipient_member_id, recipient_session,
                       exclude_session, priority)
-SELECT $1, $2, r, s, e, $3
-FROM UNNEST($4::text[], $5::uuid[], $6::uuid[]) WITH ORDINALITY AS t(r, s, e, n)
+SELECT mi, me, r, s, e, p
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::text[])
+     WITH ORDINALITY AS t(mi, me, r, s, e, p, n)
 ORDER BY n";
 
 /// Oldest-first claim of this session's rows and its member's; `next` and
 /// `low` only while the session's recorded status is idle (read live, so
 /// a hook on another node gates immediately).
 const CLAIM: &str = "
+WITH done AS (DELETE FROM delivery WHERE id = ANY($8) AND claimed_session = $1)
 UPDATE delivery d
 SET claimed_by = $4, claimed_session = $1, claim_until = $6
 FROM (
@@ -49,7 +69,8 @@ FROM (
   WHERE (recipient_session = $1
          OR (recipient_session IS NULL AND mesh_id = $2 AND recipient_member_id = $3
              AND exclude_session IS DISTINCT FROM $1))
-    AND (claim_until IS NULL OR claim_until < $5)
+    AND (claim_until IS NULL OR claim_until < $5
+         OR ($9 AND claimed_session = $1 AND NOT (id = ANY($8))))
     AND (priority = 'now'
          OR (SELECT status FROM presence WHERE id = $1) = 'idle')
   ORDER BY id
@@ -61,79 +82,140 @@ RETURNING d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_session_pubkey
           m.priority, m.nonce, m.ciphertext, m.created_at";
 
 impl PgStore {
-    pub(super) async fn insert_message_tx(
-        &self,
-        m: &NewMessage,
-        deliveries: &[NewDelivery],
-        bucket: &Bucket,
-    ) -> StoreResult<SendResult> {
+    pub(super) async fn insert_batch(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
-        let take = tx.prepare_cached(TAKE_TOKEN).await.map_err(map_err)?;
-        let burst = f64::from(bucket.burst);
-        let per_sec = f64::from(bucket.rate_per_min) / 60.0;
-        let took = tx
-            .query_opt(
-                &take,
-                &[&m.mesh_id, &bucket.key, &burst, &m.created_at, &per_sec],
-            )
+        let now = batch
+            .first()
+            .map(|o| o.message.created_at)
+            .unwrap_or_else(Utc::now);
+
+        // Lock every bucket of the batch in one statement, in key order
+        // (no deadlock between nodes), creating missing ones full.
+        let mut keys: BTreeMap<(&str, &str), &Bucket> = BTreeMap::new();
+        for o in batch {
+            keys.insert(
+                (o.message.mesh_id.as_str(), o.bucket.key.as_str()),
+                &o.bucket,
+            );
+        }
+        let meshes: Vec<&str> = keys.keys().map(|k| k.0).collect();
+        let names: Vec<&str> = keys.keys().map(|k| k.1).collect();
+        let bursts: Vec<f64> = keys.values().map(|b| f64::from(b.burst)).collect();
+        let lock = tx.prepare_cached(LOCK_BUCKETS).await.map_err(map_err)?;
+        let rows = tx
+            .query(&lock, &[&meshes, &names, &now, &bursts])
             .await
             .map_err(map_err)?;
-        if took.is_none() {
-            return Ok(SendResult::RateLimited);
+        let mut state: HashMap<(String, String), (f64, DateTime<Utc>)> = rows
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+            .collect();
+
+        let mut verdicts = Vec::with_capacity(batch.len());
+        for o in batch {
+            let key = (o.message.mesh_id.clone(), o.bucket.key.clone());
+            let (tokens, updated) = state
+                .get(&key)
+                .copied()
+                .unwrap_or((f64::from(o.bucket.burst), now));
+            match take_token(tokens, updated, now, o.bucket.rate_per_min, o.bucket.burst) {
+                Some(left) => {
+                    state.insert(key, (left, now));
+                    verdicts.push(SendResult::Queued);
+                }
+                None => verdicts.push(SendResult::RateLimited),
+            }
         }
-        if !deliveries.is_empty() {
-            let ins = tx.prepare_cached(INSERT_MESSAGE).await.map_err(map_err)?;
+        let (bm, bk, bt): (Vec<&str>, Vec<&str>, Vec<f64>) = keys
+            .keys()
+            .filter_map(|(m, k)| {
+                let (t, at) = state.get(&(m.to_string(), k.to_string()))?;
+                (*at == now).then_some((*m, *k, *t))
+            })
+            .fold((vec![], vec![], vec![]), |mut acc, (m, k, t)| {
+                acc.0.push(m);
+                acc.1.push(k);
+                acc.2.push(t);
+                acc
+            });
+        if !bm.is_empty() {
+            let upd = tx.prepare_cached(UPDATE_BUCKETS).await.map_err(map_err)?;
+            tx.execute(&upd, &[&bm, &bk, &now, &bt])
+                .await
+                .map_err(map_err)?;
+        }
+
+        let stored: Vec<&Outgoing> = batch
+            .iter()
+            .zip(&verdicts)
+            .filter(|(o, v)| **v == SendResult::Queued && !o.deliveries.is_empty())
+            .map(|(o, _)| o)
+            .collect();
+        if !stored.is_empty() {
+            let m = |f: fn(&NewMessage) -> &str| {
+                stored.iter().map(|o| f(&o.message)).collect::<Vec<&str>>()
+            };
+            let ids: Vec<Uuid> = stored.iter().map(|o| o.message.id).collect();
+            let session_keys: Vec<Option<&str>> = stored
+                .iter()
+                .map(|o| o.message.sender_session_pubkey.as_deref())
+                .collect();
+            let priorities: Vec<&str> =
+                stored.iter().map(|o| o.message.priority.as_str()).collect();
+            let created: Vec<DateTime<Utc>> = stored.iter().map(|o| o.message.created_at).collect();
+            let expires: Vec<DateTime<Utc>> = stored.iter().map(|o| o.message.expires_at).collect();
+            let ins = tx.prepare_cached(INSERT_MESSAGES).await.map_err(map_err)?;
             tx.execute(
                 &ins,
                 &[
-                    &m.id,
-                    &m.mesh_id,
-                    &m.sender_member_id,
-                    &m.sender_member_pubkey,
-                    &m.sender_session_pubkey,
-                    &m.target_spec,
-                    &m.priority.as_str(),
-                    &m.nonce,
-                    &m.ciphertext,
-                    &m.created_at,
-                    &m.expires_at,
+                    &ids,
+                    &m(|x| &x.mesh_id),
+                    &m(|x| &x.sender_member_id),
+                    &m(|x| &x.sender_member_pubkey),
+                    &session_keys,
+                    &m(|x| &x.target_spec),
+                    &priorities,
+                    &m(|x| &x.nonce),
+                    &m(|x| &x.ciphertext),
+                    &created,
+                    &expires,
                 ],
             )
             .await
             .map_err(map_err)?;
-            let members: Vec<&str> = deliveries
+            let rows: Vec<(&NewMessage, &NewDelivery)> = stored
                 .iter()
-                .map(|d| d.recipient_member_id.as_str())
+                .flat_map(|o| o.deliveries.iter().map(move |d| (&o.message, d)))
                 .collect();
-            let sessions: Vec<Option<Uuid>> =
-                deliveries.iter().map(|d| d.recipient_session).collect();
-            let excludes: Vec<Option<Uuid>> =
-                deliveries.iter().map(|d| d.exclude_session).collect();
+            let d_ids: Vec<Uuid> = rows.iter().map(|(m, _)| m.id).collect();
+            let d_mesh: Vec<&str> = rows.iter().map(|(m, _)| m.mesh_id.as_str()).collect();
+            let d_member: Vec<&str> = rows
+                .iter()
+                .map(|(_, d)| d.recipient_member_id.as_str())
+                .collect();
+            let d_session: Vec<Option<Uuid>> =
+                rows.iter().map(|(_, d)| d.recipient_session).collect();
+            let d_exclude: Vec<Option<Uuid>> =
+                rows.iter().map(|(_, d)| d.exclude_session).collect();
+            let d_prio: Vec<&str> = rows.iter().map(|(m, _)| m.priority.as_str()).collect();
             let ins = tx
                 .prepare_cached(INSERT_DELIVERIES)
                 .await
                 .map_err(map_err)?;
             tx.execute(
                 &ins,
-                &[
-                    &m.id,
-                    &m.mesh_id,
-                    &m.priority.as_str(),
-                    &members,
-                    &sessions,
-                    &excludes,
-                ],
+                &[&d_ids, &d_mesh, &d_member, &d_session, &d_exclude, &d_prio],
             )
             .await
             .map_err(map_err)?;
         }
         tx.commit().await.map_err(map_err)?;
-        Ok(SendResult::Queued)
+        Ok(verdicts)
     }
 
     pub(super) async fn claim(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
-        let c = self.client().await?;
+        let c = self.fast_client().await?;
         let stmt = c.prepare_cached(CLAIM).await.map_err(map_err)?;
         let limit = req.limit as i64;
         let rows = c
@@ -147,6 +229,8 @@ impl PgStore {
                     &req.now,
                     &req.lease_until,
                     &limit,
+                    &req.complete,
+                    &req.reclaim_own,
                 ],
             )
             .await
@@ -173,7 +257,7 @@ impl PgStore {
     }
 
     pub(super) async fn complete(&self, presence: Uuid, ids: &[i64]) -> StoreResult<()> {
-        let c = self.client().await?;
+        let c = self.fast_client().await?;
         let stmt = c
             .prepare_cached("DELETE FROM delivery WHERE id = ANY($1) AND claimed_session = $2")
             .await
@@ -185,7 +269,7 @@ impl PgStore {
     }
 
     pub(super) async fn ack(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool> {
-        let c = self.client().await?;
+        let c = self.fast_client().await?;
         let stmt = c
             .prepare_cached(
                 "DELETE FROM delivery WHERE id = (

@@ -24,6 +24,30 @@ use rows::{member_from, mesh_from};
 
 pub struct PgStore {
     pool: Pool,
+    /// Connections with `synchronous_commit = off`, for delivery
+    /// bookkeeping only (see `connect`).
+    fast: Pool,
+}
+
+/// The delivery-bookkeeping pool: half the main pool, at least two.
+pub fn fast_pool_size(pool_size: usize) -> usize {
+    (pool_size / 2).max(2)
+}
+
+fn build_pool(cfg: tokio_postgres::Config, size: usize) -> anyhow::Result<Pool> {
+    let mgr = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(mgr)
+        .max_size(size)
+        .wait_timeout(Some(CONNECT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()?)
 }
 
 pub(super) fn map_err(e: tokio_postgres::Error) -> StoreError {
@@ -42,26 +66,19 @@ fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl PgStore {
-    /// Builds the pool (no connection is made until first use).
+    /// Builds the pools (no connection is made until first use).
     pub fn connect(url: &str, pool_size: usize) -> anyhow::Result<PgStore> {
         let mut cfg = tokio_postgres::Config::from_str(url)
             .map_err(|e| anyhow::anyhow!("invalid database_url: {e}"))?;
         cfg.connect_timeout(CONNECT_TIMEOUT);
         cfg.application_name("claudemesh-broker");
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(pool_size)
-            .wait_timeout(Some(CONNECT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()?;
-        Ok(PgStore { pool })
+        let pool = build_pool(cfg.clone(), pool_size)?;
+        // Claims and completions commit without waiting for the WAL flush:
+        // a crash can only undo them, which redelivers (never loses) a
+        // message. Envelopes, identities and audit stay fully durable.
+        cfg.options("-c synchronous_commit=off");
+        let fast = build_pool(cfg, fast_pool_size(pool_size))?;
+        Ok(PgStore { pool, fast })
     }
 
     /// Applies pending migrations on a dedicated connection.
@@ -76,6 +93,11 @@ impl PgStore {
 
     pub(super) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_err)
+    }
+
+    /// A connection whose commits do not wait for the WAL flush.
+    pub(super) async fn fast_client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.fast.get().await.map_err(pool_err)
     }
 
     pub fn pool(&self) -> &Pool {
@@ -455,6 +477,10 @@ impl Store for PgStore {
         self.release(id, conn_id, grace_until, now).await
     }
 
+    async fn route_targets(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>> {
+        self.routes(mesh_id).await
+    }
+
     async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
         self.by_id(id).await
     }
@@ -467,13 +493,8 @@ impl Store for PgStore {
         self.expire(now).await
     }
 
-    async fn insert_message(
-        &self,
-        message: &NewMessage,
-        deliveries: &[NewDelivery],
-        bucket: &Bucket,
-    ) -> StoreResult<SendResult> {
-        self.insert_message_tx(message, deliveries, bucket).await
+    async fn insert_messages(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>> {
+        self.insert_batch(batch).await
     }
 
     async fn claim_deliveries(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {

@@ -11,7 +11,7 @@ use crate::protocol::status::{decide, Decision, Recorded};
 use crate::protocol::{Source, Status};
 use crate::store::{
     Attach, MemberState, NewPresence, PatchResult, Presence, PresencePatch, PresenceState,
-    StatusWrite, StoreResult,
+    RouteTarget, StatusWrite, StoreResult,
 };
 
 async fn write_presence(
@@ -58,6 +58,31 @@ async fn write_presence(
 }
 
 impl PgStore {
+    pub(super) async fn routes(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "SELECT id, member_id, member_pubkey, session_pubkey, node_id, visible, groups
+                 FROM presence WHERE mesh_id = $1 AND state <> 'gone' ORDER BY connected_at, id",
+            )
+            .await
+            .map_err(map_err)?;
+        let rows = c.query(&stmt, &[&mesh_id]).await.map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| RouteTarget {
+                id: r.get(0),
+                mesh_id: mesh_id.to_string(),
+                member_id: r.get(1),
+                member_pubkey: r.get(2),
+                session_pubkey: r.get(3),
+                node_id: r.get(4),
+                visible: r.get(5),
+                groups: r.get::<_, Json<_>>(6).0,
+            })
+            .collect())
+    }
+
     pub(super) async fn by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
         let c = self.client().await?;
         let sql = format!("SELECT {PRESENCE_COLS} FROM presence WHERE id = $1 AND state <> 'gone'");

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Runs the standard benchmark table against release builds on this machine
+# and prints it as Markdown: one broker at a time (memory, then Postgres),
+# each run on a fresh broker, the load generator on the same machine.
+#
+#   bash deploy/bench.sh            # needs Postgres on 127.0.0.1:5432 (or DATABASE_URL's server)
+#
+# Every run is bounded (timeout) and the brokers are stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --bins >&2
+BROKER=$PWD/target/release/claudemesh-broker
+LOADGEN=$PWD/target/release/claudemesh-loadgen
+PORT=${BENCH_PORT:-7990}
+TOKEN=bench-admin-token-0123456789
+PG_SERVER=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_BASE=${PG_SERVER%/*}
+WORK=$(mktemp -d /tmp/cmb-bench.XXXXXX)
+BROKER_PID=
+
+BENCH_DB=
+stop_broker() {
+  if [ -n "$BROKER_PID" ]; then
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=
+  fi
+  if [ -n "$BENCH_DB" ]; then
+    psql "$PG_SERVER" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null || true
+    BENCH_DB=
+  fi
+}
+trap 'stop_broker; rm -rf "$WORK"' EXIT
+
+# start_broker memory|postgres
+start_broker() {
+  local db_url=""
+  BENCH_DB=
+  if [ "$1" = postgres ]; then
+    BENCH_DB="cmb_bench_$$_$RANDOM"
+    psql "$PG_SERVER" -qc "CREATE DATABASE $BENCH_DB" >/dev/null
+    db_url="$PG_BASE/$BENCH_DB"
+  fi
+  (
+    cd "$WORK"
+    env -i PATH="$PATH" HOME="$HOME" \
+      BROKER_PORT="$PORT" BROKER_BIND=127.0.0.1 BROKER_ADMIN_TOKEN="$TOKEN" \
+      BROKER_SEND_RATE_PER_MIN=100000000 BROKER_SEND_BURST=100000000 \
+      MAX_CONNECTIONS_PER_MESH=5000 BROKER_SHUTDOWN_DRAIN_SECONDS=0 \
+      BROKER_LOG_FORMAT=json RUST_LOG=warn ${db_url:+DATABASE_URL="$db_url"} \
+      "$BROKER" serve >"$WORK/broker.log" 2>&1 &
+    echo $! >"$WORK/pid"
+  )
+  BROKER_PID=$(cat "$WORK/pid")
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "broker did not start" >&2
+  cat "$WORK/broker.log" >&2
+  exit 1
+}
+
+peak_rss_mb() {
+  awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$BROKER_PID/status"
+}
+
+# run STORE ARGS...: one row of the table
+run() {
+  local store=$1
+  shift
+  start_broker "$store"
+  local json
+  json=$(BROKER_ADMIN_TOKEN=$TOKEN timeout 300 "$LOADGEN" --url "http://127.0.0.1:$PORT" "$@" --broker-pid "$BROKER_PID" --json)
+  local rss
+  rss=$(peak_rss_mb)
+  python3 - "$store" "$*" "$rss" "$json" <<'PY'
+import json, sys
+store, args, rss, doc = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+lat = doc["latency_ms"]
+if doc.get("rss_kib_per_connection") is not None:
+    extra = f'{doc["rss_kib_per_connection"]:.0f} KiB/connection'
+else:
+    extra = f'{doc["throughput_msgs_per_s"]:,.0f} msgs/s'
+print(f'| {store} | `{args}` | {doc["delivered"]}/{doc["delivered"] + doc["lost"]} | {doc["lost"]} | '
+      f'{extra} | {lat["p50"]:.1f} / {lat["p99"]:.1f} | {doc["hello_per_s"]:,.0f} | {rss} MB |')
+PY
+  stop_broker
+}
+
+echo "| store | workload | delivered/expected | lost | result | latency p50 / p99 ms | hellos/s | broker peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+run memory --workload dm --peers 100 --messages 1000
+run memory --workload broadcast --peers 100 --messages 100
+run memory --workload rate --peers 100 --rate 2000 --duration 10
+run memory --workload idle --peers 1000 --hold 3
+run postgres --workload dm --peers 100 --messages 100
+run postgres --workload dm --peers 100 --messages 1000
+run postgres --workload broadcast --peers 100 --messages 100
+run postgres --workload rate --peers 100 --rate 2000 --duration 10
