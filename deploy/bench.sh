@@ -54,6 +54,11 @@ start_broker() {
   )
   BROKER_PID=$(cat "$WORK/pid")
   for _ in $(seq 1 100); do
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+      echo "broker exited (port $PORT taken?)" >&2
+      cat "$WORK/broker.log" >&2
+      exit 1
+    fi
     curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && return 0
     sleep 0.1
   done

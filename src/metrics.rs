@@ -19,6 +19,11 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub route: String,
     pub method: String,
@@ -53,6 +58,16 @@ pub struct Metrics {
     pub audit_dropped: Counter<u64, AtomicU64>,
     /// Audit append transaction time, seconds.
     pub audit_append: Histogram,
+    /// Claim statements run (each may also complete written rows).
+    pub claims: Counter<u64, AtomicU64>,
+    /// Sends stored per group-commit transaction.
+    pub send_batch: Histogram,
+    /// Sweeper passes and their duration, seconds.
+    pub sweeps: Counter<u64, AtomicU64>,
+    pub sweep_duration: Histogram,
+    /// Database pool connections by state (`in_use`, `idle`, `waiting`
+    /// for callers queued on the pool), sampled at scrape time.
+    pub db_pool: Family<StateLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
     /// `/hook/set-status` requests by result.
     pub hook_requests: Family<ResultLabel, Counter<u64, AtomicU64>>,
     /// Undelivered rows cluster-wide, sampled by the sweeper.
@@ -77,6 +92,33 @@ impl Metrics {
         );
         let queue_depth = Gauge::default();
         let hook_requests = Family::default();
+        let claims = Counter::default();
+        let send_batch = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10),
+        );
+        let sweeps = Counter::default();
+        let sweep_duration = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 14),
+        );
+        let db_pool = Family::default();
+        registry.register("claims", "Claim statements run", claims.clone());
+        registry.register(
+            "send_batch_size",
+            "Sends per group commit",
+            send_batch.clone(),
+        );
+        registry.register("sweeps", "Sweeper passes", sweeps.clone());
+        registry.register_with_unit(
+            "sweep_duration",
+            "Sweeper pass duration",
+            prometheus_client::registry::Unit::Seconds,
+            sweep_duration.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections by state",
+            db_pool.clone(),
+        );
         let audit_dropped = Counter::default();
         let audit_append = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
@@ -176,6 +218,11 @@ impl Metrics {
             delivery_latency,
             queue_depth,
             hook_requests,
+            claims,
+            send_batch,
+            sweeps,
+            sweep_duration,
+            db_pool,
             audit_dropped,
             audit_append,
             notify_sent,

@@ -82,6 +82,7 @@ pub async fn run_sweeper(node: Arc<Node>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let started = std::time::Instant::now();
         let now = node.now();
         let settings = &node.config.settings;
         let lease = chrono::Duration::seconds(settings.node_lease_seconds as i64);
@@ -135,5 +136,9 @@ pub async fn run_sweeper(node: Arc<Node>, stop: CancellationToken) {
         if let Ok(depth) = node.store.queue_depth().await {
             node.metrics.queue_depth.set(depth);
         }
+        node.metrics.sweeps.inc();
+        node.metrics
+            .sweep_duration
+            .observe(started.elapsed().as_secs_f64());
     }
 }

@@ -120,6 +120,7 @@ impl Node {
         if outgoing.is_empty() {
             return;
         }
+        self.metrics.send_batch.observe(outgoing.len() as f64);
         let results = match super::bounded(self.store.insert_messages(&outgoing)).await {
             Ok(r) => r,
             Err(e) => {

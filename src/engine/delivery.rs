@@ -100,7 +100,10 @@ pub async fn run(
                 finish(&node, &who, req.complete).await;
                 return;
             }
-            r = super::bounded(node.store.claim_deliveries(&req)) => r,
+            r = super::bounded(node.store.claim_deliveries(&req)) => {
+                node.metrics.claims.inc();
+                r
+            }
         };
         let claimed = match claimed {
             Ok(c) => {

@@ -58,6 +58,15 @@ pub async fn ready(State(node): State<Arc<Node>>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    if let Some((in_use, idle, waiting)) = node.store.pool_status() {
+        use crate::metrics::StateLabel;
+        let pool = &node.metrics.db_pool;
+        pool.get_or_create(&StateLabel { state: "in_use" })
+            .set(in_use);
+        pool.get_or_create(&StateLabel { state: "idle" }).set(idle);
+        pool.get_or_create(&StateLabel { state: "waiting" })
+            .set(waiting);
+    }
     (
         [(
             header::CONTENT_TYPE,

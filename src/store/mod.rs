@@ -33,6 +33,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;
+    /// (in use, idle, waiting) connections of the database pools, if any.
+    fn pool_status(&self) -> Option<(i64, i64, i64)> {
+        None
+    }
     /// Cheap round trip used by readiness.
     async fn ping(&self) -> StoreResult<()>;
 

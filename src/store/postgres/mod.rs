@@ -111,6 +111,13 @@ impl Store for PgStore {
         "postgres"
     }
 
+    fn pool_status(&self) -> Option<(i64, i64, i64)> {
+        let (a, b) = (self.pool.status(), self.fast.status());
+        let idle = (a.available + b.available) as i64;
+        let in_use = (a.size + b.size) as i64 - idle;
+        Some((in_use, idle, (a.waiting + b.waiting) as i64))
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.client()
             .await?
