@@ -172,7 +172,12 @@ async fn send_batch(
     payloads: &[String],
 ) -> Result<(), tokio_postgres::Error> {
     if client.is_none() {
-        let (c, conn) = tokio_postgres::connect(url, NoTls).await?;
+        let mut cfg: tokio_postgres::Config = url.parse()?;
+        // A notification is not durable anyway: its commit need not wait
+        // for a WAL flush, which is most of a cross-node wake-up's cost.
+        cfg.options("-c synchronous_commit=off")
+            .application_name("claudemesh-broker-notify");
+        let (c, conn) = cfg.connect(NoTls).await?;
         tokio::spawn(conn);
         *client = Some(c);
     }
