@@ -58,6 +58,8 @@ pub struct Metrics {
     pub audit_dropped: Counter<u64, AtomicU64>,
     /// Audit append transaction time, seconds.
     pub audit_append: Histogram,
+    /// Pushes of rows claimed before (lapsed lease, re-attach, dead node).
+    pub redeliveries: Counter<u64, AtomicU64>,
     /// Claim statements run (each may also complete written rows).
     pub claims: Counter<u64, AtomicU64>,
     /// Sends stored per group-commit transaction.
@@ -93,6 +95,12 @@ impl Metrics {
         let queue_depth = Gauge::default();
         let hook_requests = Family::default();
         let claims = Counter::default();
+        let redeliveries = Counter::default();
+        registry.register(
+            "redeliveries",
+            "Pushes of previously claimed rows",
+            redeliveries.clone(),
+        );
         let send_batch = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10),
         );
@@ -218,6 +226,7 @@ impl Metrics {
             delivery_latency,
             queue_depth,
             hook_requests,
+            redeliveries,
             claims,
             send_batch,
             sweeps,

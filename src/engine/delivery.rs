@@ -143,6 +143,9 @@ pub async fn run(
                 return;
             }
             ids.push(c.delivery_id);
+            if c.redelivery {
+                node.metrics.redeliveries.inc();
+            }
             let age = (node.now() - c.message.created_at)
                 .num_microseconds()
                 .unwrap_or(0);

@@ -457,6 +457,9 @@ pub struct StoredMessage {
 pub struct Claimed {
     pub delivery_id: i64,
     pub message: Arc<StoredMessage>,
+    /// The row had been claimed before (lease lapsed, session re-attached):
+    /// this push is a redelivery.
+    pub redelivery: bool,
 }
 
 /// An audit event before it is chained (seq and hashes come at append).

@@ -27,6 +27,17 @@ async fn client_ack_redelivers_until_acked(backend: Backend) {
     // Someone else acking it changes nothing.
     a.send(json!({"type": "client_ack", "messageId": id})).await;
     assert_eq!(expect_push(&mut b).await["messageId"], id);
+    let metrics = reqwest::get(w.node.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("broker_redeliveries_total 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("broker_redeliveries_total"), "{metrics}");
     b.send(json!({"type": "client_ack", "messageId": id})).await;
     b.send(json!({"type": "client_ack", "messageId": "not-a-uuid"}))
         .await;

@@ -8,6 +8,7 @@ mod admin_invites;
 mod audit;
 mod cli;
 mod cluster;
+mod dashboard;
 mod delivery;
 mod frames;
 mod health;

@@ -102,7 +102,7 @@ impl Queue {
     pub fn release_claims(&mut self, presence: Uuid) {
         for r in self.rows.values_mut() {
             if r.claimed_session == Some(presence) {
-                r.claimed_session = None;
+                // `claimed_session` stays: the next push is a redelivery.
                 r.claim_until = None;
             }
         }
@@ -116,7 +116,6 @@ impl Queue {
         for id in ids {
             let r = self.rows.get_mut(&id).expect("indexed row exists");
             r.session = None;
-            r.claimed_session = None;
             r.claim_until = None;
             self.index(id);
         }
@@ -215,12 +214,14 @@ impl State {
             if !free || !allowed || r.exclude == Some(req.presence) {
                 continue;
             }
+            let redelivery = r.claimed_session.is_some();
             r.claimed_session = Some(req.presence);
             r.claim_until = Some(req.lease_until);
             let message = q.messages[&r.message_id].message.clone();
             out.push(Claimed {
                 delivery_id: id,
                 message,
+                redelivery,
             });
         }
         out

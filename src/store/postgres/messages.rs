@@ -65,7 +65,7 @@ WITH done AS (DELETE FROM delivery WHERE id = ANY($8) AND claimed_session = $1)
 UPDATE delivery d
 SET claimed_by = $4, claimed_session = $1, claim_until = $6
 FROM (
-  SELECT id FROM delivery
+  SELECT id, claimed_session AS prev FROM delivery
   WHERE (recipient_session = $1
          OR (recipient_session IS NULL AND mesh_id = $2 AND recipient_member_id = $3
              AND exclude_session IS DISTINCT FROM $1))
@@ -79,7 +79,7 @@ FROM (
 ) c, message m
 WHERE d.id = c.id AND m.id = d.message_id
 RETURNING d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_session_pubkey,
-          m.priority, m.nonce, m.ciphertext, m.created_at";
+          m.priority, m.nonce, m.ciphertext, m.created_at, c.prev IS NOT NULL";
 
 impl PgStore {
     pub(super) async fn insert_batch(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>> {
@@ -249,6 +249,7 @@ impl PgStore {
                     ciphertext: r.get(7),
                     created_at: r.get(8),
                 }),
+                redelivery: r.get(9),
             })
             .collect();
         // RETURNING has no order of its own.

@@ -306,7 +306,7 @@ impl PgStore {
             // Unacked pushes go back to the queue at once: the session's
             // next socket (or a sibling) gets them without waiting a lease.
             tx.execute(
-                "UPDATE delivery SET claimed_by = NULL, claimed_session = NULL, claim_until = NULL
+                "UPDATE delivery SET claimed_by = NULL, claim_until = NULL
                  WHERE claimed_session = $1",
                 &[&id],
             )
@@ -346,7 +346,7 @@ impl PgStore {
             let ids: Vec<Uuid> = ended.iter().map(|p| p.id).collect();
             tx.execute(
                 "UPDATE delivery SET recipient_session = NULL, claimed_by = NULL,
-                   claimed_session = NULL, claim_until = NULL
+                   claim_until = NULL
                  WHERE recipient_session = ANY($1)",
                 &[&ids],
             )

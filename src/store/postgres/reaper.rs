@@ -57,7 +57,7 @@ impl PgStore {
         .await
         .map_err(map_err)?;
         tx.execute(
-            "UPDATE delivery SET claimed_by = NULL, claimed_session = NULL, claim_until = NULL
+            "UPDATE delivery SET claimed_by = NULL, claim_until = NULL
              WHERE claimed_by = ANY($1)",
             &[&dead],
         )
