@@ -39,6 +39,10 @@ pub const KEYS: &[&str] = &[
     "log_format",
     "audit_retention_days",
     "audit_status_changes",
+    "hello_timeout_seconds",
+    "max_connections_per_node",
+    "max_new_connections_per_second",
+    "max_frames_per_second",
 ];
 
 /// The claudemesh seed's environment names, read without prefix so existing
@@ -97,6 +101,10 @@ pub struct Settings {
     pub log_format: Option<LogFormat>,
     pub audit_retention_days: u64,
     pub audit_status_changes: bool,
+    pub hello_timeout_seconds: u64,
+    pub max_connections_per_node: u32,
+    pub max_new_connections_per_second: u32,
+    pub max_frames_per_second: u32,
 }
 
 impl Default for Settings {
@@ -133,6 +141,16 @@ impl Default for Settings {
             // Hooks fire twice per turn per session: off unless asked for,
             // or they would dominate the log.
             audit_status_changes: false,
+            // Real clients say hello in their first round trip; ten seconds
+            // covers a slow network without keeping idle sockets around.
+            hello_timeout_seconds: 10,
+            // About 240 MB of sockets at ~24 KiB each: well inside a pod.
+            max_connections_per_node: 10_000,
+            // A reconnect storm after a node restart stays under this.
+            max_new_connections_per_second: 1_000,
+            // Far above any client (a busy one sends a few per second),
+            // low enough that one socket cannot monopolise a node.
+            max_frames_per_second: 1_000,
         }
     }
 }
@@ -210,6 +228,16 @@ impl Settings {
             ("node_lease_seconds", self.node_lease_seconds),
             ("sweep_interval_seconds", self.sweep_interval_seconds),
             ("audit_retention_days", self.audit_retention_days),
+            ("hello_timeout_seconds", self.hello_timeout_seconds),
+            (
+                "max_connections_per_node",
+                self.max_connections_per_node as u64,
+            ),
+            (
+                "max_new_connections_per_second",
+                self.max_new_connections_per_second as u64,
+            ),
+            ("max_frames_per_second", self.max_frames_per_second as u64),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -58,6 +58,12 @@ pub struct Metrics {
     pub audit_dropped: Counter<u64, AtomicU64>,
     /// Audit append transaction time, seconds.
     pub audit_append: Histogram,
+    /// Sockets dropped because the client stopped reading.
+    pub slow_consumers: Counter<u64, AtomicU64>,
+    /// WebSocket upgrades refused (node at its socket cap or rate).
+    pub refused_upgrades: Counter<u64, AtomicU64>,
+    /// Frames refused over a socket's `max_frames_per_second`.
+    pub throttled_frames: Counter<u64, AtomicU64>,
     /// Pushes of rows claimed before (lapsed lease, re-attach, dead node).
     pub redeliveries: Counter<u64, AtomicU64>,
     /// Claim statements run (each may also complete written rows).
@@ -94,6 +100,24 @@ impl Metrics {
         );
         let queue_depth = Gauge::default();
         let hook_requests = Family::default();
+        let slow_consumers = Counter::default();
+        let refused_upgrades = Counter::default();
+        let throttled_frames = Counter::default();
+        registry.register(
+            "slow_consumer_disconnects",
+            "Sockets dropped because the client stopped reading",
+            slow_consumers.clone(),
+        );
+        registry.register(
+            "refused_upgrades",
+            "WebSocket upgrades refused at the node's caps",
+            refused_upgrades.clone(),
+        );
+        registry.register(
+            "throttled_frames",
+            "Frames refused over the per-socket rate",
+            throttled_frames.clone(),
+        );
         let claims = Counter::default();
         let redeliveries = Counter::default();
         registry.register(
@@ -226,6 +250,9 @@ impl Metrics {
             delivery_latency,
             queue_depth,
             hook_requests,
+            slow_consumers,
+            refused_upgrades,
+            throttled_frames,
             redeliveries,
             claims,
             send_batch,

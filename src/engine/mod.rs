@@ -59,6 +59,8 @@ pub struct Node {
     audit_tx: tokio::sync::mpsc::Sender<crate::store::NewAuditEntry>,
     /// The appender's end, taken once by the app when it starts the task.
     pub audit_rx: std::sync::Mutex<Option<audit::AuditRx>>,
+    /// New-connection token bucket: (tokens, last refill).
+    conn_rate: std::sync::Mutex<(f64, std::time::Instant)>,
     /// Serialised `push` frames by message id, so every local recipient of
     /// a multicast shares one allocation.
     push_cache: moka::sync::Cache<Uuid, Utf8Bytes>,
@@ -102,6 +104,7 @@ impl Node {
         let id = Uuid::now_v7();
         let metrics = Metrics::new(&id.to_string(), store.backend());
         let (audit_tx, audit_rx) = audit::channel();
+        let conn_burst = f64::from(config.settings.max_new_connections_per_second);
         let (send_queue, send_rx) = batcher::channel();
         Node {
             id,
@@ -120,6 +123,7 @@ impl Node {
             audit_rx: std::sync::Mutex::new(Some(audit_rx)),
             send_queue,
             send_rx: std::sync::Mutex::new(Some(send_rx)),
+            conn_rate: std::sync::Mutex::new((conn_burst, std::time::Instant::now())),
             push_cache: moka::sync::Cache::builder()
                 .max_capacity(PUSH_CACHE_BYTES)
                 .weigher(|_, v: &Utf8Bytes| v.len().try_into().unwrap_or(u32::MAX))
@@ -171,6 +175,25 @@ impl Node {
     /// The serialised push of `m`, shared across recipients.
     pub fn push_bytes(&self, m: &StoredMessage) -> Utf8Bytes {
         self.push_cache.get_with(m.id, || delivery::push_frame(m))
+    }
+
+    /// Admits a new socket under the node's caps (concurrent sockets and
+    /// new sockets per second); `false` means answer 503.
+    pub fn admit_connection(&self) -> bool {
+        let s = &self.config.settings;
+        if self.metrics.connections.get() >= i64::from(s.max_connections_per_node) {
+            return false;
+        }
+        let rate = f64::from(s.max_new_connections_per_second);
+        let mut b = self.conn_rate.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(rate);
+        b.1 = now;
+        if b.0 < 1.0 {
+            return false;
+        }
+        b.0 -= 1.0;
+        true
     }
 
     pub fn is_draining(&self) -> bool {

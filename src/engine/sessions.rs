@@ -26,6 +26,7 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const SERVICE_RESTART: u16 = 1012;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     pub const REPLACED: u16 = 4000;
     pub const REVOKED: u16 = 4003;
 }

@@ -22,6 +22,14 @@ pub async fn upgrade(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Res
     if node.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "node is draining").into_response();
     }
+    if !node.admit_connection() {
+        node.metrics.refused_upgrades.inc();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is at its connection limit; retry",
+        )
+            .into_response();
+    }
     let limit = node.config.max_frame_bytes();
     let tracker = node.tracker.clone();
     ws.max_message_size(limit)

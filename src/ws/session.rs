@@ -21,9 +21,10 @@ use crate::engine::{Node, DB_TIMEOUT};
 use crate::protocol::frames::{self, error_ack, error_frame, ok_ack, ClientFrame, FrameError};
 use crate::store::{PatchResult, Presence, PresencePatch, StoreError};
 
-/// Frames queued for one socket. A client this far behind is not reading;
-/// the bound keeps its memory fixed (slow-consumer policy comes later).
-const OUTBOUND_QUEUE: usize = 1024;
+/// Frames queued for one socket: one claim batch. Past it senders wait, and
+/// a writer stalled for `ping_interval_seconds` drops the socket, so a
+/// client that stops reading holds at most this many frames.
+const OUTBOUND_QUEUE: usize = 256;
 /// Sends one session may have in flight: enough to fill a batch, bounded
 /// so a flooding client waits instead of growing the queue.
 const PIPELINED_SENDS: usize = 256;
@@ -42,6 +43,8 @@ struct Conn {
     client_ack: bool,
     /// Send outcomes, answered in submission order by `forward_acks`.
     acks: mpsc::Sender<PendingAck>,
+    /// Per-socket frame budget: (tokens, last refill).
+    frames: (f64, Instant),
     /// The session's delivery loop, started at hello.
     deliverer: Option<(JoinHandle<()>, CancellationToken)>,
 }
@@ -52,8 +55,8 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
     let conn_id = Uuid::now_v7();
     let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, rx));
     let (closer, closer_rx) = watch::channel(None);
+    let writer = tokio::spawn(write_loop(sink, rx, node.clone(), closer.clone()));
     let (acks, acks_rx) = mpsc::channel(PIPELINED_SENDS);
     let ack_task = tokio::spawn(forward_acks(acks_rx, tx.clone()));
     let mut conn = Conn {
@@ -63,6 +66,10 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
         closer,
         presence: None,
         client_ack: false,
+        frames: (
+            f64::from(node.config.settings.max_frames_per_second),
+            Instant::now(),
+        ),
         acks,
         deliverer: None,
     };
@@ -99,30 +106,45 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
     );
 }
 
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut rx: mpsc::Receiver<Outbound>) {
+/// Owns the sink. A frame that cannot be written within `stall` means the
+/// client stopped reading (its TCP window stayed shut): the socket is
+/// dropped as a slow consumer, and its unwritten pushes stay claimable.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+    node: Arc<Node>,
+    closer: watch::Sender<Option<(u16, &'static str)>>,
+) {
+    let stall = Duration::from_secs(node.config.settings.ping_interval_seconds);
     while let Some(out) = rx.recv().await {
-        let result = match out {
-            Outbound::Text(t) => sink.send(Message::Text(t)).await,
-            Outbound::Ping => sink.send(Message::Ping(Default::default())).await,
+        let write = match out {
+            Outbound::Text(t) => sink.send(Message::Text(t)),
+            Outbound::Ping => sink.send(Message::Ping(Default::default())),
             Outbound::Marker(done) => {
                 let _ = done.send(());
-                Ok(())
+                continue;
             }
             Outbound::Close(code, reason) => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from_static(reason),
-                    })))
-                    .await;
+                let frame = Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                }));
+                let _ = tokio::time::timeout(stall, sink.send(frame)).await;
                 break;
             }
         };
-        if result.is_err() {
-            break;
+        match tokio::time::timeout(stall, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                node.metrics.slow_consumers.inc();
+                closer.send_replace(Some((close::TRY_AGAIN_LATER, "slow consumer")));
+                // The sink is stuck: no close frame can get through.
+                return;
+            }
         }
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(stall, sink.close()).await;
 }
 
 /// A submitted send whose ack is not written yet.
@@ -187,8 +209,16 @@ impl Conn {
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
         let shutdown = self.node.close_sockets.clone();
+        let hello_by = tokio::time::sleep(Duration::from_secs(settings.hello_timeout_seconds));
+        tokio::pin!(hello_by);
         loop {
             tokio::select! {
+                _ = &mut hello_by, if self.presence.is_none() => {
+                    self.node.metrics.hello("timeout");
+                    self.send(error_frame("hello_timeout", "no hello in time", None)).await;
+                    self.close(close::POLICY, "hello timeout").await;
+                    return "hello timeout";
+                }
                 _ = shutdown.cancelled() => {
                     self.close(close::GOING_AWAY, "shutdown").await;
                     return "shutdown";
@@ -223,6 +253,10 @@ impl Conn {
                     last_heard = Instant::now();
                     match msg {
                         Message::Text(text) => {
+                            if !self.take_frame_token() {
+                                self.throttled(text.as_str()).await;
+                                continue;
+                            }
                             if let Err(reason) = self.on_text(text.as_str()).await {
                                 return reason;
                             }
@@ -236,6 +270,54 @@ impl Conn {
                     }
                 }
             }
+        }
+    }
+
+    /// One token of this socket's `max_frames_per_second` budget.
+    fn take_frame_token(&mut self) -> bool {
+        let rate = f64::from(self.node.config.settings.max_frames_per_second);
+        let now = Instant::now();
+        let (tokens, at) = self.frames;
+        let refilled = (tokens + now.duration_since(at).as_secs_f64() * rate).min(rate);
+        self.frames = (refilled - 1.0, now);
+        if refilled >= 1.0 {
+            true
+        } else {
+            self.frames.0 = refilled;
+            false
+        }
+    }
+
+    /// Answers a frame over the budget without acting on it: sends get
+    /// their ack (clients wait for one), anything else an error.
+    async fn throttled(&mut self, text: &str) {
+        self.node.metrics.throttled_frames.inc();
+        const SENTENCE: &str = "too many frames per second on this socket";
+        match frames::parse(text) {
+            Ok(frames::Incoming {
+                frame: ClientFrame::Send(s),
+                req_id,
+                ..
+            }) => {
+                let (done, rx) = oneshot::channel();
+                let _ = done.send(Err(SendRefusal {
+                    code: "rate_limit",
+                    sentence: SENTENCE.into(),
+                }));
+                let _ = self
+                    .acks
+                    .send(PendingAck {
+                        rx,
+                        id: s.id,
+                        req_id,
+                    })
+                    .await;
+            }
+            Ok(i) => {
+                self.send(error_frame("rate_limit", SENTENCE, i.req_id.as_deref()))
+                    .await
+            }
+            Err(_) => self.send(error_frame("rate_limit", SENTENCE, None)).await,
         }
     }
 

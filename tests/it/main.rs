@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod dashboard;
 mod delivery;
+mod floods;
 mod frames;
 mod health;
 mod hello;
