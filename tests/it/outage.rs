@@ -133,3 +133,99 @@ async fn database_link_cut_for_ten_seconds() {
 async fn database_link_blackholed_for_ten_seconds() {
     outage(Link::Blackhole).await
 }
+
+/// A 100 ms link: slower, but nothing is lost and nothing is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_database_link_still_delivers_everything() {
+    let db = TestDb::migrated().await;
+    let proxy = Proxy::start(upstream(&db.url)).await;
+    let url = proxy.url(&db.url);
+    let mut s = test_settings();
+    s.database_url = Some(url.clone());
+    s.send_burst = 100;
+    let node = TestNode::start_on(Arc::new(PgStore::connect(&url, 8).unwrap()), s).await;
+    node.create_mesh("m").await;
+    let alice = node.add_member("m", "alice", &[]).await;
+    let bob = node.add_member("m", "bob", &[]).await;
+    proxy.set(Link::Slow);
+    let (mut a, _) = Peer::join(&node.ws_url(), &alice, "a1").await;
+    let (mut b, _) = Peer::join(&node.ws_url(), &bob, "b1").await;
+    for i in 0..10 {
+        a.send(crate::messaging::send_frame(
+            &format!("s{i}"),
+            &bob.keys.public_hex,
+            "now",
+            "c2xvdw==",
+        ))
+        .await;
+    }
+    let mut acks = 0;
+    while acks < 10 {
+        let ack = a.recv_any_within(Duration::from_secs(10)).await;
+        if ack["type"] == "ack" {
+            assert_eq!(ack["queued"], true, "{ack}");
+            acks += 1;
+        }
+    }
+    let mut got = 0;
+    while got < 10 {
+        let p = b.recv_any_within(Duration::from_secs(10)).await;
+        if p["type"] == "push" && p.get("subtype").is_none() {
+            got += 1;
+        }
+    }
+}
+
+/// Every database connection of the node killed at once (what a Postgres
+/// restart does to clients): the node reconnects by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_recovers_when_its_connections_are_killed() {
+    let db = TestDb::migrated().await;
+    let mut s = test_settings();
+    s.database_url = Some(db.url.clone());
+    let node = TestNode::start_on(Arc::new(PgStore::connect(&db.url, 8).unwrap()), s).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.create_mesh("m").await;
+    let alice = node.add_member("m", "alice", &[]).await;
+    let bob = node.add_member("m", "bob", &[]).await;
+    let (mut a, _) = Peer::join(&node.ws_url(), &alice, "a1").await;
+    let (mut b, _) = Peer::join(&node.ws_url(), &bob, "b1").await;
+    let admin = db.client().await;
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    // Sends may be refused while the pool notices; they succeed soon.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    loop {
+        i += 1;
+        let ack = send(
+            &mut a,
+            &format!("r{i}"),
+            &bob.keys.public_hex,
+            "now",
+            "YmFjaw==",
+        )
+        .await;
+        if ack["queued"] == true {
+            break;
+        }
+        assert_eq!(ack["code"], "unavailable", "{ack}");
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(expect_push(&mut b).await["ciphertext"], "YmFjaw==");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while node.node.metrics.listen_reconnects.get() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "LISTEN never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

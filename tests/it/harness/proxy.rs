@@ -13,6 +13,8 @@ pub enum Link {
     Pass,
     Cut,
     Blackhole,
+    /// Every chunk waits 50 ms each way: about 100 ms added per round trip.
+    Slow,
 }
 
 pub struct Proxy {
@@ -70,6 +72,9 @@ impl Drop for Proxy {
     }
 }
 
+/// Added one-way delay of a slow link.
+const SLOW: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Copies both ways while the link passes; on Cut, closes; on Blackhole,
 /// stops reading (data waits in socket buffers) until the link changes.
 async fn pipe(mut a: TcpStream, mut b: TcpStream, mut rx: watch::Receiver<Link>) {
@@ -85,16 +90,23 @@ async fn pipe(mut a: TcpStream, mut b: TcpStream, mut rx: watch::Receiver<Link>)
                 }
                 continue;
             }
-            Link::Pass => {}
+            Link::Pass | Link::Slow => {}
         }
+        let delay = mode == Link::Slow;
         tokio::select! {
             r = a.read(&mut ba) => match r {
                 Ok(0) | Err(_) => return,
-                Ok(n) => if b.write_all(&ba[..n]).await.is_err() { return },
+                Ok(n) => {
+                    if delay { tokio::time::sleep(SLOW).await; }
+                    if b.write_all(&ba[..n]).await.is_err() { return }
+                }
             },
             r = b.read(&mut bb) => match r {
                 Ok(0) | Err(_) => return,
-                Ok(n) => if a.write_all(&bb[..n]).await.is_err() { return },
+                Ok(n) => {
+                    if delay { tokio::time::sleep(SLOW).await; }
+                    if a.write_all(&bb[..n]).await.is_err() { return }
+                }
             },
             c = rx.changed() => if c.is_err() { return },
         }
