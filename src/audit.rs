@@ -141,11 +141,19 @@ pub fn verify(checkpoint: Option<&Checkpoint>, entries: &[Entry]) -> Verdict {
         None => (0, GENESIS.to_string()),
     };
     for e in &sorted {
-        if e.seq != seq + 1 || e.prev_hash != prev || e.hash != e.expected_hash() {
+        // No entry can follow a checkpoint at i64::MAX (and adding would
+        // overflow). A `created_at` finer than the millisecond the hash
+        // covers was edited after the fact: the broker writes whole ones.
+        let next = seq.checked_add(1);
+        if next != Some(e.seq)
+            || e.prev_hash != prev
+            || e.created_at != hash_time(e.created_at)
+            || e.hash != e.expected_hash()
+        {
             return Verdict {
                 valid: false,
                 entries: sorted.len(),
-                broken_at: Some(seq + 1),
+                broken_at: Some(next.unwrap_or(i64::MAX)),
             };
         }
         seq = e.seq;
@@ -259,5 +267,17 @@ mod tests {
         );
         assert!(!verify(None, &c[2..]).valid);
         assert!(verify(None, &[]).valid);
+        let mut sub_ms = c.clone();
+        sub_ms[3].created_at += chrono::Duration::microseconds(1);
+        assert_eq!(
+            verify(None, &sub_ms).broken_at,
+            Some(4),
+            "the hash covers milliseconds; finer digits are an edit"
+        );
+        let end = Checkpoint {
+            seq: i64::MAX,
+            hash: c[0].prev_hash.clone(),
+        };
+        assert_eq!(verify(Some(&end), &c[..1]).broken_at, Some(i64::MAX));
     }
 }

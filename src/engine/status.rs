@@ -161,6 +161,15 @@ impl Node {
         self.store
             .sweep_pending_status(now - Duration::seconds(PENDING_HOOK_SECONDS))
             .await?;
+        // A bucket idle for its full refill time is full: the same as none.
+        let s = &self.config.settings;
+        let refill =
+            |burst: u32, per_min: u32| i64::from(burst) * 60 / i64::from(per_min.max(1)) + 1;
+        let idle = refill(s.send_burst, s.send_rate_per_min)
+            .max(refill(s.hook_rate_limit_per_min, s.hook_rate_limit_per_min));
+        self.store
+            .sweep_rate_buckets(now - Duration::seconds(idle))
+            .await?;
         Ok(())
     }
 }

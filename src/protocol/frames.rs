@@ -162,13 +162,57 @@ pub enum FrameError {
     MalformedHello(String),
 }
 
-#[derive(Deserialize)]
+/// The fields every frame may carry. Read by hand rather than derived so
+/// that a repeated key takes its last value (as JavaScript's `JSON.parse`
+/// does) instead of failing the whole frame: a `send` with a duplicate key
+/// must still be recognised, and acked.
+#[derive(Default)]
 struct Head {
-    #[serde(rename = "type")]
     ty: Option<Value>,
-    #[serde(rename = "_reqId")]
     req_id: Option<Value>,
     id: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier)]
+enum HeadKey {
+    #[serde(rename = "type")]
+    Type,
+    #[serde(rename = "_reqId")]
+    ReqId,
+    #[serde(rename = "id")]
+    Id,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct HeadVisitor;
+        impl<'de> serde::de::Visitor<'de> for HeadVisitor {
+            type Value = Head;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+                let mut head = Head::default();
+                while let Some(key) = map.next_key::<HeadKey>()? {
+                    let slot = match key {
+                        HeadKey::Type => &mut head.ty,
+                        HeadKey::ReqId => &mut head.req_id,
+                        HeadKey::Id => &mut head.id,
+                        HeadKey::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(head)
+            }
+        }
+        d.deserialize_map(HeadVisitor)
+    }
 }
 
 fn string_of(v: Option<Value>) -> Option<String> {
@@ -449,6 +493,20 @@ mod tests {
             Err(FrameError::BadSend { id, .. }) => assert_eq!(id.as_deref(), Some("c1")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn repeated_keys_take_the_last_value_and_sends_stay_ackable() {
+        // Found by tests/fuzz.rs: a duplicate `type` used to fail the head,
+        // so a send got an `error` frame and its client waited for an ack.
+        match parse(r#"{"type":null,"id":"c0","type":"send","id":"c1","targetSpec":"*"}"#) {
+            Err(FrameError::BadSend { id, .. }) => assert_eq!(id.as_deref(), Some("c1")),
+            other => panic!("{other:?}"),
+        }
+        let ok =
+            parse(r#"{"type":"dance","_reqId":"a","type":"list_peers","_reqId":"b"}"#).unwrap();
+        assert!(matches!(ok.frame, ClientFrame::ListPeers));
+        assert_eq!(ok.req_id.as_deref(), Some("b"));
     }
 
     #[test]

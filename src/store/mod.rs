@@ -147,6 +147,9 @@ pub trait Store: Send + Sync + 'static {
     /// Undelivered rows, all meshes.
     async fn queue_depth(&self) -> StoreResult<i64>;
 
+    /// Drops buckets untouched since `before` (they would be full again,
+    /// which is what a missing bucket means). Returns how many went.
+    async fn sweep_rate_buckets(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Takes one token from a shared bucket (hooks); `false` when empty.
     async fn take_token(
         &self,

@@ -298,6 +298,17 @@ async fn stale_pending_hooks_are_ignored(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(store.sweep_pending_status(since).await.unwrap(), 1);
+    // Idle rate buckets expire too (a missing bucket is a full one).
+    let bucket = claudemesh_broker::store::Bucket {
+        key: "k".into(),
+        rate_per_min: 60,
+        burst: 2,
+    };
+    assert!(store.take_token("hook", &bucket, old).await.unwrap());
+    assert!(store.take_token("hook", &bucket, now).await.unwrap());
+    assert_eq!(store.sweep_rate_buckets(old).await.unwrap(), 0);
+    let later = now + chrono::Duration::seconds(1);
+    assert_eq!(store.sweep_rate_buckets(later).await.unwrap(), 1);
 }
 
 both_stores!(

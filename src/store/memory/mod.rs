@@ -504,6 +504,10 @@ impl Store for MemoryStore {
         Ok(self.lock().take_token(scope, bucket, now))
     }
 
+    async fn sweep_rate_buckets(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        Ok(self.lock().sweep_buckets(before))
+    }
+
     async fn presence_by_hook_token(&self, hash: &[u8]) -> StoreResult<Option<Presence>> {
         Ok(self.lock().by_hook_token(hash))
     }

@@ -26,6 +26,13 @@ impl State {
         }
     }
 
+    pub(super) fn sweep_buckets(&mut self, before: DateTime<Utc>) -> u64 {
+        let b = &mut self.queue.buckets;
+        let n = b.len();
+        b.retain(|_, (_, at)| *at >= before);
+        (n - b.len()) as u64
+    }
+
     pub(super) fn by_hook_token(&self, hash: &[u8]) -> Option<Presence> {
         self.presences
             .values()

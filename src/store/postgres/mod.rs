@@ -533,6 +533,13 @@ impl Store for PgStore {
         self.take(scope, bucket, now).await
     }
 
+    async fn sweep_rate_buckets(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM rate_bucket WHERE updated_at < $1", &[&before])
+            .await
+            .map_err(map_err)
+    }
+
     async fn presence_by_hook_token(&self, hash: &[u8]) -> StoreResult<Option<Presence>> {
         self.by_hook_token(hash).await
     }
