@@ -99,10 +99,6 @@ impl PgStore {
     pub(super) async fn fast_client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.fast.get().await.map_err(pool_err)
     }
-
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
 }
 
 #[async_trait]
