@@ -51,6 +51,43 @@ struct HelloAck<'a> {
     req_id: Option<&'a str>,
 }
 
+impl Node {
+    /// `sessionPubkey` is not covered by the hello signature (v1), so a
+    /// session may not claim a key that routes to someone else: another
+    /// member's key, or another member's live session key. Otherwise
+    /// direct sends to that key would reach it.
+    async fn check_session_key(
+        &self,
+        member_id: &str,
+        mesh_id: &str,
+        key: &str,
+    ) -> Result<(), HelloRefusal> {
+        let taken = HelloRefusal::new("unauthorized", "sessionPubkey belongs to another member");
+        if let Some(owner) = self
+            .store
+            .member_by_pubkey(mesh_id, key)
+            .await
+            .map_err(unavailable)?
+        {
+            if owner.id != member_id {
+                return Err(taken);
+            }
+        }
+        let live = self
+            .store
+            .route_targets(mesh_id)
+            .await
+            .map_err(unavailable)?;
+        if live
+            .iter()
+            .any(|t| t.session_pubkey.as_deref() == Some(key) && t.member_id != member_id)
+        {
+            return Err(taken);
+        }
+        Ok(())
+    }
+}
+
 /// SHA-256 of a hook token: only the hash is stored, so a database leak
 /// does not hand out hook credentials.
 pub fn hook_token_hash(token: &str) -> Vec<u8> {
@@ -93,6 +130,10 @@ impl Node {
             .ok_or_else(unauthorized)?;
         if member.revoked_at.is_some() || !member.pubkey.eq_ignore_ascii_case(&h.pubkey) {
             return Err(unauthorized());
+        }
+        if let Some(sp) = &h.session_pubkey {
+            self.check_session_key(&member.id, &h.mesh_id, &sp.to_ascii_lowercase())
+                .await?;
         }
         let saved = self
             .store

@@ -87,6 +87,14 @@ pub async fn set_status(
             "send the body as application/json",
         );
     }
+    if crate::protocol::limits::has_nul(&body) {
+        return refuse(
+            &node,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "NUL characters are not allowed",
+        );
+    }
     let b: HookBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {

@@ -32,6 +32,9 @@ pub async fn join(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     if body.len() > node.config.settings.max_message_bytes {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
     }
+    if crate::protocol::limits::has_nul(&body) {
+        return refuse(StatusCode::BAD_REQUEST, "bad_request");
+    }
     let Ok(b) = serde_json::from_slice::<JoinBody>(&body) else {
         return refuse(StatusCode::BAD_REQUEST, "bad_request");
     };

@@ -88,5 +88,8 @@ impl IntoResponse for ApiError {
 /// Parses a JSON body ourselves so a bad one gets our error shape, not
 /// axum's plain-text rejection.
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, String> {
+    if crate::protocol::limits::has_nul(body) {
+        return Err("NUL characters are not allowed".into());
+    }
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }

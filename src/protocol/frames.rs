@@ -268,6 +268,18 @@ pub fn parse(text: &str) -> Result<Incoming, FrameError> {
         req_id: req_id.clone(),
         message,
     };
+    if has_nul(text.as_bytes()) {
+        const NUL: &str = "NUL characters are not allowed";
+        return Err(match ty.as_str() {
+            "hello" => FrameError::MalformedHello(NUL.into()),
+            "send" => FrameError::BadSend {
+                req_id: req_id.clone(),
+                id,
+                message: NUL.into(),
+            },
+            _ => bad(NUL.into()),
+        });
+    }
     let frame = match ty.as_str() {
         "hello" => {
             let hello: Hello = serde_json::from_str(text)

@@ -53,6 +53,16 @@ pub fn valid_group_name(name: &str) -> bool {
     })
 }
 
+/// True when JSON text carries a NUL character (raw or as `\u0000`).
+/// Postgres text and jsonb cannot hold NUL, so such input is refused up
+/// front with a clear error instead of failing in the database.
+pub fn has_nul(json_text: &[u8]) -> bool {
+    json_text.contains(&0)
+        || json_text
+            .windows(6)
+            .any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+}
+
 /// Character count check that does not allocate.
 pub fn within(s: &str, max: usize) -> bool {
     // Byte length bounds char count from above: cheap fast path.
@@ -81,6 +91,14 @@ mod tests {
         ] {
             assert!(!valid_group_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn nul_in_any_form_is_found() {
+        assert!(has_nul(br#"{"a":"x\u0000y"}"#));
+        assert!(has_nul(br#"{"a":"x\U0000"}"#));
+        assert!(has_nul(b"{\"a\":\"\0\"}"));
+        assert!(!has_nul(br#"{"a":"x\u0001"}"#));
     }
 
     #[test]

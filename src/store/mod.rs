@@ -48,6 +48,7 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_member(&self, member: &Member) -> StoreResult<()>;
     async fn list_members(&self, mesh_id: &str) -> StoreResult<Vec<Member>>;
     async fn member_by_id(&self, mesh_id: &str, member_id: &str) -> StoreResult<Option<Member>>;
+    async fn member_by_pubkey(&self, mesh_id: &str, pubkey: &str) -> StoreResult<Option<Member>>;
     /// Marks the member revoked and ends its presences. Returns the ended
     /// presences (so their sockets can be closed), or `None` when there is
     /// no such unrevoked member.

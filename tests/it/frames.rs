@@ -164,7 +164,60 @@ async fn client_pings_are_answered(backend: Backend) {
     assert_eq!(next, Message::Pong(b"hi".to_vec().into()));
 }
 
+/// Postgres cannot store NUL: refused up front on every surface, never a
+/// database error.
+async fn nul_characters_are_refused_everywhere(backend: Backend) {
+    let w = world_with(backend, |s| {
+        s.hook_auth = Some(claudemesh_broker::config::HookAuth::None)
+    })
+    .await;
+    let (mut a, _) = Peer::join(&w.node.ws_url(), &w.alice, "a1").await;
+    let r = a
+        .request(json!({"type": "set_summary", "summary": "a\u{0}b"}))
+        .await;
+    assert_eq!(r["code"], "bad_request", "{r}");
+    let r = a
+        .request(json!({"type": "send", "id": "n1", "targetSpec": "@x\u{0}", "nonce": "", "ciphertext": ""}))
+        .await;
+    assert_eq!(
+        (r["type"].clone(), r["code"].clone()),
+        (json!("ack"), json!("bad_request"))
+    );
+    let hook = w
+        .node
+        .http
+        .post(w.node.url("/hook/set-status"))
+        .json(&json!({"cwd": "/a\u{0}b", "pid": 1, "status": "idle"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status().as_u16(), 400);
+    let join = w
+        .node
+        .http
+        .post(w.node.url("/join"))
+        .json(&json!({"invite_token": "x", "peer_pubkey": w.bob.keys.public_hex, "display_name": "b\u{0}"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(join.status().as_u16(), 400);
+    let (status, _) = w
+        .node
+        .admin(
+            reqwest::Method::POST,
+            "/meshes",
+            Some(json!({"slug": "n", "name": "x\u{0}"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        a.request(json!({"type": "list_peers"})).await["type"],
+        "peers_list"
+    );
+}
+
 both_stores!(
+    nul_characters_are_refused_everywhere,
     junk_frames_get_bad_request_and_keep_the_socket,
     bad_sends_are_acked_with_their_id,
     oversized_frames_close_1009,

@@ -137,6 +137,14 @@ impl Store for MemoryStore {
             .cloned())
     }
 
+    async fn member_by_pubkey(&self, mesh_id: &str, pubkey: &str) -> StoreResult<Option<Member>> {
+        let s = self.lock();
+        Ok(s.pubkey_index
+            .get(&(mesh_id.to_string(), pubkey.to_string()))
+            .and_then(|id| s.members.get(id))
+            .cloned())
+    }
+
     async fn revoke_member(
         &self,
         mesh_id: &str,

@@ -213,6 +213,18 @@ impl Store for PgStore {
         Ok(row.as_ref().map(member_from))
     }
 
+    async fn member_by_pubkey(&self, mesh_id: &str, pubkey: &str) -> StoreResult<Option<Member>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT * FROM member WHERE mesh_id = $1 AND peer_pubkey = $2",
+                &[&mesh_id, &pubkey],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(row.as_ref().map(member_from))
+    }
+
     async fn revoke_member(
         &self,
         mesh_id: &str,
