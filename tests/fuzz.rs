@@ -25,11 +25,16 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{json, Map, Value};
 
-/// `cases` random cases; failures persisted where proptest's convention
-/// puts them (`proptest-regressions/`, beside `src/`).
+/// `cases` random cases (times `FUZZ_SCALE`, for longer bounded runs
+/// outside CI); failures persisted where proptest's convention puts them
+/// (`proptest-regressions/`, beside `src/`).
 fn config(cases: u32) -> ProptestConfig {
+    let scale: u32 = std::env::var("FUZZ_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     ProptestConfig {
-        cases,
+        cases: cases.saturating_mul(scale.max(1)),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/fuzz.txt",
         ))),
