@@ -147,7 +147,18 @@ impl Application {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .expect("a node runs once");
+        let claim_rx = node
+            .claim_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("a node runs once");
         let batcher_stop = CancellationToken::new();
+        let claimer = tokio::spawn(crate::engine::claims::run(
+            node.clone(),
+            claim_rx,
+            batcher_stop.clone(),
+        ));
         let batcher = tokio::spawn(crate::engine::batcher::run(
             node.clone(),
             send_rx,
@@ -197,6 +208,7 @@ impl Application {
         }
         batcher_stop.cancel();
         let _ = batcher.await;
+        let _ = claimer.await;
         loops_stop.cancel();
         let _ = heartbeat.await;
         let _ = sweeper.await;

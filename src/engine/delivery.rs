@@ -100,10 +100,7 @@ pub async fn run(
                 finish(&node, &who, req.complete).await;
                 return;
             }
-            r = super::bounded(node.store.claim_deliveries(&req)) => {
-                node.metrics.claims.inc();
-                r
-            }
+            r = super::bounded(node.claim(req.clone())) => r,
         };
         let claimed = match claimed {
             Ok(c) => {

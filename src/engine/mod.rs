@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod audit;
 pub mod batcher;
+pub mod claims;
 pub mod delivery;
 pub mod events;
 pub mod hello;
@@ -51,6 +52,10 @@ pub struct Node {
     pub admin_token: Option<String>,
     /// Wake-ups to other nodes; `None` in memory mode (one node).
     bus: Option<Bus>,
+    /// Claims on their way to the claim hub.
+    claim_queue: tokio::sync::mpsc::Sender<claims::ClaimJob>,
+    /// The hub's end, taken once by the app when it starts the task.
+    pub claim_rx: std::sync::Mutex<Option<claims::ClaimQueue>>,
     /// Sends on their way to the batcher.
     send_queue: tokio::sync::mpsc::Sender<batcher::SendJob>,
     /// The batcher's end, taken once by the app when it starts the task.
@@ -106,6 +111,7 @@ impl Node {
         let (audit_tx, audit_rx) = audit::channel();
         let conn_burst = f64::from(config.settings.max_new_connections_per_second);
         let (send_queue, send_rx) = batcher::channel();
+        let (claim_queue, claim_rx) = claims::channel();
         Node {
             id,
             config,
@@ -123,6 +129,8 @@ impl Node {
             audit_rx: std::sync::Mutex::new(Some(audit_rx)),
             send_queue,
             send_rx: std::sync::Mutex::new(Some(send_rx)),
+            claim_queue,
+            claim_rx: std::sync::Mutex::new(Some(claim_rx)),
             conn_rate: std::sync::Mutex::new((conn_burst, std::time::Instant::now())),
             push_cache: moka::sync::Cache::builder()
                 .max_capacity(PUSH_CACHE_BYTES)

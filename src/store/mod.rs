@@ -137,6 +137,15 @@ pub trait Store: Send + Sync + 'static {
     /// priority only unless the session is idle. Completes `req.complete`
     /// first.
     async fn claim_deliveries(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>>;
+    /// `claim_deliveries` for several sessions at once, one result per
+    /// request in order. A row two requests could take goes to one.
+    async fn claim_many(&self, reqs: &[ClaimRequest]) -> StoreResult<Vec<Vec<Claimed>>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            out.push(self.claim_deliveries(r).await?);
+        }
+        Ok(out)
+    }
     /// Written to the socket (sessions without `client_ack`): done.
     async fn complete_deliveries(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()>;
     /// `client_ack`: completes the row of `message_id` this session holds.

@@ -81,7 +81,100 @@ WHERE d.id = c.id AND m.id = d.message_id
 RETURNING d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_session_pubkey,
           m.priority, m.nonce, m.ciphertext, m.created_at, c.prev IS NOT NULL";
 
+/// `CLAIM` for many sessions in one statement: each request's rows picked
+/// by a LATERAL subquery (oldest first, its own limit, SKIP LOCKED), a row
+/// wanted by two sessions of one member given to one of them.
+const CLAIM_MANY: &str = "
+WITH done AS (
+  DELETE FROM delivery d USING unnest($1::bigint[], $2::uuid[]) AS c(id, p)
+  WHERE d.id = c.id AND d.claimed_session = c.p),
+req AS (
+  SELECT * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::bool[]) AS r(p, mesh, member, reclaim)),
+picked AS (
+  SELECT DISTINCT ON (x.id) r.p, x.id, x.prev
+  FROM req r CROSS JOIN LATERAL (
+    SELECT d.id, d.claimed_session AS prev FROM delivery d
+    WHERE (d.recipient_session = r.p
+           OR (d.recipient_session IS NULL AND d.mesh_id = r.mesh AND d.recipient_member_id = r.member
+               AND d.exclude_session IS DISTINCT FROM r.p))
+      AND (d.claim_until IS NULL OR d.claim_until < $7
+           OR (r.reclaim AND d.claimed_session = r.p AND NOT (d.id = ANY($1))))
+      AND (d.priority = 'now' OR (SELECT status FROM presence WHERE id = r.p) = 'idle')
+    ORDER BY d.id
+    LIMIT $8
+    FOR UPDATE SKIP LOCKED) x
+  ORDER BY x.id, r.p)
+UPDATE delivery d
+SET claimed_by = $9, claimed_session = picked.p, claim_until = $10
+FROM picked, message m
+WHERE d.id = picked.id AND m.id = d.message_id
+RETURNING picked.p, d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_session_pubkey,
+          m.priority, m.nonce, m.ciphertext, m.created_at, picked.prev IS NOT NULL";
+
 impl PgStore {
+    pub(super) async fn claim_batch(
+        &self,
+        reqs: &[ClaimRequest],
+    ) -> StoreResult<Vec<Vec<Claimed>>> {
+        let Some(first) = reqs.first() else {
+            return Ok(Vec::new());
+        };
+        let c = self.fast_client().await?;
+        let stmt = c.prepare_cached(CLAIM_MANY).await.map_err(map_err)?;
+        let (done_ids, done_by): (Vec<i64>, Vec<Uuid>) = reqs
+            .iter()
+            .flat_map(|r| r.complete.iter().map(move |id| (*id, r.presence)))
+            .unzip();
+        let presences: Vec<Uuid> = reqs.iter().map(|r| r.presence).collect();
+        let meshes: Vec<&str> = reqs.iter().map(|r| r.mesh_id.as_str()).collect();
+        let members: Vec<&str> = reqs.iter().map(|r| r.member_id.as_str()).collect();
+        let reclaim: Vec<bool> = reqs.iter().map(|r| r.reclaim_own).collect();
+        let limit = first.limit as i64;
+        let rows = c
+            .query(
+                &stmt,
+                &[
+                    &done_ids,
+                    &done_by,
+                    &presences,
+                    &meshes,
+                    &members,
+                    &reclaim,
+                    &first.now,
+                    &limit,
+                    &first.node_id,
+                    &first.lease_until,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        let mut out: Vec<Vec<Claimed>> = vec![Vec::new(); reqs.len()];
+        let index: std::collections::HashMap<Uuid, usize> =
+            presences.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        for r in &rows {
+            let p: Uuid = r.get(0);
+            let Some(&i) = index.get(&p) else { continue };
+            out[i].push(Claimed {
+                delivery_id: r.get(1),
+                message: Arc::new(StoredMessage {
+                    id: r.get(2),
+                    mesh_id: r.get(3),
+                    sender_member_pubkey: r.get(4),
+                    sender_session_pubkey: r.get(5),
+                    priority: Priority::parse(r.get(6)).unwrap_or(Priority::Next),
+                    nonce: r.get(7),
+                    ciphertext: r.get(8),
+                    created_at: r.get(9),
+                }),
+                redelivery: r.get(10),
+            });
+        }
+        for v in &mut out {
+            v.sort_unstable_by_key(|c| c.delivery_id);
+        }
+        Ok(out)
+    }
+
     pub(super) async fn insert_batch(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;

@@ -512,6 +512,10 @@ impl Store for PgStore {
         self.insert_batch(batch).await
     }
 
+    async fn claim_many(&self, reqs: &[ClaimRequest]) -> StoreResult<Vec<Vec<Claimed>>> {
+        self.claim_batch(reqs).await
+    }
+
     async fn claim_deliveries(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
         self.claim(req).await
     }

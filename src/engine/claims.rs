@@ -1,0 +1,84 @@
+//! One claim statement for many sessions: each session's delivery loop
+//! hands its claim to this node's hub, which takes everything waiting and
+//! asks the store once. Under load that turns hundreds of one-session
+//! claims a second into a few large ones; when idle a lone claim goes
+//! straight through.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::Node;
+use crate::store::{ClaimRequest, Claimed, StoreError, StoreResult};
+
+/// Claims per statement at most.
+const MAX_CLAIMS: usize = 128;
+/// Claims waiting for the hub; one per session at most, so this is ample.
+pub const QUEUE: usize = 16_384;
+
+pub struct ClaimJob {
+    req: ClaimRequest,
+    reply: oneshot::Sender<StoreResult<Vec<Claimed>>>,
+}
+
+pub type ClaimQueue = mpsc::Receiver<ClaimJob>;
+
+pub fn channel() -> (mpsc::Sender<ClaimJob>, ClaimQueue) {
+    mpsc::channel(QUEUE)
+}
+
+impl Node {
+    /// Claims for one session through the hub.
+    pub async fn claim(&self, req: ClaimRequest) -> StoreResult<Vec<Claimed>> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .claim_queue
+            .send(ClaimJob { req, reply })
+            .await
+            .is_err()
+        {
+            return Err(StoreError::Unavailable("the node is shutting down".into()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("claim dropped".into())))
+    }
+}
+
+/// Serves claims until `stop`.
+pub async fn run(node: Arc<Node>, mut rx: ClaimQueue, stop: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            j = rx.recv() => match j { Some(j) => j, None => return },
+            _ = stop.cancelled() => return,
+        };
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_CLAIMS {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        node.metrics.claims.inc();
+        if jobs.len() == 1 {
+            let job = jobs.pop().expect("one job");
+            let r = super::bounded(node.store.claim_deliveries(&job.req)).await;
+            let _ = job.reply.send(r);
+            continue;
+        }
+        let reqs: Vec<ClaimRequest> = jobs.iter().map(|j| j.req.clone()).collect();
+        match super::bounded(node.store.claim_many(&reqs)).await {
+            Ok(results) => {
+                for (job, claimed) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(claimed));
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+}
