@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::engine::Node;
 use crate::metrics::HttpLabels;
@@ -32,7 +33,46 @@ pub fn router(node: Arc<Node>) -> Router {
             node.clone(),
             count_requests,
         ))
+        // Every request gets an id (the caller's `x-request-id`, else a new
+        // UUID), logged with it and echoed back for correlation.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            log_request,
+        ))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
         .with_state(node)
+}
+
+static REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// One log line per HTTP request (WebSocket sessions log their own).
+async fn log_request(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let method = req.method().clone();
+    // The route template, never the raw path: paths can carry invite tokens.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::info!(
+        node_id = %node.id,
+        request_id,
+        %method,
+        route,
+        status = resp.status().as_u16(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "http request"
+    );
+    resp
 }
 
 /// Counts every request by matched route (not raw path: bounded labels).

@@ -53,6 +53,7 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
     node.metrics.connections.inc();
     let started = Instant::now();
     let conn_id = Uuid::now_v7();
+    tracing::info!(node_id = %node.id, conn_id = %conn_id, "connection opened");
     let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (closer, closer_rx) = watch::channel(None);
@@ -97,6 +98,7 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
     let _ = tokio::time::timeout(WRITER_FLUSH, writer).await;
     node.metrics.connections.dec();
     tracing::info!(
+        node_id = %node.id,
         conn_id = %conn_id,
         presence_id = presence.as_ref().map(|p| p.id.to_string()),
         mesh_id = presence.as_ref().map(|p| p.mesh_id.as_str()),
@@ -555,7 +557,8 @@ impl Conn {
                 };
                 self.node.sessions.insert(p.id, handle);
                 tracing::info!(conn_id = %self.conn_id, presence_id = %p.id,
-                    mesh_id = %p.mesh_id, member_id = %p.member_id, "hello accepted");
+                    mesh_id = %p.mesh_id, member_id = %p.member_id, node_id = %self.node.id,
+                    "hello accepted");
                 // The ack goes first: queued pushes follow it.
                 self.send(welcome.ack).await;
                 if let Some(event) = welcome.announce {

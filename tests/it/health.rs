@@ -16,6 +16,23 @@ async fn health_and_readiness_when_all_is_well(backend: Backend) {
     assert_eq!(h["nodeId"], w.node.node.id.to_string());
     let r = reqwest::get(w.node.url("/health/ready")).await.unwrap();
     assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().contains_key("x-request-id"),
+        "every answer carries an id"
+    );
+    let r = w
+        .node
+        .http
+        .get(w.node.url("/health"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["x-request-id"],
+        "trace-me-42",
+        "a caller's id is kept"
+    );
 }
 
 async fn metrics_count_connections_hellos_and_requests(backend: Backend) {

@@ -312,6 +312,16 @@ async fn logs_are_json_and_keep_secrets_out() {
         .await;
     assert_eq!(status, 201, "{invite}");
     let invite_token = invite["token"].as_str().unwrap().to_string();
+    // Revoking by path must not put the token in the logs either.
+    let (status, _) = p
+        .admin(
+            ADMIN_TOKEN,
+            Method::DELETE,
+            &format!("/invites/{invite_token}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
 
     let (mut peer, ack) = Peer::join(&p.ws_url(), &alice, "s1").await;
     let hook_token = ack["hookToken"].as_str().unwrap().to_string();
@@ -378,4 +388,20 @@ async fn logs_are_json_and_keep_secrets_out() {
     assert_eq!(closed["reason"], "client closed", "{closed}");
     assert!(closed["duration_ms"].is_u64(), "{closed}");
     assert_eq!(closed["mesh_id"], alice.mesh_id.as_str(), "{closed}");
+    assert!(closed["node_id"].is_string(), "{closed}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "connection opened" && l["conn_id"].is_string()),
+        "{err}"
+    );
+    let http = lines
+        .iter()
+        .find(|l| l["message"] == "http request" && l["route"] == "/admin/invites/{token}")
+        .unwrap_or_else(|| panic!("no http request line:\n{err}"));
+    assert!(
+        http["request_id"].as_str().is_some_and(|r| r.len() >= 32),
+        "{http}"
+    );
+    assert_eq!(http["status"], 204, "{http}");
 }
