@@ -1,6 +1,7 @@
 //! `GET /ws`: the upgrade and one task per socket (see `session`).
 
 mod session;
+mod writer;
 
 use std::sync::Arc;
 

@@ -5,19 +5,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::writer::{forward_acks, write_loop, PendingAck};
 use crate::engine::delivery::{self, Recipient};
 use crate::engine::events::PeerEvent;
-use crate::engine::messaging::{SendOutcome, SendRefusal};
+use crate::engine::messaging::SendRefusal;
 use crate::engine::sessions::{close, Outbound, SessionHandle};
-use crate::engine::{Node, DB_TIMEOUT};
+use crate::engine::Node;
 use crate::protocol::frames::{self, error_ack, error_frame, ok_ack, ClientFrame, FrameError};
 use crate::store::{PatchResult, Presence, PresencePatch, StoreError};
 
@@ -106,75 +107,6 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
         duration_ms = started.elapsed().as_millis() as u64,
         "connection closed"
     );
-}
-
-/// Owns the sink. A frame that cannot be written within `stall` means the
-/// client stopped reading (its TCP window stayed shut): the socket is
-/// dropped as a slow consumer, and its unwritten pushes stay claimable.
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
-    node: Arc<Node>,
-    closer: watch::Sender<Option<(u16, &'static str)>>,
-) {
-    let stall = Duration::from_secs(node.config.settings.ping_interval_seconds);
-    while let Some(out) = rx.recv().await {
-        let write = match out {
-            Outbound::Text(t) => sink.send(Message::Text(t)),
-            Outbound::Ping => sink.send(Message::Ping(Default::default())),
-            Outbound::Marker(done) => {
-                let _ = done.send(());
-                continue;
-            }
-            Outbound::Close(code, reason) => {
-                let frame = Message::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from_static(reason),
-                }));
-                let _ = tokio::time::timeout(stall, sink.send(frame)).await;
-                break;
-            }
-        };
-        match tokio::time::timeout(stall, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => break,
-            Err(_) => {
-                node.metrics.slow_consumers.inc();
-                closer.send_replace(Some((close::TRY_AGAIN_LATER, "slow consumer")));
-                // The sink is stuck: no close frame can get through.
-                return;
-            }
-        }
-    }
-    let _ = tokio::time::timeout(stall, sink.close()).await;
-}
-
-/// A submitted send whose ack is not written yet.
-struct PendingAck {
-    rx: oneshot::Receiver<SendOutcome>,
-    id: String,
-    req_id: Option<String>,
-}
-
-/// Writes send acks in submission order as their outcomes arrive.
-async fn forward_acks(mut pending: mpsc::Receiver<PendingAck>, tx: mpsc::Sender<Outbound>) {
-    while let Some(p) = pending.recv().await {
-        let outcome = match tokio::time::timeout(DB_TIMEOUT, p.rx).await {
-            Ok(Ok(o)) => o,
-            _ => Err(SendRefusal {
-                code: "unavailable",
-                sentence: "the broker cannot reach its database; retry".into(),
-            }),
-        };
-        let req_id = p.req_id.as_deref();
-        let frame = match outcome {
-            Ok(message_id) => frames::queued_ack(&p.id, &message_id.to_string(), req_id),
-            Err(r) => error_ack(Some(&p.id), r.code, &r.sentence, req_id),
-        };
-        if tx.send(Outbound::Text(frame.into())).await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Resolves when the engine asks this socket to close.
