@@ -31,6 +31,15 @@ use crate::protocol::{Source, Status};
 use crate::store::{PatchResult, PresencePatch, Store, StoreError, StoredMessage};
 use sessions::Sessions;
 
+/// One admitted socket, counted in `broker_connections` while it lives.
+pub struct ConnSlot(Arc<Node>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.metrics.connections.dec();
+    }
+}
+
 /// One broker node: its identity, its store and the sockets it holds.
 pub struct Node {
     pub id: Uuid,
@@ -186,22 +195,27 @@ impl Node {
     }
 
     /// Admits a new socket under the node's caps (concurrent sockets and
-    /// new sockets per second); `false` means answer 503.
-    pub fn admit_connection(&self) -> bool {
+    /// new sockets per second). The slot is counted from admission, not
+    /// from when the session starts, so concurrent upgrades cannot slip
+    /// past the cap; dropping it (socket closed, or upgrade never
+    /// completed) frees it. `None` means answer 503.
+    pub fn admit_connection(self: &Arc<Self>) -> Option<ConnSlot> {
         let s = &self.config.settings;
-        if self.metrics.connections.get() >= i64::from(s.max_connections_per_node) {
-            return false;
-        }
         let rate = f64::from(s.max_new_connections_per_second);
+        // The bucket's lock also serialises the count check and increment.
         let mut b = self.conn_rate.lock().unwrap_or_else(|e| e.into_inner());
+        if self.metrics.connections.get() >= i64::from(s.max_connections_per_node) {
+            return None;
+        }
         let now = std::time::Instant::now();
         b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(rate);
         b.1 = now;
         if b.0 < 1.0 {
-            return false;
+            return None;
         }
         b.0 -= 1.0;
-        true
+        self.metrics.connections.inc();
+        Some(ConnSlot(self.clone()))
     }
 
     pub fn is_draining(&self) -> bool {
@@ -214,18 +228,7 @@ impl Node {
 
     /// A manual `set_status` from the session itself.
     pub async fn set_status(&self, presence: Uuid, status: Status) -> Result<(), StoreError> {
-        let window = (self.config.settings.hook_fresh_window_seconds * 1000) as i64;
-        let written =
-            bounded(
-                self.store
-                    .write_status(presence, status, Source::Manual, self.now(), window),
-            )
-            .await?;
-        if let Some(w) = written.filter(|w| w.changed && w.status == Status::Idle) {
-            // Held `next`/`low` messages are deliverable now.
-            self.signal(w.node_id, Signal::Wake { p: vec![presence] });
-        }
-        Ok(())
+        bounded(self.write_status(presence, status, Source::Manual)).await
     }
 
     pub async fn patch(

@@ -94,29 +94,27 @@ impl Node {
             return Ok(HookOutcome::Pending);
         }
         for id in &targets {
-            self.write_hook_status(*id, req.status).await?;
+            self.write_status(*id, req.status, Source::Hook).await?;
         }
         Ok(HookOutcome::Applied(targets))
     }
 
     /// A hook's status write; wakes the session if it just became idle.
-    pub async fn write_hook_status(
+    /// One status write under the status model, from any source. Wakes
+    /// the session (on whichever node holds it) when it turns idle, and
+    /// audits hook changes when configured to.
+    pub async fn write_status(
         &self,
         presence: Uuid,
         status: Status,
+        source: Source,
     ) -> Result<(), StoreError> {
         let written = self
             .store
-            .write_status(
-                presence,
-                status,
-                Source::Hook,
-                self.now(),
-                self.fresh_window_ms(),
-            )
+            .write_status(presence, status, source, self.now(), self.fresh_window_ms())
             .await?;
-        if let Some(w) = written.filter(|w| w.changed && self.config.settings.audit_status_changes)
-        {
+        let audited = source == Source::Hook && self.config.settings.audit_status_changes;
+        if let Some(w) = written.filter(|w| w.changed && audited) {
             // The hook names no member: look the presence up for the chain.
             if let Ok(Some(p)) = self.store.presence_by_id(presence).await {
                 self.audit(
@@ -131,7 +129,7 @@ impl Node {
             }
         }
         if let Some(w) = written.filter(|w| w.changed && w.status == Status::Idle) {
-            // The session may live on another node: wake it there.
+            // Held `next`/`low` messages are deliverable now.
             self.signal(w.node_id, Signal::Wake { p: vec![presence] });
         }
         Ok(())
@@ -146,7 +144,7 @@ impl Node {
     ) -> Result<(), StoreError> {
         let since = self.now() - Duration::seconds(PENDING_HOOK_SECONDS);
         if let Some(status) = self.store.take_pending_status(pid, cwd, since).await? {
-            self.write_hook_status(presence, status).await?;
+            self.write_status(presence, status, Source::Hook).await?;
         }
         Ok(())
     }

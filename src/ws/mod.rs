@@ -23,19 +23,24 @@ pub async fn upgrade(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Res
     if node.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "node is draining").into_response();
     }
-    if !node.admit_connection() {
+    let Some(slot) = node.admit_connection() else {
         node.metrics.refused_upgrades.inc();
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "node is at its connection limit; retry",
         )
             .into_response();
-    }
+    };
     let limit = node.config.max_frame_bytes();
     let tracker = node.tracker.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| tracker.track_future(session::run(node, socket)))
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                let _slot = slot;
+                session::run(node, socket).await
+            })
+        })
 }

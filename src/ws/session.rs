@@ -51,7 +51,6 @@ struct Conn {
 }
 
 pub async fn run(node: Arc<Node>, socket: WebSocket) {
-    node.metrics.connections.inc();
     let started = Instant::now();
     let conn_id = Uuid::now_v7();
     tracing::info!(node_id = %node.id, conn_id = %conn_id, "connection opened");
@@ -97,7 +96,6 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
     }
     drop(tx);
     let _ = tokio::time::timeout(WRITER_FLUSH, writer).await;
-    node.metrics.connections.dec();
     tracing::info!(
         node_id = %node.id,
         conn_id = %conn_id,

@@ -27,12 +27,7 @@ async fn client_ack_redelivers_until_acked(backend: Backend) {
     // Someone else acking it changes nothing.
     a.send(json!({"type": "client_ack", "messageId": id})).await;
     assert_eq!(expect_push(&mut b).await["messageId"], id);
-    let metrics = reqwest::get(w.node.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.node.metrics().await;
     assert!(
         !metrics.contains("broker_redeliveries_total 0"),
         "{metrics}"
@@ -163,12 +158,7 @@ async fn bad_sends_get_their_codes(backend: Backend) {
         assert_eq!(ack["code"], code, "{frame} -> {ack}");
         assert_eq!(ack["queued"], false);
     }
-    let metrics = reqwest::get(w.node.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.node.metrics().await;
     assert!(
         metrics.contains("broker_messages_total{result=\"too_large\"} 2"),
         "{metrics}"
@@ -231,12 +221,7 @@ async fn delivered_messages_are_cleaned_up(backend: Backend) {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let metrics = reqwest::get(w.node.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = w.node.metrics().await;
         if metrics.contains("broker_queue_depth 0") && metrics.contains("broker_deliveries_total 5")
         {
             break;

@@ -11,12 +11,7 @@ use crate::harness::{node_with, world_with, Backend, Peer};
 use crate::messaging::send_frame;
 
 async fn metric(node: &crate::harness::TestNode, name: &str) -> u64 {
-    let text = reqwest::get(node.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .map(|v| v.trim().parse::<f64>().unwrap() as u64)

@@ -135,12 +135,7 @@ async fn silent_clients_are_closed_when_pongs_stop(backend: Backend) {
     }
     let r = live.request(json!({"type": "list_peers"})).await;
     assert_eq!(r["type"], "peers_list", "a client that answers pings stays");
-    let metrics = reqwest::get(w.node.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.node.metrics().await;
     assert!(
         metrics.contains("broker_pong_timeouts_total 1"),
         "{metrics}"

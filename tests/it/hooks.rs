@@ -250,12 +250,7 @@ async fn hook_limits_and_bad_input(backend: Backend) {
     // Another (pid, cwd) has its own budget.
     let other = json!({"cwd": "/other", "pid": 4242, "status": "working"});
     assert_eq!(post(&w.node, other, None).await.0, 200);
-    let metrics = reqwest::get(w.node.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.node.metrics().await;
     for needle in [
         "broker_hook_requests_total{result=\"rate_limit\"} 1",
         "broker_hook_requests_total{result=\"too_large\"} 1",

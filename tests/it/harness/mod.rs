@@ -164,6 +164,16 @@ impl TestNode {
         }
     }
 
+    /// The `/metrics` exposition text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Live presences of a mesh, through the admin API.
     pub async fn peers(&self, slug: &str) -> Vec<Value> {
         let (status, v) = self
