@@ -73,6 +73,11 @@ async fn dm_and_broadcast_counts_are_exact(backend: Backend) {
         r.get("broker_rss_kb_before").is_none(),
         "idle fields only for idle: {r}"
     );
+    assert_eq!(r["meshes"], 1, "{r}");
+    assert!(r["spread_ms"].is_null(), "spread only for broadcast: {r}");
+    assert_eq!(r["stalled"], 0, "{r}");
+    assert_eq!(r["sent_to_stalled"], 0, "{r}");
+    assert_eq!(r["stalled_closed"], 0, "{r}");
 
     let r = loadgen(
         &node,
@@ -97,7 +102,21 @@ async fn dm_and_broadcast_counts_are_exact(backend: Backend) {
     assert_eq!(r["duplicates"], 0, "{r}");
     assert_eq!(r["lost"], 0, "{r}");
     assert_eq!(r["payload_bytes"], 100, "{r}");
+    assert_spread_is_sane(&r);
     node.shutdown().await;
+}
+
+/// `spread_ms` is present with ordered, finite, non-negative quantiles.
+fn assert_spread_is_sane(r: &Value) {
+    let s = &r["spread_ms"];
+    assert!(s.is_object(), "broadcast reports spread_ms: {r}");
+    let q: Vec<f64> = ["p50", "p95", "p99", "max"]
+        .iter()
+        .map(|q| s[q].as_f64().unwrap_or_else(|| panic!("spread {q} in {r}")))
+        .collect();
+    assert!(q[0] >= 0.0, "{r}");
+    assert!(q.windows(2).all(|w| w[0] <= w[1]), "ordered quantiles: {r}");
+    assert!(q[3] < 10_000.0, "spread under the run's length: {r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,5 +154,164 @@ async fn idle_reports_rss() {
     assert!(r["broker_rss_kb_after"].as_u64().unwrap() > 0, "{r}");
     assert!(r["rss_kib_per_connection"].as_f64().is_some(), "{r}");
     assert!(r["hello_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    node.shutdown().await;
+}
+
+/// Peers split over meshes: dms stay in each peer's mesh (any that left it
+/// would be lost), and the meshes are provisioned with their peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meshes_split_the_peers() {
+    let (node, _db) = fast_node(Backend::Memory).await;
+    let r = loadgen(
+        &node,
+        &[
+            "--workload",
+            "dm",
+            "--peers",
+            "7",
+            "--meshes",
+            "3",
+            "--messages",
+            "10",
+        ],
+    )
+    .await;
+    for (field, want) in [
+        ("peers", 7),
+        ("meshes", 3),
+        ("sent", 70),
+        ("acked", 70),
+        ("delivered", 70),
+        ("duplicates", 0),
+        ("lost", 0),
+    ] {
+        assert_eq!(r[field], want, "{field} in {r}");
+    }
+    let (status, meshes) = node.admin(reqwest::Method::GET, "/meshes", None).await;
+    assert_eq!(status, 200, "{meshes}");
+    let mut sizes = Vec::new();
+    for m in meshes.as_array().unwrap() {
+        let slug = m["slug"].as_str().unwrap();
+        assert!(slug.starts_with("load-"), "{slug}");
+        let (_, members) = node
+            .admin(
+                reqwest::Method::GET,
+                &format!("/meshes/{slug}/members"),
+                None,
+            )
+            .await;
+        sizes.push(members.as_array().unwrap().len());
+    }
+    sizes.sort();
+    assert_eq!(sizes, vec![2, 2, 3], "peer i in mesh i % 3");
+    node.shutdown().await;
+}
+
+/// Broadcast from peer 0 of every mesh: each message reaches the rest of
+/// its mesh, and every message's first-to-last spread is measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_reports_spread() {
+    let (node, _db) = fast_node(Backend::Memory).await;
+    let r = loadgen(
+        &node,
+        &[
+            "--workload",
+            "broadcast",
+            "--peers",
+            "8",
+            "--meshes",
+            "2",
+            "--messages",
+            "20",
+        ],
+    )
+    .await;
+    assert_eq!(r["sent"], 40, "peer 0 of each mesh sends: {r}");
+    assert_eq!(r["delivered"], 120, "each reaches the 3 others: {r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["meshes"], 2, "{r}");
+    assert_spread_is_sane(&r);
+    assert!(
+        r["spread_ms"]["p50"].as_f64() <= r["latency_ms"]["max"].as_f64(),
+        "a spread is within one message's latency: {r}"
+    );
+    node.shutdown().await;
+}
+
+/// Stalled members take a peer's share of dms but expect no delivery; the
+/// broker (pinging every second here) drops them once they miss pongs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_members_are_not_counted_as_lost() {
+    let (node, _db) = node_with(Backend::Memory, |s| {
+        s.send_rate_per_min = 1_000_000;
+        s.send_burst = 1_000_000;
+        s.ping_interval_seconds = 1;
+        s.pong_timeout_seconds = 2;
+    })
+    .await;
+    let r = loadgen(
+        &node,
+        &[
+            "--workload",
+            "dm",
+            "--peers",
+            "4",
+            "--stalled",
+            "2",
+            "--messages",
+            "50",
+        ],
+    )
+    .await;
+    assert_eq!(r["sent"], 200, "{r}");
+    assert_eq!(r["acked"], 200, "{r}");
+    assert_eq!(r["stalled"], 2, "{r}");
+    let to_stalled = r["sent_to_stalled"].as_u64().unwrap();
+    // Each pick is stalled with probability 2/5.
+    assert!(to_stalled > 0 && to_stalled < 200, "{r}");
+    assert_eq!(r["delivered"].as_u64().unwrap(), 200 - to_stalled, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert!(r["stalled_closed"].as_u64().unwrap() <= 2, "{r}");
+
+    // Long enough for the broker's pong timeout (3 s after hello here):
+    // the end-of-run probe sees the socket closed.
+    let r = loadgen(
+        &node,
+        &[
+            "--workload",
+            "rate",
+            "--peers",
+            "3",
+            "--stalled",
+            "1",
+            "--rate",
+            "100",
+            "--duration",
+            "4",
+        ],
+    )
+    .await;
+    assert_eq!(r["lost"], 0, "{r}");
+    assert!(r["sent_to_stalled"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["stalled_closed"], 1, "{r}");
+
+    // Broadcast reaches stalled members too, without expecting them.
+    let r = loadgen(
+        &node,
+        &[
+            "--workload",
+            "broadcast",
+            "--peers",
+            "3",
+            "--stalled",
+            "1",
+            "--messages",
+            "5",
+        ],
+    )
+    .await;
+    assert_eq!(r["delivered"], 10, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["sent_to_stalled"], 0, "{r}");
     node.shutdown().await;
 }

@@ -1,5 +1,5 @@
-//! Provisioning over the admin HTTP API (ADMIN.md): one fresh mesh, one
-//! member (and key pair) per simulated peer.
+//! Provisioning over the admin HTTP API (ADMIN.md): fresh meshes, one
+//! member (and key pair) per simulated session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,11 +62,17 @@ pub struct Member {
     pub keys: KeyPair,
 }
 
-/// The mesh and members a run uses.
-pub struct Provisioned {
+/// One mesh of the run.
+pub struct MeshInfo {
     pub slug: String,
     pub mesh_id: String,
-    /// Index i is peer i.
+}
+
+/// The meshes and members a run uses.
+pub struct Provisioned {
+    /// Index m is mesh m.
+    pub meshes: Vec<MeshInfo>,
+    /// Index i is session slot i (see `run::Layout`).
     pub members: Arc<Vec<Member>>,
 }
 
@@ -104,12 +110,25 @@ fn str_field(v: &Value, key: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("admin answer lacks `{key}`: {v}"))
 }
 
-/// Creates mesh `load-<8 hex>` and `peers` members on the node at `base`,
-/// each in `group` when given. `on_member` is called as each one lands.
+/// The slug of mesh `m` of `meshes`: `load-<8 hex>` for a single mesh,
+/// `load-<8 hex>-<m>` when there are several.
+fn mesh_slug(run: u32, m: usize, meshes: usize) -> String {
+    if meshes == 1 {
+        format!("load-{run:08x}")
+    } else {
+        format!("load-{run:08x}-{m}")
+    }
+}
+
+/// Creates `meshes` meshes and one member per slot on the node at `base`:
+/// slot i in mesh `mesh_of[i]`, named `names(i)`, each in `group` when
+/// given. `on_member` is called as each member lands.
 pub async fn provision(
     base: &str,
     token: &str,
-    peers: usize,
+    meshes: usize,
+    mesh_of: &[usize],
+    names: impl Fn(usize) -> String,
     group: Option<&str>,
     on_member: impl Fn(usize) + Send + Sync + 'static,
 ) -> Result<Provisioned> {
@@ -122,38 +141,58 @@ pub async fn provision(
         base: base.to_string(),
         token: token.to_string(),
     };
-    let slug = format!("load-{:08x}", rand::thread_rng().next_u32());
-    let mesh = admin
-        .post(
-            "/meshes",
-            json!({"slug": slug, "name": format!("loadgen {slug}")}),
-        )
-        .await
-        .context("creating the mesh")?;
-    let mesh_id = str_field(&mesh, "id")?;
-
     let limit = Arc::new(Semaphore::new(PROVISION_CONCURRENCY));
+    let run = rand::thread_rng().next_u32();
+    let mut tasks = JoinSet::new();
+    for m in 0..meshes {
+        let (admin, limit, slug) = (admin.clone(), limit.clone(), mesh_slug(run, m, meshes));
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await?;
+            let mesh = admin
+                .post(
+                    "/meshes",
+                    json!({"slug": slug, "name": format!("loadgen {slug}")}),
+                )
+                .await
+                .with_context(|| format!("creating mesh {slug}"))?;
+            let mesh_id = str_field(&mesh, "id")?;
+            anyhow::Ok((m, MeshInfo { slug, mesh_id }))
+        });
+    }
+    let mut created: Vec<Option<MeshInfo>> = (0..meshes).map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        let (m, info) = done.context("mesh task")??;
+        created[m] = Some(info);
+    }
+    let meshes = created
+        .into_iter()
+        .map(|m| m.ok_or_else(|| anyhow!("a mesh was not created")))
+        .collect::<Result<Vec<_>>>()?;
+
     let on_member = Arc::new(on_member);
     let groups: Vec<String> = group.map(|g| vec![g.to_string()]).unwrap_or_default();
     let mut tasks = JoinSet::new();
-    for i in 0..peers {
+    for (i, &m) in mesh_of.iter().enumerate() {
         let (admin, limit, on_member) = (admin.clone(), limit.clone(), on_member.clone());
-        let (path, groups) = (format!("/meshes/{slug}/members"), groups.clone());
+        let (path, groups) = (
+            format!("/meshes/{}/members", meshes[m].slug),
+            groups.clone(),
+        );
+        let name = names(i);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await?;
             let keys = KeyPair::generate();
-            let body = json!({"pubkey": keys.public_hex, "displayName": format!("load-peer-{i}"),
-                              "groups": groups});
-            let m = admin
+            let body = json!({"pubkey": keys.public_hex, "displayName": name, "groups": groups});
+            let member = admin
                 .post(&path, body)
                 .await
-                .with_context(|| format!("adding member {i}"))?;
-            let id = str_field(&m, "id")?;
+                .with_context(|| format!("adding member {name}"))?;
+            let id = str_field(&member, "id")?;
             on_member(i);
             anyhow::Ok((i, Member { id, keys }))
         });
     }
-    let mut slots: Vec<Option<Member>> = (0..peers).map(|_| None).collect();
+    let mut slots: Vec<Option<Member>> = (0..mesh_of.len()).map(|_| None).collect();
     while let Some(done) = tasks.join_next().await {
         let (i, m) = done.context("member task")??;
         slots[i] = Some(m);
@@ -163,8 +202,7 @@ pub async fn provision(
         .map(|m| m.ok_or_else(|| anyhow!("a member was not created")))
         .collect::<Result<Vec<_>>>()?;
     Ok(Provisioned {
-        slug,
-        mesh_id,
+        meshes,
         members: Arc::new(members),
     })
 }
@@ -185,5 +223,12 @@ mod tests {
         assert_eq!(parse_node_url("https://h:2/x").unwrap().ws, "wss://h:2/ws");
         assert!(parse_node_url("ftp://h:1").is_err());
         assert!(parse_node_url("http://").is_err());
+    }
+
+    #[test]
+    fn mesh_slugs_are_valid_and_distinct() {
+        assert_eq!(mesh_slug(0xab, 0, 1), "load-000000ab");
+        assert_eq!(mesh_slug(0xab, 0, 3), "load-000000ab-0");
+        assert_eq!(mesh_slug(0xab, 99, 100), "load-000000ab-99");
     }
 }

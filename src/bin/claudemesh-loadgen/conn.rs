@@ -1,6 +1,7 @@
 //! One simulated peer's WebSocket session: a signed hello (PROTOCOL.md
 //! "Handshake"), then a reader task that counts acks and pushes while the
-//! write half is driven by the workload.
+//! write half is driven by the workload. A stalled member says hello the
+//! same way and then is never read until the end of the run.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::Member;
 use crate::payload;
 use crate::stats::Stats;
+use crate::workload::STALLED_ID_SUFFIX;
 
 /// Unacked sends allowed per connection.
 pub const WINDOW: usize = 32;
@@ -31,6 +33,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub type Sink = SplitSink<Ws, Message>;
+type Stream = SplitStream<Ws>;
 
 /// A connected, greeted peer.
 pub struct Conn {
@@ -40,13 +43,21 @@ pub struct Conn {
     pub reader: JoinHandle<()>,
 }
 
-/// What identifies the run's mesh to each hello.
+/// What identifies a peer's mesh to its hello.
 pub struct HelloCtx {
     pub mesh_id: String,
     pub slug: String,
 }
 
-fn hello_frame(ctx: &HelloCtx, index: usize, member: &Member) -> Result<String> {
+/// What a peer's reader needs besides its socket.
+pub struct Reading {
+    /// Deliveries each of this peer's acked sends calls for.
+    pub fanout: u64,
+    pub stats: Arc<Stats>,
+    pub stop: CancellationToken,
+}
+
+fn hello_frame(ctx: &HelloCtx, index: usize, name: &str, member: &Member) -> Result<String> {
     let ts = chrono::Utc::now().timestamp_millis();
     let text = format!(
         "{}|{}|{}|{ts}",
@@ -56,24 +67,23 @@ fn hello_frame(ctx: &HelloCtx, index: usize, member: &Member) -> Result<String> 
         .ok_or_else(|| anyhow!("cannot sign with a generated key"))?;
     Ok(json!({
         "type": "hello", "meshId": ctx.mesh_id, "memberId": member.id,
-        "pubkey": member.keys.public_hex, "displayName": format!("load-peer-{index}"),
+        "pubkey": member.keys.public_hex, "displayName": name,
         "sessionId": format!("{}-s{index}", ctx.slug), "pid": std::process::id(),
         "cwd": "/loadgen", "hostname": "loadgen", "timestamp": ts, "signature": sig,
     })
     .to_string())
 }
 
-/// Connects peer `index` to `ws_url`, says hello, waits for `hello_ack`,
-/// and starts its reader.
-pub async fn connect(
+/// Connects session slot `index` to `ws_url`, says hello as `name` and
+/// waits for `hello_ack`.
+async fn greet(
     ws_url: &str,
     ctx: &HelloCtx,
     index: usize,
+    name: &str,
     member: &Member,
-    stats: Arc<Stats>,
-    stop: CancellationToken,
-) -> Result<Conn> {
-    let hello = hello_frame(ctx, index, member)?;
+) -> Result<(Sink, Stream)> {
+    let hello = hello_frame(ctx, index, name, member)?;
     let greet = async {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url, None, true)
             .await
@@ -97,7 +107,8 @@ pub async fn connect(
                 "error" => {
                     let code = v.code.as_deref().unwrap_or("?");
                     let hint = if code == "capacity" {
-                        " (start the broker with MAX_CONNECTIONS_PER_MESH of at least --peers)"
+                        " (start the broker with MAX_CONNECTIONS_PER_MESH of at least the \
+                         sessions per mesh: --peers / --meshes, plus stalled ones)"
                     } else {
                         ""
                     };
@@ -110,12 +121,24 @@ pub async fn connect(
             }
         }
     };
-    let (sink, stream) = tokio::time::timeout(HELLO_TIMEOUT, greet)
+    tokio::time::timeout(HELLO_TIMEOUT, greet)
         .await
         .map_err(|_| anyhow!("no hello_ack within {HELLO_TIMEOUT:?}"))?
-        .with_context(|| format!("peer {index}"))?;
+        .with_context(|| name.to_string())
+}
+
+/// Connects peer `index` (see `greet`) and starts its reader.
+pub async fn connect(
+    ws_url: &str,
+    ctx: &HelloCtx,
+    index: usize,
+    name: &str,
+    member: &Member,
+    reading: Reading,
+) -> Result<Conn> {
+    let (sink, stream) = greet(ws_url, ctx, index, name, member).await?;
     let window = Arc::new(Semaphore::new(WINDOW));
-    let reader = tokio::spawn(read_loop(index, stream, window.clone(), stats, stop));
+    let reader = tokio::spawn(read_loop(index, stream, window.clone(), reading));
     Ok(Conn {
         sink,
         window,
@@ -123,11 +146,52 @@ pub async fn connect(
     })
 }
 
+/// A stalled member's socket: greeted, then left unread (both halves
+/// kept, so the socket stays open) until `probe_closed` at the end.
+pub struct Stalled {
+    pub sink: Sink,
+    stream: Stream,
+}
+
+/// Connects stalled member slot `index` (see `greet`); nothing reads it.
+pub async fn connect_stalled(
+    ws_url: &str,
+    ctx: &HelloCtx,
+    index: usize,
+    name: &str,
+    member: &Member,
+) -> Result<Stalled> {
+    let (sink, stream) = greet(ws_url, ctx, index, name, member).await?;
+    Ok(Stalled { sink, stream })
+}
+
+/// Whether the broker has closed a stalled socket: sends a ping, then
+/// reads (draining what piled up) until the pong (open: `false`) or a
+/// close frame, the end of the stream or an error (closed: `true`).
+/// Callers bound it with a timeout and take a timeout as open.
+pub async fn probe_closed(s: &mut Stalled) -> bool {
+    if s.sink.send(Message::Ping(PROBE.into())).await.is_err() {
+        return true;
+    }
+    loop {
+        match s.stream.next().await {
+            Some(Ok(Message::Pong(p))) if p.as_ref() == PROBE => return false,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return true,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// The payload of `probe_closed`'s ping.
+const PROBE: &[u8] = b"loadgen-stalled-probe";
+
 /// The fields of incoming frames the load generator looks at.
 #[derive(Deserialize)]
 struct Incoming<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
     #[serde(default)]
     queued: Option<bool>,
     #[serde(default, borrow)]
@@ -144,13 +208,12 @@ struct Incoming<'a> {
 
 /// Receives until `stop`: acks return send credits, pushes are checked
 /// for duplicates and timed.
-async fn read_loop(
-    index: usize,
-    mut stream: SplitStream<Ws>,
-    window: Arc<Semaphore>,
-    stats: Arc<Stats>,
-    stop: CancellationToken,
-) {
+async fn read_loop(index: usize, mut stream: Stream, window: Arc<Semaphore>, reading: Reading) {
+    let Reading {
+        fanout,
+        stats,
+        stop,
+    } = reading;
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     loop {
         let next = tokio::select! {
@@ -178,6 +241,11 @@ async fn read_loop(
             "ack" => {
                 if frame.queued == Some(true) {
                     Stats::bump(&stats.acked);
+                    let id = frame.id.as_deref().unwrap_or("");
+                    // Nobody reads a stalled member: no delivery due.
+                    if !id.ends_with(STALLED_ID_SUFFIX) {
+                        Stats::add(&stats.expected, fanout);
+                    }
                 } else {
                     Stats::bump(&stats.rejected);
                     stats.show_error(&format!(
@@ -195,7 +263,8 @@ async fn read_loop(
             "push" => match frame.ciphertext.as_deref().and_then(payload::decode) {
                 Some(h) => {
                     if seen.insert((h.sender, h.seq)) {
-                        stats.delivered(payload::now_us().saturating_sub(h.sent_us));
+                        let latency = payload::now_us().saturating_sub(h.sent_us);
+                        stats.delivered(latency, (h.sender, h.seq));
                     } else {
                         Stats::bump(&stats.duplicates);
                     }

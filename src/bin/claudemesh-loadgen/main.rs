@@ -5,6 +5,7 @@
 
 mod admin;
 mod conn;
+mod layout;
 mod payload;
 mod progress;
 mod run;
@@ -18,26 +19,54 @@ use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 
 const AFTER_HELP: &str = "\
-Provisions a fresh mesh `load-<8 hex>` with one member per peer through the
-admin API of the first --url, connects every peer (round-robin over the
-urls) with a signed hello, runs the workload, waits for deliveries to drain
-(until all arrive or 10 s pass with no progress) and reports.
+Provisions a fresh mesh `load-<8 hex>` (with --meshes K > 1, K meshes
+`load-<8 hex>-<m>`) with one member per peer through the admin API of the
+first --url, connects every peer (round-robin over the urls) with a signed
+hello, runs the workload, waits for deliveries to drain (until all arrive or
+10 s pass with no progress) and reports.
 
-Workloads:
-  dm         each peer sends --messages to random other peers (member key)
-  broadcast  peer 0 sends --messages to `*` (each reaches peers-1 sessions)
+Workloads (a peer's \"mesh\" is its own mesh; peer i is in mesh i % K):
+  dm         each peer sends --messages to random other peers of its mesh
+             (member key)
+  broadcast  peer 0 of every mesh (peer m of mesh m) sends --messages to
+             `*` (each reaches the other peers of that mesh)
   group      every member is in group `load`; each peer sends --messages
-             to `@load` (each reaches peers-1 sessions)
+             to `@load` (each reaches the other peers of its mesh)
   rate       --rate messages/s in total, as dm sends spread over the peers,
              for --duration seconds
   idle       connect, hold --hold seconds; with --broker-pid, reports that
              process's VmRSS before connecting and at the end of the hold
 
+--meshes K (default 1, at most --peers): the peers are split over K meshes
+of --peers / K (the first --peers % K meshes get one more); every mesh needs
+2 peers or more except for idle. Many small meshes keep the peer_joined
+fan-out of a large idle run linear, so hello_per_s measures hellos.
+
+--stalled N (default 0; not for idle): N more members (stalled j in mesh
+j % K) connect and say hello after the peers, then are never read again
+(their sockets stay open). dm and rate senders pick uniformly among the
+other peers of their mesh and its stalled members, so a stalled member gets
+a normal peer's share; broadcast and group reach them as mesh (and group)
+members. Nothing sent to them is expected or lost: `sent_to_stalled`
+counts the dm/rate sends addressed to them; hello_per_s counts the peers
+only. At the end each stalled socket gets a ping and is read for up to
+3 s: `stalled_closed` counts those the broker had closed by then (close,
+end of stream or error before the pong). The broker drops a socket whose
+writes stall for BROKER_PING_INTERVAL_SECONDS (default 30; once its
+buffers fill) or that misses pongs for BROKER_PONG_TIMEOUT_SECONDS
+(default 75), so short runs may report 0.
+
+broadcast also reports `spread_ms`: for each message, the time from its
+first to its last push across recipients (as received here), over the
+messages that reached 2 recipients or more (0 when none did); it is null
+for the other workloads.
+
 Start the broker with limits that let the load through, for example:
   BROKER_SEND_RATE_PER_MIN=1000000 BROKER_SEND_BURST=1000000
                              per-member send budget (default 60/min, burst 10)
   MAX_CONNECTIONS_PER_MESH=N live sessions per mesh (default 100): at least
-                             --peers
+                             --peers / --meshes (rounded up) plus the
+                             stalled members of a mesh
   MAX_MESSAGE_BYTES=B        send size cap (default 65536); the generator reads
                              the same variable to check that --payload-bytes
                              fits (base64 grows it by a third)
@@ -88,9 +117,15 @@ pub struct Args {
     pub admin_token: String,
     #[arg(long, value_enum)]
     pub workload: Workload,
-    /// Sessions, one member each.
+    /// Sessions, one member each (stalled members not included).
     #[arg(long)]
     pub peers: usize,
+    /// Meshes the peers are split over (peer i in mesh i % K).
+    #[arg(long, default_value_t = 1)]
+    pub meshes: usize,
+    /// Extra members that say hello and then never read their socket.
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
     /// dm, group, broadcast: messages per sending peer.
     #[arg(long, default_value_t = 100)]
     pub messages: u64,
@@ -141,6 +176,35 @@ fn plan(args: &Args) -> Result<run::Plan> {
             args.workload.name()
         );
     }
+    if args.meshes == 0 {
+        bail!("--meshes must be at least 1");
+    }
+    if args.meshes > args.peers {
+        bail!(
+            "--meshes {} is more than --peers {}: every mesh needs a peer",
+            args.meshes,
+            args.peers
+        );
+    }
+    let layout = layout::Layout {
+        peers: args.peers,
+        meshes: args.meshes,
+        stalled: args.stalled,
+    };
+    if args.workload != Workload::Idle && layout.smallest_mesh() < 2 {
+        bail!(
+            "--workload {} needs 2 peers or more in every mesh: --peers {} over --meshes {} \
+             leaves a mesh with {} (use --peers of at least {})",
+            args.workload.name(),
+            args.peers,
+            args.meshes,
+            layout.smallest_mesh(),
+            2 * args.meshes
+        );
+    }
+    if args.workload == Workload::Idle && args.stalled > 0 {
+        bail!("--stalled needs a messaging workload (dm, rate, broadcast or group); idle sends nothing");
+    }
     if args.admin_token.is_empty() {
         bail!("--admin-token (or BROKER_ADMIN_TOKEN) is empty");
     }
@@ -172,7 +236,7 @@ fn plan(args: &Args) -> Result<run::Plan> {
         .collect::<Result<Vec<_>>>()?;
     Ok(run::Plan {
         workload: args.workload,
-        peers: args.peers,
+        layout,
         messages: args.messages,
         rate,
         duration,
@@ -213,5 +277,89 @@ async fn main() -> ExitCode {
             eprintln!("claudemesh-loadgen: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(args: &[&str]) -> Result<run::Plan> {
+        let argv = ["claudemesh-loadgen", "--admin-token", "t"]
+            .iter()
+            .chain(args)
+            .copied();
+        plan(&Args::try_parse_from(argv).expect("flags parse"))
+    }
+
+    fn error_of(args: &[&str]) -> String {
+        match plan_of(args) {
+            Ok(_) => panic!("{args:?} should be refused"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_one_mesh_and_no_stalled_members() {
+        let p = plan_of(&["--workload", "dm", "--peers", "4"]).unwrap();
+        assert_eq!(
+            p.layout,
+            layout::Layout {
+                peers: 4,
+                meshes: 1,
+                stalled: 0
+            }
+        );
+    }
+
+    #[test]
+    fn meshes_and_stalled_are_planned() {
+        let p = plan_of(&[
+            "--workload",
+            "dm",
+            "--peers",
+            "7",
+            "--meshes",
+            "3",
+            "--stalled",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(p.layout.slots(), 9);
+        assert_eq!(p.layout.smallest_mesh(), 2);
+        // Idle may have a peer per mesh.
+        assert!(plan_of(&["--workload", "idle", "--peers", "5", "--meshes", "5"]).is_ok());
+    }
+
+    #[test]
+    fn bad_mesh_counts_are_refused() {
+        let e = error_of(&["--workload", "idle", "--peers", "3", "--meshes", "0"]);
+        assert!(e.contains("--meshes must be at least 1"), "{e}");
+        let e = error_of(&["--workload", "idle", "--peers", "3", "--meshes", "4"]);
+        assert!(e.contains("more than --peers 3"), "{e}");
+        let e = error_of(&["--workload", "dm", "--peers", "5", "--meshes", "3"]);
+        assert!(e.contains("2 peers or more in every mesh"), "{e}");
+        assert!(e.contains("leaves a mesh with 1"), "{e}");
+        let e = error_of(&["--workload", "broadcast", "--peers", "3", "--meshes", "2"]);
+        assert!(e.contains("--peers of at least 4"), "{e}");
+    }
+
+    #[test]
+    fn stalled_needs_a_messaging_workload() {
+        let e = error_of(&["--workload", "idle", "--peers", "3", "--stalled", "1"]);
+        assert!(e.contains("--stalled needs a messaging workload"), "{e}");
+        for w in ["dm", "broadcast", "group"] {
+            assert!(plan_of(&["--workload", w, "--peers", "2", "--stalled", "3"]).is_ok());
+        }
+    }
+
+    #[test]
+    fn older_checks_still_hold() {
+        let e = error_of(&["--workload", "dm", "--peers", "1"]);
+        assert!(e.contains("needs --peers 2 or more"), "{e}");
+        let e = error_of(&["--workload", "rate", "--peers", "2", "--duration", "1"]);
+        assert!(e.contains("needs --rate"), "{e}");
+        let e = error_of(&["--workload", "dm", "--peers", "2", "--payload-bytes", "10"]);
+        assert!(e.contains("--payload-bytes must be at least 24"), "{e}");
     }
 }

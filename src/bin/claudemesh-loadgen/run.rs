@@ -11,7 +11,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, NodeUrl};
-use crate::conn::{self, Conn, HelloCtx, Sink};
+use crate::conn::{self, Conn, HelloCtx, Reading, Sink, Stalled};
+use crate::layout::Layout;
 use crate::payload::Encoder;
 use crate::progress::Progress;
 use crate::stats::{self, IdleRss, Report, Stats};
@@ -30,10 +31,13 @@ const FEED_DEPTH: usize = 1024;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the phases poll counters (and redraw the bar).
 const POLL: Duration = Duration::from_millis(20);
+/// The end-of-run check of the stalled sockets may take this long.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct Plan {
     pub workload: Workload,
-    pub peers: usize,
+    /// Peers, meshes and stalled members.
+    pub layout: Layout,
     pub messages: u64,
     pub rate: f64,
     pub duration: Duration,
@@ -48,16 +52,25 @@ pub struct Plan {
 
 pub async fn run(plan: Plan) -> Result<Report> {
     let progress = Progress::new(plan.progress);
-    let stats = Arc::new(Stats::new());
+    let layout = plan.layout;
+    let stats = if plan.workload == Workload::Broadcast {
+        Stats::new().tracking_spread()
+    } else {
+        Stats::new()
+    };
+    let stats = Arc::new(stats);
     let stop = CancellationToken::new();
 
-    progress.phase("provision", plan.peers as u64);
+    progress.phase("provision", layout.slots() as u64);
     let group = (plan.workload == Workload::Group).then_some(GROUP);
     let p = progress.clone();
+    let mesh_of: Vec<usize> = (0..layout.slots()).map(|s| layout.mesh_of(s)).collect();
     let prov = admin::provision(
         &plan.nodes[0].http,
         &plan.admin_token,
-        plan.peers,
+        layout.meshes,
+        &mesh_of,
+        move |s| layout.name(s),
         group,
         move |_| p.inc(),
     )
@@ -68,7 +81,7 @@ pub async fn run(plan: Plan) -> Result<Report> {
         eprintln!("loadgen: cannot read VmRSS of the --broker-pid process");
     }
 
-    progress.phase("connect", plan.peers as u64);
+    progress.phase("connect", layout.slots() as u64);
     let (conns, hello_elapsed) = match connect_all(&plan, &prov, &stats, &stop, &progress).await {
         Ok(c) => c,
         Err(e) => {
@@ -76,7 +89,17 @@ pub async fn run(plan: Plan) -> Result<Report> {
             return Err(e);
         }
     };
-    let hello_per_s = plan.peers as f64 / hello_elapsed.as_secs_f64().max(1e-9);
+    let hello_per_s = layout.peers as f64 / hello_elapsed.as_secs_f64().max(1e-9);
+    let stalled = match connect_stalled(&plan, &prov, &progress).await {
+        Ok(s) => s,
+        Err(e) => {
+            stop.cancel();
+            let (sinks, readers): (Vec<_>, Vec<_>) =
+                conns.into_iter().map(|c| (c.sink, c.reader)).unzip();
+            close_all(sinks, readers).await;
+            return Err(e);
+        }
+    };
 
     let mut readers = Vec::with_capacity(conns.len());
     let mut sinks = Vec::with_capacity(conns.len());
@@ -89,10 +112,12 @@ pub async fn run(plan: Plan) -> Result<Report> {
 
     let mut report = Report {
         workload: plan.workload.name(),
-        peers: plan.peers,
+        peers: layout.peers,
         messages_per_peer: match plan.workload {
             Workload::Idle => 0,
-            Workload::Rate => (plan.rate * plan.duration.as_secs_f64()) as u64 / plan.peers as u64,
+            Workload::Rate => {
+                (plan.rate * plan.duration.as_secs_f64()) as u64 / layout.peers as u64
+            }
             _ => plan.messages,
         },
         payload_bytes: plan.payload_bytes,
@@ -106,6 +131,11 @@ pub async fn run(plan: Plan) -> Result<Report> {
         throughput_msgs_per_s: 0.0,
         latency_ms: Default::default(),
         hello_per_s: stats::round3(hello_per_s),
+        meshes: layout.meshes,
+        spread_ms: None,
+        stalled: layout.stalled,
+        sent_to_stalled: 0,
+        stalled_closed: 0,
         idle: None,
     };
 
@@ -115,7 +145,7 @@ pub async fn run(plan: Plan) -> Result<Report> {
         let after = plan.broker_pid.and_then(stats::rss_kb);
         report.duration_s = stats::round3(t.elapsed().as_secs_f64());
         let per_conn = match (rss_before, after) {
-            (Some(b), Some(a)) => Some(stats::round3((a as f64 - b as f64) / plan.peers as f64)),
+            (Some(b), Some(a)) => Some(stats::round3((a as f64 - b as f64) / layout.peers as f64)),
             _ => None,
         };
         report.idle = Some(IdleRss {
@@ -139,7 +169,14 @@ pub async fn run(plan: Plan) -> Result<Report> {
 
     progress.finish();
     stop.cancel();
-    close_all(sinks, readers).await;
+    let stalled_sinks = if outcome.is_ok() {
+        let (closed, sinks) = probe_stalled(stalled).await;
+        report.stalled_closed = closed;
+        sinks
+    } else {
+        stalled.into_iter().map(|s| s.sink).collect()
+    };
+    close_all(sinks.into_iter().flatten().chain(stalled_sinks), readers).await;
     outcome?;
 
     let rejected = Stats::get(&stats.rejected);
@@ -160,6 +197,30 @@ pub async fn run(plan: Plan) -> Result<Report> {
     Ok(report)
 }
 
+/// The hello context of each mesh.
+fn hello_ctxs(prov: &admin::Provisioned) -> Vec<Arc<HelloCtx>> {
+    prov.meshes
+        .iter()
+        .map(|m| {
+            Arc::new(HelloCtx {
+                mesh_id: m.mesh_id.clone(),
+                slug: m.slug.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Deliveries each acked send of peer `i` calls for.
+fn fanout(workload: Workload, layout: &Layout, i: usize) -> u64 {
+    match workload {
+        Workload::Dm | Workload::Rate => 1,
+        Workload::Broadcast | Workload::Group => {
+            layout.peers_in(layout.mesh_of(i)).len() as u64 - 1
+        }
+        Workload::Idle => 0,
+    }
+}
+
 /// Connects every peer; returns them in peer order and the time from the
 /// first connect to the last `hello_ack`.
 async fn connect_all(
@@ -169,24 +230,28 @@ async fn connect_all(
     stop: &CancellationToken,
     progress: &Progress,
 ) -> Result<(Vec<Conn>, Duration)> {
-    let ctx = Arc::new(HelloCtx {
-        mesh_id: prov.mesh_id.clone(),
-        slug: prov.slug.clone(),
-    });
+    let layout = plan.layout;
+    let ctxs = hello_ctxs(prov);
     let limit = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let started = Instant::now();
     let mut tasks = JoinSet::new();
-    for i in 0..prov.members.len() {
+    for i in 0..layout.peers {
         let ws = plan.nodes[i % plan.nodes.len()].ws.clone();
         let members = prov.members.clone();
-        let (ctx, limit, stats, stop) = (ctx.clone(), limit.clone(), stats.clone(), stop.clone());
+        let ctx = ctxs[layout.mesh_of(i)].clone();
+        let reading = Reading {
+            fanout: fanout(plan.workload, &layout, i),
+            stats: stats.clone(),
+            stop: stop.clone(),
+        };
+        let limit = limit.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await?;
-            let c = conn::connect(&ws, &ctx, i, &members[i], stats, stop).await?;
+            let c = conn::connect(&ws, &ctx, i, &layout.name(i), &members[i], reading).await?;
             anyhow::Ok((i, c))
         });
     }
-    let mut slots: Vec<Option<Conn>> = (0..plan.peers).map(|_| None).collect();
+    let mut slots: Vec<Option<Conn>> = (0..layout.peers).map(|_| None).collect();
     while let Some(done) = tasks.join_next().await {
         match done.context("connect task")? {
             Ok((i, c)) => {
@@ -210,6 +275,61 @@ async fn connect_all(
     Ok((conns, elapsed))
 }
 
+/// Connects the stalled members (after every peer), in slot order.
+async fn connect_stalled(
+    plan: &Plan,
+    prov: &admin::Provisioned,
+    progress: &Progress,
+) -> Result<Vec<Stalled>> {
+    let layout = plan.layout;
+    let ctxs = hello_ctxs(prov);
+    let mut tasks = JoinSet::new();
+    let limit = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    for i in layout.peers..layout.slots() {
+        let ws = plan.nodes[i % plan.nodes.len()].ws.clone();
+        let (members, limit) = (prov.members.clone(), limit.clone());
+        let ctx = ctxs[layout.mesh_of(i)].clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await?;
+            let s = conn::connect_stalled(&ws, &ctx, i, &layout.name(i), &members[i]).await?;
+            anyhow::Ok((i, s))
+        });
+    }
+    let mut slots: Vec<Option<Stalled>> = (0..layout.stalled).map(|_| None).collect();
+    while let Some(done) = tasks.join_next().await {
+        let (i, s) = done.context("connect task")??;
+        slots[i - layout.peers] = Some(s);
+        progress.inc();
+    }
+    slots
+        .into_iter()
+        .map(|s| s.ok_or_else(|| anyhow!("a stalled member did not connect")))
+        .collect()
+}
+
+/// Checks every stalled socket at once (`conn::probe_closed`, bounded by
+/// `PROBE_TIMEOUT`); returns how many the broker had closed, and the
+/// write halves to close.
+async fn probe_stalled(stalled: Vec<Stalled>) -> (u64, Vec<Sink>) {
+    let mut probes = JoinSet::new();
+    for mut s in stalled {
+        probes.spawn(async move {
+            let closed = tokio::time::timeout(PROBE_TIMEOUT, conn::probe_closed(&mut s))
+                .await
+                .unwrap_or(false);
+            (closed, s.sink)
+        });
+    }
+    let (mut closed, mut sinks) = (0, Vec::new());
+    while let Some(done) = probes.join_next().await {
+        if let Ok((c, sink)) = done {
+            closed += u64::from(c);
+            sinks.push(sink);
+        }
+    }
+    (closed, sinks)
+}
+
 async fn hold(plan: &Plan, progress: &Progress) {
     progress.phase("hold (s)", plan.hold.as_secs());
     let until = Instant::now() + plan.hold;
@@ -230,31 +350,49 @@ async fn load(
     windows: Vec<Arc<Semaphore>>,
     report: &mut Report,
 ) -> Result<()> {
-    let n = plan.peers;
-    let keys: Arc<Vec<String>> = Arc::new(
-        prov.members
-            .iter()
-            .map(|m| m.keys.public_hex.clone())
-            .collect(),
-    );
-    let (senders, targets, fanout, planned): (Vec<usize>, Targets, u64, u64) = match plan.workload {
+    let layout = plan.layout;
+    let n = layout.peers;
+    let key_list = |slots: Vec<usize>| -> Arc<Vec<String>> {
+        Arc::new(
+            slots
+                .into_iter()
+                .map(|s| prov.members[s].keys.public_hex.clone())
+                .collect(),
+        )
+    };
+    let mesh_peers: Vec<_> = (0..layout.meshes)
+        .map(|m| key_list(layout.peers_in(m)))
+        .collect();
+    let mesh_stalled: Vec<_> = (0..layout.meshes)
+        .map(|m| key_list(layout.stalled_in(m)))
+        .collect();
+    // Peer i is at position i / meshes among its mesh's peers.
+    let random_peer = |i: usize| {
+        let m = layout.mesh_of(i);
+        Targets::RandomPeer {
+            peers: mesh_peers[m].clone(),
+            stalled: mesh_stalled[m].clone(),
+            own: i / layout.meshes,
+        }
+    };
+    let (senders, planned): (Vec<(usize, Targets)>, u64) = match plan.workload {
         Workload::Dm => (
-            (0..n).collect(),
-            Targets::RandomPeer(keys),
-            1,
+            (0..n).map(|i| (i, random_peer(i))).collect(),
             plan.messages * n as u64,
         ),
         Workload::Group => (
-            (0..n).collect(),
-            Targets::Fixed(GROUP_TARGET),
-            n as u64 - 1,
+            (0..n).map(|i| (i, Targets::Fixed(GROUP_TARGET))).collect(),
             plan.messages * n as u64,
         ),
-        Workload::Broadcast => (vec![0], Targets::Fixed("*"), n as u64 - 1, plan.messages),
+        // Peer 0 of every mesh (slot m for mesh m).
+        Workload::Broadcast => (
+            (0..layout.meshes)
+                .map(|m| (m, Targets::Fixed("*")))
+                .collect(),
+            plan.messages * layout.meshes as u64,
+        ),
         Workload::Rate => (
-            (0..n).collect(),
-            Targets::RandomPeer(keys),
-            1,
+            (0..n).map(|i| (i, random_peer(i))).collect(),
             (plan.rate * plan.duration.as_secs_f64()) as u64,
         ),
         Workload::Idle => unreachable!("idle has no load phase"),
@@ -265,7 +403,7 @@ async fn load(
     progress.phase("send", planned);
     let mut tasks: JoinSet<Result<(usize, Sink)>> = JoinSet::new();
     let mut feeds = Vec::new();
-    for &i in &senders {
+    for (i, targets) in senders {
         let sink = sinks[i]
             .take()
             .ok_or_else(|| anyhow!("peer {i} has no socket"))?;
@@ -275,7 +413,7 @@ async fn load(
             windows[i].clone(),
             enc.clone(),
             stats.clone(),
-            targets.clone(),
+            targets,
         );
         if plan.workload == Workload::Rate {
             let (tx, rx) = mpsc::channel(FEED_DEPTH);
@@ -329,7 +467,9 @@ async fn load(
     let send_end_us = stats.started.elapsed().as_micros() as u64;
 
     let acked = Stats::get(&stats.acked);
-    let expected = acked * fanout;
+    // Every ack is in: each added its sender's fan-out (none for sends
+    // to stalled members).
+    let expected = Stats::get(&stats.expected);
     progress.phase("deliver", expected);
     let (mut last, mut last_change) = (u64::MAX, Instant::now());
     loop {
@@ -362,14 +502,16 @@ async fn load(
         0.0
     };
     report.latency_ms = stats.latency();
+    report.spread_ms = stats.spread();
+    report.sent_to_stalled = Stats::get(&stats.sent_to_stalled);
     Ok(())
 }
 
 /// Ends every reader and closes every socket that is still ours, within
 /// `CLOSE_TIMEOUT`.
-async fn close_all(sinks: Vec<Option<Sink>>, readers: Vec<JoinHandle<()>>) {
+async fn close_all(sinks: impl IntoIterator<Item = Sink>, readers: Vec<JoinHandle<()>>) {
     let mut closing = JoinSet::new();
-    for mut s in sinks.into_iter().flatten() {
+    for mut s in sinks {
         closing.spawn(async move {
             let _ = s.close().await;
         });

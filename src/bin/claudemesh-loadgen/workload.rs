@@ -22,13 +22,45 @@ pub const GROUP: &str = "load";
 /// The target spec that reaches it.
 pub const GROUP_TARGET: &str = "@load";
 
+/// Ends the `id` of a send addressed to a stalled member, so its ack can
+/// be told apart (it expects no delivery).
+pub const STALLED_ID_SUFFIX: &str = "-s";
+
 /// Who a sender's messages go to.
 #[derive(Clone)]
 pub enum Targets {
-    /// A uniformly random other peer's member key.
-    RandomPeer(Arc<Vec<String>>),
+    /// A uniformly random choice among the other peers of the sender's
+    /// mesh (`peers`, member keys, the sender at `own`) and the stalled
+    /// members of that mesh (`stalled`), so a stalled member gets a normal
+    /// peer's share.
+    RandomPeer {
+        peers: Arc<Vec<String>>,
+        stalled: Arc<Vec<String>>,
+        own: usize,
+    },
     /// The same target spec every time (`*`, `@load`).
     Fixed(&'static str),
+}
+
+/// One random choice for `Targets::RandomPeer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// Normal peer i of the mesh (never the sender).
+    Peer(usize),
+    /// Stalled member j of the mesh.
+    Stalled(usize),
+}
+
+/// Picks uniformly among the `peers - 1` others and the `stalled`
+/// members. Needs `peers >= 2`.
+pub fn pick(rng: &mut impl Rng, peers: usize, own: usize, stalled: usize) -> Pick {
+    let others = peers - 1;
+    let j = rng.gen_range(0..others + stalled);
+    if j < others {
+        Pick::Peer(if j >= own { j + 1 } else { j })
+    } else {
+        Pick::Stalled(j - others)
+    }
 }
 
 /// The write half of one peer, with its send credits.
@@ -64,17 +96,18 @@ impl Sender {
         }
     }
 
-    fn target(&mut self) -> &str {
+    /// The next target spec, and whether it is a stalled member.
+    fn target(&mut self) -> (&str, bool) {
         match &self.targets {
-            Targets::Fixed(t) => t,
-            Targets::RandomPeer(keys) => {
-                // Any peer but this one (callers ensure there are two).
-                let mut j = self.rng.gen_range(0..keys.len() - 1);
-                if j >= self.index {
-                    j += 1;
-                }
-                &keys[j]
-            }
+            Targets::Fixed(t) => (t, false),
+            Targets::RandomPeer {
+                peers,
+                stalled,
+                own,
+            } => match pick(&mut self.rng, peers.len(), *own, stalled.len()) {
+                Pick::Peer(i) => (&peers[i], false),
+                Pick::Stalled(j) => (&stalled[j], true),
+            },
         }
     }
 
@@ -94,12 +127,16 @@ impl Sender {
             seq,
             sent_us: sent_us.unwrap_or_else(payload::now_us),
         });
-        let target = self.target();
+        let (target, to_stalled) = self.target();
+        let suffix = if to_stalled { STALLED_ID_SUFFIX } else { "" };
         // Every field is ours and needs no JSON escaping.
         let frame = format!(
-            r#"{{"type":"send","id":"{index}-{seq}","targetSpec":"{target}","priority":"now","nonce":"{NONCE_B64}","ciphertext":"{ciphertext}"}}"#
+            r#"{{"type":"send","id":"{index}-{seq}{suffix}","targetSpec":"{target}","priority":"now","nonce":"{NONCE_B64}","ciphertext":"{ciphertext}"}}"#
         );
         Stats::bump(&self.stats.sent);
+        if to_stalled {
+            Stats::bump(&self.stats.sent_to_stalled);
+        }
         self.sink
             .send(Message::Text(frame.into()))
             .await
@@ -174,4 +211,31 @@ pub async fn offer(feeds: Vec<mpsc::Sender<u64>>, rate: f64, duration: Duration)
         }
     }
     dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_never_self_and_give_stalled_a_peer_share() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let (peers, own, stalled) = (4, 2, 2);
+        let mut counts = [0u32; 6];
+        for _ in 0..50_000 {
+            match pick(&mut rng, peers, own, stalled) {
+                Pick::Peer(i) => counts[i] += 1,
+                Pick::Stalled(j) => counts[peers + j] += 1,
+            }
+        }
+        assert_eq!(counts[own], 0);
+        // 3 other peers + 2 stalled: each about a fifth.
+        for (i, &c) in counts.iter().enumerate().filter(|(i, _)| *i != own) {
+            assert!((9_000..11_000).contains(&c), "slot {i}: {counts:?}");
+        }
+        for _ in 0..1000 {
+            assert_eq!(pick(&mut rng, 2, 0, 0), Pick::Peer(1));
+            assert_eq!(pick(&mut rng, 2, 1, 0), Pick::Peer(0));
+        }
+    }
 }
