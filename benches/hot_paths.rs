@@ -74,6 +74,7 @@ fn benches(c: &mut Criterion) {
                 name: format!("team{}/sub", i % 10),
                 role: None,
             }],
+            status: claudemesh_broker::protocol::Status::Idle,
         })
         .collect();
     let sender: Presence = {

@@ -153,7 +153,18 @@ impl Application {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .expect("a node runs once");
+        let complete_rx = node
+            .complete_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("a node runs once");
         let batcher_stop = CancellationToken::new();
+        let completer = tokio::spawn(crate::engine::completer::run(
+            node.clone(),
+            complete_rx,
+            batcher_stop.clone(),
+        ));
         let claimer = tokio::spawn(crate::engine::claims::run(
             node.clone(),
             claim_rx,
@@ -209,6 +220,7 @@ impl Application {
         batcher_stop.cancel();
         let _ = batcher.await;
         let _ = claimer.await;
+        let _ = completer.await;
         loops_stop.cancel();
         let _ = heartbeat.await;
         let _ = sweeper.await;

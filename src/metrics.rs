@@ -68,8 +68,14 @@ pub struct Metrics {
     pub redeliveries: Counter<u64, AtomicU64>,
     /// Claim statements run (each may also complete written rows).
     pub claims: Counter<u64, AtomicU64>,
+    /// Rows stored pre-claimed and pushed without a claim.
+    pub handoffs: Counter<u64, AtomicU64>,
     /// Sends stored per group-commit transaction.
     pub send_batch: Histogram,
+    /// One group commit (presence read + store transaction), seconds.
+    pub send_commit: Histogram,
+    /// One claim statement (claim hub round trip), seconds.
+    pub claim_duration: Histogram,
     /// Sweeper passes and their duration, seconds.
     pub sweeps: Counter<u64, AtomicU64>,
     pub sweep_duration: Histogram,
@@ -128,12 +134,37 @@ impl Metrics {
         let send_batch = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10),
         );
+        // 0.1 ms … ~0.8 s: a commit is a few round trips and one WAL flush.
+        let send_commit = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 14),
+        );
+        let claim_duration = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 14),
+        );
+        registry.register_with_unit(
+            "send_commit",
+            "Group commit of sends (presence read and store transaction)",
+            prometheus_client::registry::Unit::Seconds,
+            send_commit.clone(),
+        );
+        registry.register_with_unit(
+            "claim",
+            "Claim statement time",
+            prometheus_client::registry::Unit::Seconds,
+            claim_duration.clone(),
+        );
         let sweeps = Counter::default();
         let sweep_duration = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 14),
         );
         let db_pool = Family::default();
         registry.register("claims", "Claim statements run", claims.clone());
+        let handoffs = Counter::default();
+        registry.register(
+            "handoffs",
+            "Rows stored pre-claimed and pushed without a claim",
+            handoffs.clone(),
+        );
         registry.register(
             "send_batch_size",
             "Sends per group commit",
@@ -256,6 +287,9 @@ impl Metrics {
             redeliveries,
             claims,
             send_batch,
+            send_commit,
+            claim_duration,
+            handoffs,
             sweeps,
             sweep_duration,
             db_pool,

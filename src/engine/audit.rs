@@ -19,6 +19,11 @@ use crate::store::{NewAuditEntry, StoreError};
 pub const AUDIT_QUEUE: usize = 100_000;
 /// Entries per append transaction.
 const AUDIT_BATCH: usize = 1_000;
+/// How long a batch collects after its first entry: an append is a
+/// durable transaction with a row lock per mesh, so under steady traffic
+/// one every few dozen milliseconds, not one per send, keeps the database
+/// free for the hot path. A crash loses at most this window.
+const LINGER: Duration = Duration::from_millis(50);
 /// Pause before retrying a failed append.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -78,10 +83,22 @@ pub async fn run_appender(node: Arc<Node>, mut rx: AuditRx, stop: CancellationTo
                 _ = stop.cancelled() => rx.close(),
             }
         }
+        let deadline = tokio::time::Instant::now() + LINGER;
         while batch.len() < AUDIT_BATCH {
-            match rx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
+            if stop.is_cancelled() {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                e = tokio::time::timeout_at(deadline, rx.recv()) => match e {
+                    Ok(Some(e)) => batch.push(e),
+                    Ok(None) | Err(_) => break,
+                },
+                _ = stop.cancelled() => rx.close(),
             }
         }
         if batch.is_empty() {

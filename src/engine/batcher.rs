@@ -70,6 +70,7 @@ pub async fn run(node: Arc<Node>, mut rx: SendQueue, stop: CancellationToken) {
 
 impl Node {
     async fn store_batch(&self, jobs: Vec<SendJob>) {
+        let started = std::time::Instant::now();
         // One presence read per mesh in the batch.
         let mut meshes: HashMap<String, Result<Vec<RouteTarget>, ()>> = HashMap::new();
         for job in &jobs {
@@ -85,6 +86,8 @@ impl Node {
         }
         let now = self.now();
         let settings = &self.config.settings;
+        let lease_until = now + chrono::Duration::seconds(settings.claim_lease_seconds as i64);
+        let takers = self.takers(meshes.values().filter_map(|r| r.as_ref().ok()).flatten());
         let mut outgoing = Vec::with_capacity(jobs.len());
         let mut waiting = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -97,7 +100,16 @@ impl Node {
                     continue;
                 }
             };
-            let deliveries = route(&job.target, &job.sender, presences);
+            let mut deliveries = route(&job.target, &job.sender, presences);
+            if !takers.is_empty() {
+                self.preclaim(
+                    &mut deliveries,
+                    presences,
+                    &takers,
+                    job.priority,
+                    lease_until,
+                );
+            }
             if deliveries.is_empty() && matches!(job.target, Target::Key(_)) {
                 let r = SendRefusal {
                     code: "no_recipient",
@@ -132,16 +144,21 @@ impl Node {
                 return;
             }
         };
+        self.metrics
+            .send_commit
+            .observe(started.elapsed().as_secs_f64());
         let mut woken: HashMap<String, Vec<crate::store::NewDelivery>> = HashMap::new();
+        let mut handed = Vec::new();
         for ((job, out), result) in waiting.into_iter().zip(outgoing).zip(results) {
             match result {
-                SendResult::Queued => {
+                SendResult::Queued { claimed } => {
                     let id: Uuid = out.message.id;
                     self.audit_sent(&job, id, out.deliveries.len());
+                    self.collect_handed(&out.message, &out.deliveries, claimed, &mut handed);
                     woken
                         .entry(job.sender.mesh_id.clone())
                         .or_default()
-                        .extend(out.deliveries);
+                        .extend(out.deliveries.into_iter().filter(|d| d.claim.is_none()));
                     self.finish(&job.sender, Ok(id), job.reply);
                 }
                 SendResult::RateLimited => {
@@ -150,6 +167,7 @@ impl Node {
                 }
             }
         }
+        self.hand_over(handed, &takers).await;
         for (mesh, deliveries) in woken {
             if let Some(Ok(presences)) = meshes.get(&mesh) {
                 self.wake_recipients(&deliveries, presences);

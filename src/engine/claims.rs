@@ -61,14 +61,22 @@ pub async fn run(node: Arc<Node>, mut rx: ClaimQueue, stop: CancellationToken) {
             }
         }
         node.metrics.claims.inc();
+        let started = std::time::Instant::now();
         if jobs.len() == 1 {
             let job = jobs.pop().expect("one job");
             let r = super::bounded(node.store.claim_deliveries(&job.req)).await;
+            node.metrics
+                .claim_duration
+                .observe(started.elapsed().as_secs_f64());
             let _ = job.reply.send(r);
             continue;
         }
         let reqs: Vec<ClaimRequest> = jobs.iter().map(|j| j.req.clone()).collect();
-        match super::bounded(node.store.claim_many(&reqs)).await {
+        let r = super::bounded(node.store.claim_many(&reqs)).await;
+        node.metrics
+            .claim_duration
+            .observe(started.elapsed().as_secs_f64());
+        match r {
             Ok(results) => {
                 for (job, claimed) in jobs.into_iter().zip(results) {
                     let _ = job.reply.send(Ok(claimed));

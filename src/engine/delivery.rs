@@ -1,21 +1,23 @@
 //! One delivery loop per attached session: claim what is deliverable for
 //! it (oldest first, gated by its status, in batches), write the pushes,
-//! and complete the rows once written (sessions without `client_ack`) or
-//! when the client acks them. It wakes on a local notify and also polls
-//! every `sweep_interval_seconds`, so a lost wake-up only delays.
+//! and complete the rows once written (sessions without `client_ack`,
+//! through the node's completer) or when the client acks them. Rows the
+//! batcher stored pre-claimed for it arrive in its mailbox and are pushed
+//! without a claim. It wakes on its mailbox and also polls every
+//! `sweep_interval_seconds`, so a lost wake-up only delays.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::sessions::Outbound;
+use super::sessions::{Mailbox, Outbound};
 use super::Node;
-use crate::store::{ClaimRequest, StoredMessage};
+use crate::store::{ClaimRequest, Claimed, StoredMessage};
 use crate::time::iso;
 
 /// Rows claimed per round trip: large enough to amortise the query under
@@ -23,7 +25,6 @@ use crate::time::iso;
 const CLAIM_BATCH: usize = 256;
 /// Pause after a failed claim (database trouble) before trying again.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct PushFrame<'a> {
@@ -73,100 +74,121 @@ pub async fn run(
     node: Arc<Node>,
     who: Recipient,
     tx: mpsc::Sender<Outbound>,
-    wake: Arc<Notify>,
+    mailbox: Arc<Mailbox>,
     stop: CancellationToken,
 ) {
     let poll = Duration::from_secs(node.config.settings.sweep_interval_seconds);
     let lease = chrono::Duration::seconds(node.config.settings.claim_lease_seconds as i64);
-    // Written pushes not yet completed: the next claim completes them in
-    // the same statement, halving round trips under load.
-    let mut written: Vec<i64> = Vec::new();
+    let mut must_claim = true;
     let mut unsure = false;
     loop {
-        let now = node.now();
-        let req = ClaimRequest {
-            presence: who.presence,
-            mesh_id: who.mesh_id.clone(),
-            member_id: who.member_id.clone(),
-            node_id: node.id,
-            now,
-            lease_until: now + lease,
-            limit: CLAIM_BATCH,
-            complete: std::mem::take(&mut written),
-            reclaim_own: unsure,
-        };
-        let claimed = tokio::select! {
-            _ = stop.cancelled() => {
-                finish(&node, &who, req.complete).await;
-                return;
-            }
-            r = super::bounded(node.claim(req.clone())) => r,
-        };
-        let claimed = match claimed {
-            Ok(c) => {
-                unsure = false;
-                c
-            }
-            Err(e) => {
-                // A timed-out claim may still run on the server once the
-                // link recovers; the next claim takes those rows back.
-                unsure = true;
-                tracing::warn!(presence_id = %who.presence, error = %e, "claim failed");
-                // Still ours (claimed); retried with the next claim.
-                written = req.complete;
-                tokio::select! {
-                    _ = stop.cancelled() => {
-                        finish(&node, &who, written).await;
-                        return;
-                    }
-                    _ = tokio::time::sleep(RETRY_AFTER_ERROR) => continue,
+        // Rows the batcher stored already claimed for us: push them
+        // without a claim round trip.
+        let handed = mailbox.take_handed();
+        if !handed.is_empty() && !push(&node, &who, &tx, handed).await {
+            return;
+        }
+        if must_claim || mailbox.take_claim_wanted() {
+            let now = node.now();
+            let req = ClaimRequest {
+                presence: who.presence,
+                mesh_id: who.mesh_id.clone(),
+                member_id: who.member_id.clone(),
+                node_id: node.id,
+                now,
+                lease_until: now + lease,
+                limit: CLAIM_BATCH,
+                complete: Vec::new(),
+                reclaim_own: unsure,
+            };
+            let claimed = tokio::select! {
+                _ = stop.cancelled() => {
+                    node.flush_completions().await;
+                    return;
                 }
-            }
-        };
-        if claimed.is_empty() {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
-            }
-            continue;
-        }
-        let mut ids = Vec::with_capacity(claimed.len());
-        for c in &claimed {
-            let frame = node.push_bytes(&c.message);
-            if tx.send(Outbound::Text(frame)).await.is_err() {
-                // The socket is gone: the claims lapse or are released
-                // with the presence, so nothing is lost.
+                r = super::bounded(node.claim(req)) => r,
+            };
+            let claimed = match claimed {
+                Ok(c) => {
+                    unsure = false;
+                    c
+                }
+                Err(e) => {
+                    // A timed-out claim may still run on the server once the
+                    // link recovers; the next claim takes those rows back.
+                    unsure = true;
+                    tracing::warn!(presence_id = %who.presence, error = %e, "claim failed");
+                    tokio::select! {
+                        _ = stop.cancelled() => {
+                            node.flush_completions().await;
+                            return;
+                        }
+                        _ = tokio::time::sleep(RETRY_AFTER_ERROR) => {
+                            must_claim = true;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let full = claimed.len() == CLAIM_BATCH;
+            if !claimed.is_empty() && !push(&node, &who, &tx, claimed).await {
                 return;
             }
-            ids.push(c.delivery_id);
-            if c.redelivery {
-                node.metrics.redeliveries.inc();
+            if full {
+                // A backlog: keep claiming, and take no handoffs (they
+                // would overtake older rows).
+                must_claim = true;
+                continue;
             }
-            let age = (node.now() - c.message.created_at)
-                .num_microseconds()
-                .unwrap_or(0);
-            node.metrics.delivered(age as f64 / 1e6);
         }
-        if !who.client_ack {
-            // Complete only once the writer has put every push on the
-            // socket; a socket that died first completes nothing.
-            let (done, on_socket) = oneshot::channel();
-            if tx.send(Outbound::Marker(done)).await.is_err() || on_socket.await.is_err() {
+        must_claim = false;
+        // Caught up: whatever arrives later wakes us (the permit is kept).
+        mailbox.set_caught_up(true);
+        tokio::select! {
+            _ = stop.cancelled() => {
+                mailbox.set_caught_up(false);
+                node.flush_completions().await;
                 return;
             }
-            written = ids;
+            _ = mailbox.notified() => {}
+            _ = tokio::time::sleep(poll) => must_claim = true,
         }
+        mailbox.set_caught_up(false);
     }
 }
 
-/// Completes written pushes when the loop ends, so the next socket of
-/// this session does not get them again.
-async fn finish(node: &Node, who: &Recipient, written: Vec<i64>) {
-    if written.is_empty() {
-        return;
+/// Writes claimed rows as pushes; without `client_ack` they are completed
+/// once the writer has put them on the socket. `false`: the socket is
+/// gone (the rows lapse or are released with the presence: no loss).
+async fn push(
+    node: &Node,
+    who: &Recipient,
+    tx: &mpsc::Sender<Outbound>,
+    rows: Vec<Claimed>,
+) -> bool {
+    let mut ids = Vec::with_capacity(rows.len());
+    for c in &rows {
+        let frame = node.push_bytes(&c.message);
+        if tx.send(Outbound::Text(frame)).await.is_err() {
+            return false;
+        }
+        ids.push(c.delivery_id);
+        if c.redelivery {
+            node.metrics.redeliveries.inc();
+        }
+        let age = (node.now() - c.message.created_at)
+            .num_microseconds()
+            .unwrap_or(0);
+        node.metrics.delivered(age as f64 / 1e6);
     }
-    if let Err(e) = super::bounded(node.store.complete_deliveries(who.presence, &written)).await {
-        tracing::warn!(presence_id = %who.presence, error = %e, "could not complete deliveries");
+    if !who.client_ack {
+        // Complete only once the writer has put every push on the
+        // socket; a socket that died first completes nothing.
+        let (done, on_socket) = oneshot::channel();
+        if tx.send(Outbound::Marker(done)).await.is_err() || on_socket.await.is_err() {
+            return false;
+        }
+        node.complete_later(who.presence, ids).await;
     }
+    true
 }

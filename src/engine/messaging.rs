@@ -110,6 +110,7 @@ pub fn route(target: &Target, sender: &Presence, presences: &[RouteTarget]) -> V
                     recipient_member_id: p.member_id.clone(),
                     recipient_session: None,
                     exclude_session: (p.member_id == sender.member_id).then_some(sender.id),
+                    claim: None,
                 }],
                 None => Vec::new(),
             }

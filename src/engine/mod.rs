@@ -6,8 +6,10 @@ pub mod admin;
 pub mod audit;
 pub mod batcher;
 pub mod claims;
+pub mod completer;
 pub mod delivery;
 pub mod events;
+pub mod handoff;
 pub mod hello;
 pub mod join;
 pub mod messaging;
@@ -65,6 +67,10 @@ pub struct Node {
     claim_queue: tokio::sync::mpsc::Sender<claims::ClaimJob>,
     /// The hub's end, taken once by the app when it starts the task.
     pub claim_rx: std::sync::Mutex<Option<claims::ClaimQueue>>,
+    /// Written rows on their way to the completer.
+    complete_queue: tokio::sync::mpsc::Sender<completer::Job>,
+    /// The completer's end, taken once by the app when it starts the task.
+    pub complete_rx: std::sync::Mutex<Option<completer::CompleteQueue>>,
     /// Sends on their way to the batcher.
     send_queue: tokio::sync::mpsc::Sender<batcher::SendJob>,
     /// The batcher's end, taken once by the app when it starts the task.
@@ -121,6 +127,7 @@ impl Node {
         let conn_burst = f64::from(config.settings.max_new_connections_per_second);
         let (send_queue, send_rx) = batcher::channel();
         let (claim_queue, claim_rx) = claims::channel();
+        let (complete_queue, complete_rx) = completer::channel();
         Node {
             id,
             config,
@@ -140,6 +147,8 @@ impl Node {
             send_rx: std::sync::Mutex::new(Some(send_rx)),
             claim_queue,
             claim_rx: std::sync::Mutex::new(Some(claim_rx)),
+            complete_queue,
+            complete_rx: std::sync::Mutex::new(Some(complete_rx)),
             conn_rate: std::sync::Mutex::new((conn_burst, std::time::Instant::now())),
             push_cache: moka::sync::Cache::builder()
                 .max_capacity(PUSH_CACHE_BYTES)

@@ -3,11 +3,14 @@
 //! by another node.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use uuid::Uuid;
+
+use crate::store::Claimed;
 
 /// What a session's writer task sends next.
 #[derive(Debug)]
@@ -38,11 +41,67 @@ pub struct SessionHandle {
     pub mesh_id: String,
     pub member_id: String,
     pub tx: mpsc::Sender<Outbound>,
-    /// Wakes the session's delivery loop: something may be claimable.
-    pub wake: Arc<Notify>,
+    /// Wakes the session's delivery loop and takes rows handed to it.
+    pub mailbox: Arc<Mailbox>,
     /// Asks the session loop to close with (code, reason). A watch, not a
     /// queued frame, so a close gets through even when the queue is full.
     pub closer: watch::Sender<Option<(u16, &'static str)>>,
+}
+
+/// Between a session's delivery loop and the rest of the node: wake-ups
+/// ("something may be claimable") and rows the send batcher stored already
+/// claimed for it. A row may be handed over only while the loop is caught
+/// up (its last claim came back short) and no wake-up is pending: then no
+/// older row is waiting for it, so pushing the new one straight away keeps
+/// the oldest-first order a claim would give.
+#[derive(Default)]
+pub struct Mailbox {
+    notify: Notify,
+    claim_wanted: AtomicBool,
+    caught_up: AtomicBool,
+    handed: Mutex<Vec<Claimed>>,
+}
+
+impl Mailbox {
+    /// Something may be claimable: the loop claims on its next turn.
+    pub fn wake(&self) {
+        self.claim_wanted.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// Whether a new row may be stored pre-claimed for this session.
+    pub fn takes_handoff(&self) -> bool {
+        self.caught_up.load(Ordering::SeqCst) && !self.claim_wanted.load(Ordering::SeqCst)
+    }
+
+    /// Rows stored pre-claimed for this session, oldest first.
+    pub fn hand(&self, rows: Vec<Claimed>) {
+        self.handed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(rows);
+        self.notify.notify_one();
+    }
+
+    /// The loop's side: rows handed over since the last call.
+    pub fn take_handed(&self) -> Vec<Claimed> {
+        std::mem::take(&mut *self.handed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The loop's side: whether a wake-up asked for a claim (and clears it).
+    pub fn take_claim_wanted(&self) -> bool {
+        self.claim_wanted.swap(false, Ordering::SeqCst)
+    }
+
+    /// The loop's side: it is (or stops being) caught up and waiting.
+    pub fn set_caught_up(&self, v: bool) {
+        self.caught_up.store(v, Ordering::SeqCst);
+    }
+
+    /// The loop's side: the next wake-up or handed row.
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
 }
 
 #[derive(Default)]
@@ -85,14 +144,14 @@ impl Sessions {
     /// Wakes the delivery loop of `presence` if this node holds it.
     pub fn wake(&self, presence: Uuid) {
         if let Some(h) = self.lock().get(&presence) {
-            h.wake.notify_one();
+            h.mailbox.wake();
         }
     }
 
     /// Wakes every local session of a member (member-addressed messages).
     pub fn wake_member(&self, member_id: &str) {
         for h in self.lock().values().filter(|h| h.member_id == member_id) {
-            h.wake.notify_one();
+            h.mailbox.wake();
         }
     }
 
@@ -106,7 +165,7 @@ impl Sessions {
     /// Wakes every local delivery loop (catch-up after a bus outage).
     pub fn wake_all(&self) {
         for h in self.lock().values() {
-            h.wake.notify_one();
+            h.mailbox.wake();
         }
     }
 
@@ -123,11 +182,79 @@ impl Sessions {
         }
     }
 
+    /// The mailboxes of these presences that take a handoff now.
+    pub fn handoff_targets(
+        &self,
+        presences: impl Iterator<Item = Uuid>,
+    ) -> HashMap<Uuid, Arc<Mailbox>> {
+        let map = self.lock();
+        presences
+            .filter_map(|p| {
+                let h = map.get(&p)?;
+                h.mailbox.takes_handoff().then(|| (p, h.mailbox.clone()))
+            })
+            .collect()
+    }
+
+    /// The mailbox of a local presence.
+    pub fn mailbox(&self, presence: Uuid) -> Option<Arc<Mailbox>> {
+        self.lock().get(&presence).map(|h| h.mailbox.clone())
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mailbox;
+
+    #[test]
+    fn handoffs_only_while_caught_up_and_no_wake_is_pending() {
+        let m = Mailbox::default();
+        assert!(!m.takes_handoff(), "a new loop has not claimed yet");
+        m.set_caught_up(true);
+        assert!(m.takes_handoff());
+        // A wake means older rows may wait: a new row must queue behind
+        // them, so no handoff until the loop has claimed.
+        m.wake();
+        assert!(!m.takes_handoff());
+        assert!(m.take_claim_wanted());
+        assert!(!m.take_claim_wanted(), "taken once");
+        assert!(m.takes_handoff());
+        m.set_caught_up(false);
+        assert!(!m.takes_handoff(), "claiming a backlog");
+    }
+
+    #[test]
+    fn handed_rows_come_out_once_in_order() {
+        use crate::store::{Claimed, StoredMessage};
+        use std::sync::Arc;
+        let msg = Arc::new(StoredMessage {
+            id: uuid::Uuid::now_v7(),
+            mesh_id: "m".into(),
+            sender_member_pubkey: "k".into(),
+            sender_session_pubkey: None,
+            priority: crate::protocol::target::Priority::Now,
+            nonce: "n".into(),
+            ciphertext: "c".into(),
+            created_at: chrono::Utc::now(),
+        });
+        let row = |id| Claimed {
+            delivery_id: id,
+            message: msg.clone(),
+            redelivery: false,
+        };
+        let m = Mailbox::default();
+        m.hand(vec![row(1), row(2)]);
+        m.hand(vec![row(3)]);
+        let ids: Vec<i64> = m.take_handed().iter().map(|c| c.delivery_id).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert!(m.take_handed().is_empty());
     }
 }

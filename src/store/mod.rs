@@ -148,6 +148,20 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Written to the socket (sessions without `client_ack`): done.
     async fn complete_deliveries(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()>;
+    /// Gives back rows `presence` holds (stored pre-claimed for a session
+    /// that ended meanwhile), so they are claimable at once.
+    async fn release_rows(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()>;
+    /// `complete_deliveries` for many (presence, row) pairs at once.
+    async fn complete_many(&self, done: &[(Uuid, i64)]) -> StoreResult<()> {
+        let mut by: std::collections::HashMap<Uuid, Vec<i64>> = Default::default();
+        for (p, id) in done {
+            by.entry(*p).or_default().push(*id);
+        }
+        for (p, ids) in by {
+            self.complete_deliveries(p, &ids).await?;
+        }
+        Ok(())
+    }
     /// `client_ack`: completes the row of `message_id` this session holds.
     /// `false` when it holds none (unknown id, or another session's).
     async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool>;

@@ -393,6 +393,17 @@ pub struct NewDelivery {
     /// A member-addressed row that this session must not claim (the sender
     /// writing to its own member key).
     pub exclude_session: Option<Uuid>,
+    /// Stored already claimed: the sending node holds a caught-up session
+    /// that may take it now, and pushes it straight after the commit.
+    pub claim: Option<PreClaim>,
+}
+
+/// A claim made as the row is stored (see `NewDelivery::claim`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreClaim {
+    pub session: Uuid,
+    pub node: Uuid,
+    pub until: DateTime<Utc>,
 }
 
 impl NewDelivery {
@@ -401,6 +412,7 @@ impl NewDelivery {
             recipient_member_id: p.member_id.clone(),
             recipient_session: Some(p.id),
             exclude_session: None,
+            claim: None,
         }
     }
 }
@@ -414,9 +426,13 @@ pub struct Bucket {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendResult {
-    Queued,
+    /// Stored; `claimed` holds the ids of the rows stored pre-claimed, in
+    /// the order of the send's deliveries.
+    Queued {
+        claimed: Vec<i64>,
+    },
     RateLimited,
 }
 
@@ -450,6 +466,21 @@ pub struct StoredMessage {
     pub nonce: String,
     pub ciphertext: String,
     pub created_at: DateTime<Utc>,
+}
+
+impl StoredMessage {
+    pub fn of(m: &NewMessage) -> StoredMessage {
+        StoredMessage {
+            id: m.id,
+            mesh_id: m.mesh_id.clone(),
+            sender_member_pubkey: m.sender_member_pubkey.clone(),
+            sender_session_pubkey: m.sender_session_pubkey.clone(),
+            priority: m.priority,
+            nonce: m.nonce.clone(),
+            ciphertext: m.ciphertext.clone(),
+            created_at: m.created_at,
+        }
+    }
 }
 
 /// One claimed delivery row, oldest first.
@@ -493,6 +524,8 @@ pub struct RouteTarget {
     pub node_id: Uuid,
     pub visible: bool,
     pub groups: Vec<GroupRef>,
+    /// Gates pre-claims as claims are gated (`now` always, else idle).
+    pub status: Status,
 }
 
 impl RouteTarget {
@@ -506,6 +539,7 @@ impl RouteTarget {
             node_id: p.node_id,
             visible: p.visible,
             groups: p.groups.clone(),
+            status: p.status,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -17,7 +17,7 @@ use super::writer::{forward_acks, write_loop, PendingAck};
 use crate::engine::delivery::{self, Recipient};
 use crate::engine::events::PeerEvent;
 use crate::engine::messaging::SendRefusal;
-use crate::engine::sessions::{close, Outbound, SessionHandle};
+use crate::engine::sessions::{close, Mailbox, Outbound, SessionHandle};
 use crate::engine::Node;
 use crate::protocol::frames::{self, error_ack, error_frame, ok_ack, ClientFrame, FrameError};
 use crate::store::{PatchResult, Presence, PresencePatch, StoreError};
@@ -476,13 +476,13 @@ impl Conn {
             Ok(welcome) => {
                 self.node.metrics.hello("ok");
                 let p = &welcome.presence;
-                let wake = Arc::new(Notify::new());
+                let mailbox = Arc::new(Mailbox::default());
                 let handle = SessionHandle {
                     conn_id: self.conn_id,
                     mesh_id: p.mesh_id.clone(),
                     member_id: p.member_id.clone(),
                     tx: self.tx.clone(),
-                    wake: wake.clone(),
+                    mailbox: mailbox.clone(),
                     closer: self.closer.clone(),
                 };
                 self.node.sessions.insert(p.id, handle);
@@ -504,7 +504,7 @@ impl Conn {
                         client_ack: welcome.client_ack,
                     },
                     self.tx.clone(),
-                    wake,
+                    mailbox,
                     stop.clone(),
                 ));
                 self.deliverer = Some((task, stop));

@@ -13,6 +13,7 @@ mod delivery;
 mod floods;
 mod frames;
 mod fuzz_http;
+mod handoff;
 mod health;
 mod hello;
 mod hooks;

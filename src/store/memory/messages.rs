@@ -146,22 +146,14 @@ impl State {
             return SendResult::RateLimited;
         }
         let q = &mut self.queue;
+        let mut claimed = Vec::new();
         if deliveries.is_empty() {
-            return SendResult::Queued;
+            return SendResult::Queued { claimed };
         }
         q.messages.insert(
             m.id,
             Held {
-                message: Arc::new(StoredMessage {
-                    id: m.id,
-                    mesh_id: m.mesh_id.clone(),
-                    sender_member_pubkey: m.sender_member_pubkey.clone(),
-                    sender_session_pubkey: m.sender_session_pubkey.clone(),
-                    priority: m.priority,
-                    nonce: m.nonce.clone(),
-                    ciphertext: m.ciphertext.clone(),
-                    created_at: m.created_at,
-                }),
+                message: Arc::new(StoredMessage::of(m)),
                 expires_at: m.expires_at,
                 rows: deliveries.len(),
             },
@@ -178,13 +170,16 @@ impl State {
                     session: d.recipient_session,
                     exclude: d.exclude_session,
                     priority: m.priority,
-                    claimed_session: None,
-                    claim_until: None,
+                    claimed_session: d.claim.map(|c| c.session),
+                    claim_until: d.claim.map(|c| c.until),
                 },
             );
             q.index(id);
+            if d.claim.is_some() {
+                claimed.push(id);
+            }
         }
-        SendResult::Queued
+        SendResult::Queued { claimed }
     }
 
     pub(super) fn claim(&mut self, req: &ClaimRequest) -> Vec<Claimed> {
@@ -225,6 +220,16 @@ impl State {
             });
         }
         out
+    }
+
+    pub(super) fn release_rows(&mut self, presence: Uuid, ids: &[i64]) {
+        for id in ids {
+            if let Some(r) = self.queue.rows.get_mut(id) {
+                if r.claimed_session == Some(presence) {
+                    r.claim_until = None;
+                }
+            }
+        }
     }
 
     pub(super) fn complete(&mut self, presence: Uuid, ids: &[i64]) {

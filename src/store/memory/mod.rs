@@ -491,6 +491,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn release_rows(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()> {
+        self.lock().release_rows(presence, delivery_ids);
+        Ok(())
+    }
+
     async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool> {
         Ok(self.lock().ack(presence, message_id))
     }

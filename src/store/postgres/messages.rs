@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use super::{map_err, PgStore};
 use crate::protocol::target::Priority;
-use crate::store::bucket::take_token;
 use crate::store::{
     Bucket, ClaimRequest, Claimed, NewDelivery, NewMessage, Outgoing, SendResult, StoreResult,
     StoredMessage,
@@ -29,33 +28,55 @@ WHERE LEAST($3::float8, b.tokens
       + GREATEST(0, EXTRACT(EPOCH FROM ($4 - b.updated_at))::float8) * $5::float8) >= 1
 RETURNING tokens";
 
-/// Locks (creating full where missing) every bucket named, in key order.
-const LOCK_BUCKETS: &str = "
-INSERT INTO rate_bucket AS b (mesh_id, key, tokens, updated_at)
-SELECT m, k, bu, $3 FROM unnest($1::text[], $2::text[], $4::float8[]) AS t(m, k, bu)
-ORDER BY m, k
-ON CONFLICT (mesh_id, key) DO UPDATE SET tokens = b.tokens
-RETURNING mesh_id, key, tokens, updated_at";
-
-const UPDATE_BUCKETS: &str = "
-UPDATE rate_bucket b SET tokens = t.tok, updated_at = $3
-FROM unnest($1::text[], $2::text[], $4::float8[]) AS t(m, k, tok)
-WHERE b.mesh_id = t.m AND b.key = t.k";
-
-const INSERT_MESSAGES: &str = "
-INSERT INTO message (id, mesh_id, sender_member_id, sender_member_pubkey, sender_session_pubkey,
-                     target_spec, priority, nonce, ciphertext, created_at, expires_at)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])";
-
-/// Row order is kept (ORDINALITY), so delivery ids follow send order.
-const INSERT_DELIVERIES: &str = "
-INSERT INTO delivery (message_id, mesh_id, recipient_member_id, recipient_session,
-                      exclude_session, priority)
-SELECT mi, me, r, s, e, p
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[], $6::text[])
-     WITH ORDINALITY AS t(mi, me, r, s, e, p, n)
-ORDER BY n";
+/// A whole group commit. `b` refills each bucket and takes up to `n`
+/// tokens (rows locked in key order: no deadlock between nodes; a new
+/// bucket starts full); `ok` keeps the sends within what their bucket
+/// gave; messages and their delivery rows follow (row order kept with
+/// ORDINALITY, so delivery ids follow send order). The foreign key from
+/// delivery to message is checked at the end of the statement, when both
+/// inserts are visible.
+const SEND_BATCH: &str = "
+WITH t AS MATERIALIZED (
+  SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::int4[])
+    AS t(m, k, bu, rps, n)
+),
+b AS (
+  INSERT INTO rate_bucket AS b (mesh_id, key, tokens, updated_at, taken)
+  SELECT m, k, bu - LEAST(n, floor(bu)), $6, LEAST(n, floor(bu))::int4 FROM t ORDER BY m, k
+  ON CONFLICT (mesh_id, key) DO UPDATE SET (tokens, updated_at, taken) = (
+    SELECT r - LEAST(x.n, floor(r)), $6, LEAST(x.n, floor(r))::int4
+    FROM (SELECT t.n, LEAST(t.bu, b.tokens
+            + GREATEST(0, EXTRACT(EPOCH FROM ($6 - b.updated_at))::float8) * t.rps) AS r
+          FROM t WHERE t.m = b.mesh_id AND t.k = b.key) x)
+  RETURNING mesh_id, key, taken
+),
+ok AS (
+  SELECT s.* FROM unnest($7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[],
+                         $12::text[], $13::text[], $14::text[], $15::text[],
+                         $16::timestamptz[], $17::timestamptz[], $18::text[], $19::int4[])
+    AS s(id, me, se, sk, ss, ts, pr, no, ct, ca, ea, bk, rk)
+  JOIN b ON b.mesh_id = s.me AND b.key = s.bk
+  WHERE s.rk <= b.taken
+),
+m AS (
+  INSERT INTO message (id, mesh_id, sender_member_id, sender_member_pubkey, sender_session_pubkey,
+                       target_spec, priority, nonce, ciphertext, created_at, expires_at)
+  SELECT id, me, se, sk, ss, ts, pr, no, ct, ca, ea FROM ok
+),
+d AS (
+  INSERT INTO delivery (message_id, mesh_id, recipient_member_id, recipient_session,
+                        exclude_session, priority, claimed_by, claimed_session, claim_until)
+  SELECT mi, dm, r, s, e, p, cb, cs, cu
+  FROM unnest($20::uuid[], $21::text[], $22::text[], $23::uuid[], $24::uuid[], $25::text[],
+              $26::uuid[], $27::uuid[], $28::timestamptz[])
+       WITH ORDINALITY AS x(mi, dm, r, s, e, p, cb, cs, cu, n)
+  WHERE mi IN (SELECT id FROM ok)
+  ORDER BY n
+  RETURNING id, message_id, claimed_session
+)
+SELECT mesh_id, key, taken, NULL::int8, NULL::uuid, NULL::uuid FROM b
+UNION ALL
+SELECT NULL, NULL, NULL, id, message_id, claimed_session FROM d WHERE claimed_session IS NOT NULL";
 
 /// Oldest-first claim of this session's rows and its member's; `next` and
 /// `low` only while the session's recorded status is idle (read live, so
@@ -175,136 +196,160 @@ impl PgStore {
         Ok(out)
     }
 
+    /// One group commit in one statement (one round trip, one WAL
+    /// flush): take tokens for every bucket, then store the sends the
+    /// buckets let through with their delivery rows.
     pub(super) async fn insert_batch(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(map_err)?;
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(SEND_BATCH).await.map_err(map_err)?;
         let now = batch
             .first()
             .map(|o| o.message.created_at)
             .unwrap_or_else(Utc::now);
 
-        // Lock every bucket of the batch in one statement, in key order
-        // (no deadlock between nodes), creating missing ones full.
-        let mut keys: BTreeMap<(&str, &str), &Bucket> = BTreeMap::new();
+        // Sends per bucket, and each send's rank within its bucket: a
+        // bucket that can give `taken` tokens lets its first `taken` sends
+        // through, exactly as taking one token per send in order would.
+        let mut keys: BTreeMap<(&str, &str), (&Bucket, i32)> = BTreeMap::new();
+        let mut ranks = Vec::with_capacity(batch.len());
         for o in batch {
-            keys.insert(
-                (o.message.mesh_id.as_str(), o.bucket.key.as_str()),
-                &o.bucket,
-            );
+            let e = keys
+                .entry((o.message.mesh_id.as_str(), o.bucket.key.as_str()))
+                .or_insert((&o.bucket, 0));
+            e.1 += 1;
+            ranks.push(e.1);
         }
-        let meshes: Vec<&str> = keys.keys().map(|k| k.0).collect();
-        let names: Vec<&str> = keys.keys().map(|k| k.1).collect();
-        let bursts: Vec<f64> = keys.values().map(|b| f64::from(b.burst)).collect();
-        let lock = tx.prepare_cached(LOCK_BUCKETS).await.map_err(map_err)?;
-        let rows = tx
-            .query(&lock, &[&meshes, &names, &now, &bursts])
-            .await
-            .map_err(map_err)?;
-        let mut state: HashMap<(String, String), (f64, DateTime<Utc>)> = rows
-            .iter()
-            .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+        let b_mesh: Vec<&str> = keys.keys().map(|k| k.0).collect();
+        let b_key: Vec<&str> = keys.keys().map(|k| k.1).collect();
+        let b_burst: Vec<f64> = keys.values().map(|(b, _)| f64::from(b.burst)).collect();
+        let b_rate: Vec<f64> = keys
+            .values()
+            .map(|(b, _)| f64::from(b.rate_per_min) / 60.0)
             .collect();
+        let b_n: Vec<i32> = keys.values().map(|(_, n)| *n).collect();
 
-        let mut verdicts = Vec::with_capacity(batch.len());
-        for o in batch {
-            let key = (o.message.mesh_id.clone(), o.bucket.key.clone());
-            let (tokens, updated) = state
-                .get(&key)
-                .copied()
-                .unwrap_or((f64::from(o.bucket.burst), now));
-            match take_token(tokens, updated, now, o.bucket.rate_per_min, o.bucket.burst) {
-                Some(left) => {
-                    state.insert(key, (left, now));
-                    verdicts.push(SendResult::Queued);
-                }
-                None => verdicts.push(SendResult::RateLimited),
-            }
-        }
-        let (bm, bk, bt): (Vec<&str>, Vec<&str>, Vec<f64>) = keys
-            .keys()
-            .filter_map(|(m, k)| {
-                let (t, at) = state.get(&(m.to_string(), k.to_string()))?;
-                (*at == now).then_some((*m, *k, *t))
-            })
-            .fold((vec![], vec![], vec![]), |mut acc, (m, k, t)| {
-                acc.0.push(m);
-                acc.1.push(k);
-                acc.2.push(t);
-                acc
-            });
-        if !bm.is_empty() {
-            let upd = tx.prepare_cached(UPDATE_BUCKETS).await.map_err(map_err)?;
-            tx.execute(&upd, &[&bm, &bk, &now, &bt])
-                .await
-                .map_err(map_err)?;
-        }
-
-        let stored: Vec<&Outgoing> = batch
+        let stored: Vec<(&Outgoing, i32)> = batch
             .iter()
-            .zip(&verdicts)
-            .filter(|(o, v)| **v == SendResult::Queued && !o.deliveries.is_empty())
-            .map(|(o, _)| o)
+            .zip(&ranks)
+            .filter(|(o, _)| !o.deliveries.is_empty())
+            .map(|(o, r)| (o, *r))
             .collect();
-        if !stored.is_empty() {
-            let m = |f: fn(&NewMessage) -> &str| {
-                stored.iter().map(|o| f(&o.message)).collect::<Vec<&str>>()
-            };
-            let ids: Vec<Uuid> = stored.iter().map(|o| o.message.id).collect();
-            let session_keys: Vec<Option<&str>> = stored
+        let m = |f: fn(&NewMessage) -> &str| {
+            stored
                 .iter()
-                .map(|o| o.message.sender_session_pubkey.as_deref())
-                .collect();
-            let priorities: Vec<&str> =
-                stored.iter().map(|o| o.message.priority.as_str()).collect();
-            let created: Vec<DateTime<Utc>> = stored.iter().map(|o| o.message.created_at).collect();
-            let expires: Vec<DateTime<Utc>> = stored.iter().map(|o| o.message.expires_at).collect();
-            let ins = tx.prepare_cached(INSERT_MESSAGES).await.map_err(map_err)?;
-            tx.execute(
-                &ins,
+                .map(|(o, _)| f(&o.message))
+                .collect::<Vec<&str>>()
+        };
+        let ids: Vec<Uuid> = stored.iter().map(|(o, _)| o.message.id).collect();
+        let session_keys: Vec<Option<&str>> = stored
+            .iter()
+            .map(|(o, _)| o.message.sender_session_pubkey.as_deref())
+            .collect();
+        let priorities: Vec<&str> = stored
+            .iter()
+            .map(|(o, _)| o.message.priority.as_str())
+            .collect();
+        let created: Vec<DateTime<Utc>> =
+            stored.iter().map(|(o, _)| o.message.created_at).collect();
+        let expires: Vec<DateTime<Utc>> =
+            stored.iter().map(|(o, _)| o.message.expires_at).collect();
+        let s_key: Vec<&str> = stored.iter().map(|(o, _)| o.bucket.key.as_str()).collect();
+        let s_rank: Vec<i32> = stored.iter().map(|(_, r)| *r).collect();
+        let (mesh_ids, senders, sender_keys, specs, nonces, ciphertexts) = (
+            m(|x| &x.mesh_id),
+            m(|x| &x.sender_member_id),
+            m(|x| &x.sender_member_pubkey),
+            m(|x| &x.target_spec),
+            m(|x| &x.nonce),
+            m(|x| &x.ciphertext),
+        );
+        let rows: Vec<(&NewMessage, &NewDelivery)> = stored
+            .iter()
+            .flat_map(|(o, _)| o.deliveries.iter().map(move |d| (&o.message, d)))
+            .collect();
+        let d_ids: Vec<Uuid> = rows.iter().map(|(m, _)| m.id).collect();
+        let d_mesh: Vec<&str> = rows.iter().map(|(m, _)| m.mesh_id.as_str()).collect();
+        let d_member: Vec<&str> = rows
+            .iter()
+            .map(|(_, d)| d.recipient_member_id.as_str())
+            .collect();
+        let d_session: Vec<Option<Uuid>> = rows.iter().map(|(_, d)| d.recipient_session).collect();
+        let d_exclude: Vec<Option<Uuid>> = rows.iter().map(|(_, d)| d.exclude_session).collect();
+        let d_prio: Vec<&str> = rows.iter().map(|(m, _)| m.priority.as_str()).collect();
+        let d_claim_node: Vec<Option<Uuid>> =
+            rows.iter().map(|(_, d)| d.claim.map(|c| c.node)).collect();
+        let d_claim_session: Vec<Option<Uuid>> = rows
+            .iter()
+            .map(|(_, d)| d.claim.map(|c| c.session))
+            .collect();
+        let d_claim_until: Vec<Option<DateTime<Utc>>> =
+            rows.iter().map(|(_, d)| d.claim.map(|c| c.until)).collect();
+
+        let rows = c
+            .query(
+                &stmt,
                 &[
+                    &b_mesh,
+                    &b_key,
+                    &b_burst,
+                    &b_rate,
+                    &b_n,
+                    &now,
                     &ids,
-                    &m(|x| &x.mesh_id),
-                    &m(|x| &x.sender_member_id),
-                    &m(|x| &x.sender_member_pubkey),
+                    &mesh_ids,
+                    &senders,
+                    &sender_keys,
                     &session_keys,
-                    &m(|x| &x.target_spec),
+                    &specs,
                     &priorities,
-                    &m(|x| &x.nonce),
-                    &m(|x| &x.ciphertext),
+                    &nonces,
+                    &ciphertexts,
                     &created,
                     &expires,
+                    &s_key,
+                    &s_rank,
+                    &d_ids,
+                    &d_mesh,
+                    &d_member,
+                    &d_session,
+                    &d_exclude,
+                    &d_prio,
+                    &d_claim_node,
+                    &d_claim_session,
+                    &d_claim_until,
                 ],
             )
             .await
             .map_err(map_err)?;
-            let rows: Vec<(&NewMessage, &NewDelivery)> = stored
-                .iter()
-                .flat_map(|o| o.deliveries.iter().map(move |d| (&o.message, d)))
-                .collect();
-            let d_ids: Vec<Uuid> = rows.iter().map(|(m, _)| m.id).collect();
-            let d_mesh: Vec<&str> = rows.iter().map(|(m, _)| m.mesh_id.as_str()).collect();
-            let d_member: Vec<&str> = rows
-                .iter()
-                .map(|(_, d)| d.recipient_member_id.as_str())
-                .collect();
-            let d_session: Vec<Option<Uuid>> =
-                rows.iter().map(|(_, d)| d.recipient_session).collect();
-            let d_exclude: Vec<Option<Uuid>> =
-                rows.iter().map(|(_, d)| d.exclude_session).collect();
-            let d_prio: Vec<&str> = rows.iter().map(|(m, _)| m.priority.as_str()).collect();
-            let ins = tx
-                .prepare_cached(INSERT_DELIVERIES)
-                .await
-                .map_err(map_err)?;
-            tx.execute(
-                &ins,
-                &[&d_ids, &d_mesh, &d_member, &d_session, &d_exclude, &d_prio],
-            )
-            .await
-            .map_err(map_err)?;
+        let mut taken: HashMap<(String, String), i32> = HashMap::new();
+        let mut claimed: HashMap<(Uuid, Uuid), i64> = HashMap::new();
+        for r in &rows {
+            match r.get::<_, Option<i64>>(3) {
+                None => {
+                    taken.insert((r.get(0), r.get(1)), r.get(2));
+                }
+                Some(id) => {
+                    claimed.insert((r.get(4), r.get(5)), id);
+                }
+            }
         }
-        tx.commit().await.map_err(map_err)?;
-        Ok(verdicts)
+        Ok(batch
+            .iter()
+            .zip(&ranks)
+            .map(|(o, rank)| {
+                let key = (o.message.mesh_id.clone(), o.bucket.key.clone());
+                match taken.get(&key) {
+                    Some(t) if rank <= t => SendResult::Queued {
+                        claimed: o
+                            .deliveries
+                            .iter()
+                            .filter_map(|d| claimed.get(&(o.message.id, d.claim?.session)).copied())
+                            .collect(),
+                    },
+                    _ => SendResult::RateLimited,
+                }
+            })
+            .collect())
     }
 
     pub(super) async fn claim(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
@@ -357,6 +402,38 @@ impl PgStore {
             .await
             .map_err(map_err)?;
         c.execute(&stmt, &[&ids, &presence])
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub(super) async fn release_batch(&self, presence: Uuid, ids: &[i64]) -> StoreResult<()> {
+        let c = self.fast_client().await?;
+        let stmt = c
+            .prepare_cached(
+                "UPDATE delivery SET claimed_by = NULL, claim_until = NULL
+                 WHERE id = ANY($1) AND claimed_session = $2",
+            )
+            .await
+            .map_err(map_err)?;
+        c.execute(&stmt, &[&ids, &presence])
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    pub(super) async fn complete_batch(&self, done: &[(Uuid, i64)]) -> StoreResult<()> {
+        let c = self.fast_client().await?;
+        let stmt = c
+            .prepare_cached(
+                "DELETE FROM delivery d USING unnest($1::bigint[], $2::uuid[]) AS c(id, p)
+                 WHERE d.id = c.id AND d.claimed_session = c.p",
+            )
+            .await
+            .map_err(map_err)?;
+        let ids: Vec<i64> = done.iter().map(|d| d.1).collect();
+        let sessions: Vec<Uuid> = done.iter().map(|d| d.0).collect();
+        c.execute(&stmt, &[&ids, &sessions])
             .await
             .map_err(map_err)?;
         Ok(())

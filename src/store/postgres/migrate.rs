@@ -8,11 +8,18 @@ use tokio_postgres::Client;
 const MIGRATION_LOCK_KEY: i64 = 0x636d_6264_6d69_6772; // "cmbdmigr"
 
 /// (version, name, SQL) in order. Add new files here; never edit old ones.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_init",
-    include_str!("../../../migrations/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../../migrations/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_bucket_taken",
+        include_str!("../../../migrations/0002_bucket_taken.sql"),
+    ),
+];
 
 /// Applies every pending migration in one transaction. Returns the
 /// versions this call applied (empty when the schema was current).

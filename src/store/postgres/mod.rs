@@ -439,6 +439,14 @@ impl Store for PgStore {
         self.complete(presence, delivery_ids).await
     }
 
+    async fn release_rows(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()> {
+        self.release_batch(presence, delivery_ids).await
+    }
+
+    async fn complete_many(&self, done: &[(Uuid, i64)]) -> StoreResult<()> {
+        self.complete_batch(done).await
+    }
+
     async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool> {
         self.ack(presence, message_id).await
     }

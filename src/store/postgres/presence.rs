@@ -62,7 +62,7 @@ impl PgStore {
         let c = self.client().await?;
         let stmt = c
             .prepare_cached(
-                "SELECT id, member_id, member_pubkey, session_pubkey, node_id, visible, groups
+                "SELECT id, member_id, member_pubkey, session_pubkey, node_id, visible, groups, status
                  FROM presence WHERE mesh_id = $1 AND state <> 'gone' ORDER BY connected_at, id",
             )
             .await
@@ -79,6 +79,7 @@ impl PgStore {
                 node_id: r.get(4),
                 visible: r.get(5),
                 groups: r.get::<_, Json<_>>(6).0,
+                status: Status::parse(r.get(7)).unwrap_or(Status::Idle),
             })
             .collect())
     }
