@@ -56,6 +56,10 @@ writes stall for BROKER_PING_INTERVAL_SECONDS (default 30; once its
 buffers fill) or that misses pongs for BROKER_PONG_TIMEOUT_SECONDS
 (default 75), so short runs may report 0.
 
+--cross-node (dm and rate, two --url or more): senders address only peers
+of their mesh connected to another node (peer i is on url i % urls), so the
+latency is cross-node delivery alone.
+
 broadcast also reports `spread_ms`: for each message, the time from its
 first to its last push across recipients (as received here), over the
 messages that reached 2 recipients or more (0 when none did); it is null
@@ -126,6 +130,10 @@ pub struct Args {
     /// Extra members that say hello and then never read their socket.
     #[arg(long, default_value_t = 0)]
     pub stalled: usize,
+    /// dm, rate: address only peers connected to another node than the
+    /// sender's (needs two --url or more): cross-node latency alone.
+    #[arg(long)]
+    pub cross_node: bool,
     /// dm, group, broadcast: messages per sending peer.
     #[arg(long, default_value_t = 100)]
     pub messages: u64,
@@ -202,6 +210,12 @@ fn plan(args: &Args) -> Result<run::Plan> {
             2 * args.meshes
         );
     }
+    if args.cross_node && !matches!(args.workload, Workload::Dm | Workload::Rate) {
+        bail!("--cross-node applies to the dm and rate workloads");
+    }
+    if args.cross_node && args.urls.len() < 2 {
+        bail!("--cross-node needs two --url or more (one per node)");
+    }
     if args.workload == Workload::Idle && args.stalled > 0 {
         bail!("--stalled needs a messaging workload (dm, rate, broadcast or group); idle sends nothing");
     }
@@ -247,6 +261,7 @@ fn plan(args: &Args) -> Result<run::Plan> {
         nodes,
         admin_token: args.admin_token.clone(),
         progress: !args.json,
+        cross_node: args.cross_node,
     })
 }
 
@@ -297,6 +312,37 @@ mod tests {
             Ok(_) => panic!("{args:?} should be refused"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn cross_node_needs_two_urls_and_a_dm_or_rate_run() {
+        let e = error_of(&["--workload", "dm", "--peers", "4", "--cross-node"]);
+        assert!(e.contains("two --url"), "{e}");
+        let e = error_of(&[
+            "--workload",
+            "broadcast",
+            "--peers",
+            "4",
+            "--cross-node",
+            "--url",
+            "http://127.0.0.1:1",
+            "--url",
+            "http://127.0.0.1:2",
+        ]);
+        assert!(e.contains("dm and rate"), "{e}");
+        let p = plan_of(&[
+            "--workload",
+            "dm",
+            "--peers",
+            "4",
+            "--cross-node",
+            "--url",
+            "http://127.0.0.1:1",
+            "--url",
+            "http://127.0.0.1:2",
+        ])
+        .unwrap();
+        assert!(p.cross_node);
     }
 
     #[test]

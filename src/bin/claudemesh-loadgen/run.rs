@@ -48,6 +48,8 @@ pub struct Plan {
     pub nodes: Vec<NodeUrl>,
     pub admin_token: String,
     pub progress: bool,
+    /// dm / rate: address only peers connected to another node.
+    pub cross_node: bool,
 }
 
 pub async fn run(plan: Plan) -> Result<Report> {
@@ -366,13 +368,42 @@ async fn load(
     let mesh_stalled: Vec<_> = (0..layout.meshes)
         .map(|m| key_list(layout.stalled_in(m)))
         .collect();
-    // Peer i is at position i / meshes among its mesh's peers.
+    // Peer i is at position i / meshes among its mesh's peers, and on
+    // node i % nodes (connect_all spreads them round-robin).
+    let nodes = plan.nodes.len();
+    let mut elsewhere = Vec::new();
+    if plan.cross_node {
+        for i in 0..n {
+            let others: Vec<usize> = layout
+                .peers_in(layout.mesh_of(i))
+                .into_iter()
+                .filter(|s| s % nodes != i % nodes)
+                .collect();
+            if others.is_empty() {
+                anyhow::bail!(
+                    "--cross-node: peer {i} has no peer of its mesh on another node \
+                     (--peers {} over --meshes {} and {nodes} urls)",
+                    layout.peers,
+                    layout.meshes
+                );
+            }
+            elsewhere.push(key_list(others));
+        }
+    }
     let random_peer = |i: usize| {
         let m = layout.mesh_of(i);
-        Targets::RandomPeer {
-            peers: mesh_peers[m].clone(),
-            stalled: mesh_stalled[m].clone(),
-            own: i / layout.meshes,
+        if plan.cross_node {
+            Targets::RandomPeer {
+                peers: elsewhere[i].clone(),
+                stalled: mesh_stalled[m].clone(),
+                own: None,
+            }
+        } else {
+            Targets::RandomPeer {
+                peers: mesh_peers[m].clone(),
+                stalled: mesh_stalled[m].clone(),
+                own: Some(i / layout.meshes),
+            }
         }
     };
     let (senders, planned): (Vec<(usize, Targets)>, u64) = match plan.workload {

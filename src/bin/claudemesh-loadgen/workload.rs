@@ -36,7 +36,7 @@ pub enum Targets {
     RandomPeer {
         peers: Arc<Vec<String>>,
         stalled: Arc<Vec<String>>,
-        own: usize,
+        own: Option<usize>,
     },
     /// The same target spec every time (`*`, `@load`).
     Fixed(&'static str),
@@ -51,13 +51,16 @@ pub enum Pick {
     Stalled(usize),
 }
 
-/// Picks uniformly among the `peers - 1` others and the `stalled`
-/// members. Needs `peers >= 2`.
-pub fn pick(rng: &mut impl Rng, peers: usize, own: usize, stalled: usize) -> Pick {
-    let others = peers - 1;
+/// Picks uniformly among the peers other than `own` (the sender, when it
+/// is in the list) and the `stalled` members. Needs someone to pick.
+pub fn pick(rng: &mut impl Rng, peers: usize, own: Option<usize>, stalled: usize) -> Pick {
+    let others = peers - usize::from(own.is_some());
     let j = rng.gen_range(0..others + stalled);
     if j < others {
-        Pick::Peer(if j >= own { j + 1 } else { j })
+        Pick::Peer(match own {
+            Some(o) if j >= o => j + 1,
+            _ => j,
+        })
     } else {
         Pick::Stalled(j - others)
     }
@@ -223,7 +226,7 @@ mod tests {
         let (peers, own, stalled) = (4, 2, 2);
         let mut counts = [0u32; 6];
         for _ in 0..50_000 {
-            match pick(&mut rng, peers, own, stalled) {
+            match pick(&mut rng, peers, Some(own), stalled) {
                 Pick::Peer(i) => counts[i] += 1,
                 Pick::Stalled(j) => counts[peers + j] += 1,
             }
@@ -234,8 +237,11 @@ mod tests {
             assert!((9_000..11_000).contains(&c), "slot {i}: {counts:?}");
         }
         for _ in 0..1000 {
-            assert_eq!(pick(&mut rng, 2, 0, 0), Pick::Peer(1));
-            assert_eq!(pick(&mut rng, 2, 1, 0), Pick::Peer(0));
+            assert_eq!(pick(&mut rng, 2, Some(0), 0), Pick::Peer(1));
+            assert_eq!(pick(&mut rng, 2, Some(1), 0), Pick::Peer(0));
+            // A sender outside the list (--cross-node) may pick any entry.
+            assert!(matches!(pick(&mut rng, 2, None, 0), Pick::Peer(0 | 1)));
+            assert_eq!(pick(&mut rng, 1, None, 0), Pick::Peer(0));
         }
     }
 }
