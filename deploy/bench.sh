@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the standard benchmark table against release builds on this machine
-# and prints it as Markdown: one broker at a time (memory, then Postgres),
-# each run on a fresh broker, the load generator on the same machine.
+# Runs the standard benchmark tables against release builds on this machine
+# and prints them as Markdown: one broker at a time (memory, then Postgres),
+# each run on a fresh broker, then three Postgres-backed nodes on one
+# database; the load generator on the same machine. About eight minutes.
 #
 #   bash deploy/bench.sh            # needs Postgres on 127.0.0.1:5432 (or DATABASE_URL's server)
 #
@@ -18,6 +19,7 @@ PG_SERVER=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_BASE=${PG_SERVER%/*}
 WORK=$(mktemp -d /tmp/cmb-bench.XXXXXX)
 BROKER_PID=
+CLUSTER_PIDS=()
 
 BENCH_DB=
 stop_broker() {
@@ -47,7 +49,8 @@ start_broker() {
     env -i PATH="$PATH" HOME="$HOME" \
       BROKER_PORT="$PORT" BROKER_BIND=127.0.0.1 BROKER_ADMIN_TOKEN="$TOKEN" \
       BROKER_SEND_RATE_PER_MIN=100000000 BROKER_SEND_BURST=100000000 \
-      MAX_CONNECTIONS_PER_MESH=5000 BROKER_SHUTDOWN_DRAIN_SECONDS=0 \
+      MAX_CONNECTIONS_PER_MESH=20000 BROKER_SHUTDOWN_DRAIN_SECONDS=0 \
+      BROKER_MAX_NEW_CONNECTIONS_PER_SECOND=100000 BROKER_MAX_CONNECTIONS_PER_NODE=20000 \
       BROKER_LOG_FORMAT=json RUST_LOG=warn ${db_url:+DATABASE_URL="$db_url"} \
       "$BROKER" serve >"$WORK/broker.log" 2>&1 &
     echo $! >"$WORK/pid"
@@ -71,6 +74,25 @@ peak_rss_mb() {
   awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$BROKER_PID/status"
 }
 
+# row STORE ARGS RSS JSON: prints one Markdown row from a loadgen report
+row() {
+  python3 - "$@" <<'PY'
+import json, sys
+store, args, rss, doc = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+lat = doc["latency_ms"]
+if doc.get("rss_kib_per_connection") is not None:
+    extra = f'{doc["rss_kib_per_connection"]:.0f} KiB/connection'
+else:
+    extra = f'{doc["throughput_msgs_per_s"]:,.0f} msgs/s'
+if doc.get("spread_ms"):
+    extra += f'; spread p50 {doc["spread_ms"]["p50"]:.1f} / p99 {doc["spread_ms"]["p99"]:.1f} ms'
+if doc.get("stalled"):
+    extra += f'; {doc["stalled"]} stalled readers, {doc["sent_to_stalled"]} sends to them'
+print(f'| {store} | `{args}` | {doc["delivered"]}/{doc["delivered"] + doc["lost"]} | {doc["lost"]} | '
+      f'{extra} | {lat["p50"]:.1f} / {lat["p99"]:.1f} | {doc["hello_per_s"]:,.0f} | {rss} |')
+PY
+}
+
 # run STORE ARGS...: one row of the table
 run() {
   local store=$1
@@ -79,28 +101,88 @@ run() {
   local json
   json=$(BROKER_ADMIN_TOKEN=$TOKEN timeout 300 "$LOADGEN" --url "http://127.0.0.1:$PORT" "$@" --broker-pid "$BROKER_PID" --json)
   local rss
-  rss=$(peak_rss_mb)
-  python3 - "$store" "$*" "$rss" "$json" <<'PY'
-import json, sys
-store, args, rss, doc = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-lat = doc["latency_ms"]
-if doc.get("rss_kib_per_connection") is not None:
-    extra = f'{doc["rss_kib_per_connection"]:.0f} KiB/connection'
-else:
-    extra = f'{doc["throughput_msgs_per_s"]:,.0f} msgs/s'
-print(f'| {store} | `{args}` | {doc["delivered"]}/{doc["delivered"] + doc["lost"]} | {doc["lost"]} | '
-      f'{extra} | {lat["p50"]:.1f} / {lat["p99"]:.1f} | {doc["hello_per_s"]:,.0f} | {rss} MB |')
-PY
+  rss="$(peak_rss_mb) MB"
+  row "$store" "$*" "$rss" "$json"
   stop_broker
 }
 
+ulimit -n 65536 2>/dev/null || true
 echo "| store | workload | delivered/expected | lost | result | latency p50 / p99 ms | hellos/s | broker peak RSS |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 run memory --workload dm --peers 100 --messages 1000
 run memory --workload broadcast --peers 100 --messages 100
 run memory --workload rate --peers 100 --rate 2000 --duration 10
-run memory --workload idle --peers 1000 --hold 3
+run memory --workload idle --peers 10000 --meshes 100 --hold 3
 run postgres --workload dm --peers 100 --messages 100
 run postgres --workload dm --peers 100 --messages 1000
 run postgres --workload broadcast --peers 100 --messages 100
+run postgres --workload broadcast --peers 1000 --messages 20
 run postgres --workload rate --peers 100 --rate 2000 --duration 10
+run postgres --workload rate --peers 100 --rate 2000 --duration 10 --stalled 5
+
+# Three nodes on one database, peers round-robin over them.
+start_cluster() {
+  BENCH_DB="cmb_bench_$$_$RANDOM"
+  psql "$PG_SERVER" -qc "CREATE DATABASE $BENCH_DB" >/dev/null
+  CLUSTER_PIDS=()
+  for i in 0 1 2; do
+    (
+      cd "$WORK"
+      env -i PATH="$PATH" HOME="$HOME" \
+        BROKER_PORT=$((PORT + i)) BROKER_BIND=127.0.0.1 BROKER_ADMIN_TOKEN="$TOKEN" \
+        BROKER_SEND_RATE_PER_MIN=100000000 BROKER_SEND_BURST=100000000 \
+        MAX_CONNECTIONS_PER_MESH=20000 BROKER_SHUTDOWN_DRAIN_SECONDS=0 \
+        BROKER_LOG_FORMAT=json RUST_LOG=warn DATABASE_URL="$PG_BASE/$BENCH_DB" \
+        "$BROKER" serve >"$WORK/node$i.log" 2>&1 &
+      echo $! >"$WORK/pid$i"
+    )
+    CLUSTER_PIDS+=("$(cat "$WORK/pid$i")")
+  done
+  for i in 0 1 2; do
+    for _ in $(seq 1 100); do
+      curl -fs "http://127.0.0.1:$((PORT + i))/health" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+  done
+}
+stop_cluster() {
+  kill "${CLUSTER_PIDS[@]}" 2>/dev/null || true
+  wait "${CLUSTER_PIDS[@]}" 2>/dev/null || true
+  CLUSTER_PIDS=()
+  stop_broker
+}
+trap 'stop_cluster 2>/dev/null; stop_broker; rm -rf "$WORK"' EXIT
+# cluster_run LABEL URLS ARGS...
+cluster_run() {
+  local label=$1 urls=$2
+  shift 2
+  start_cluster
+  local json args=()
+  for u in $urls; do args+=(--url "http://127.0.0.1:$((PORT + u))"); done
+  json=$(BROKER_ADMIN_TOKEN=$TOKEN timeout 300 "$LOADGEN" "${args[@]}" "$@" --json)
+  local notifies=0 deliveries=0
+  for i in 0 1 2; do
+    local m
+    m=$(curl -fs "http://127.0.0.1:$((PORT + i))/metrics")
+    notifies=$((notifies + $(awk '/^broker_notify_sent_total / {print int($2)}' <<<"$m")))
+    deliveries=$((deliveries + $(awk '/^broker_deliveries_total / {print int($2)}' <<<"$m")))
+  done
+  python3 - "$label" "$*" "$notifies" "$deliveries" "$json" <<'PY'
+import json, sys
+label, args, notifies, deliveries, doc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+lat = doc["latency_ms"]
+per = f'{notifies / deliveries:.2f}' if deliveries else '–'
+print(f'| {label} | `{args}` | {doc["throughput_msgs_per_s"]:,.0f} msgs/s, {doc["lost"]} lost | '
+      f'{lat["p50"]:.1f} / {lat["p95"]:.1f} / {lat["p99"]:.1f} | {per} |')
+PY
+  stop_cluster
+}
+
+echo
+echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | NOTIFYs per delivery |"
+echo "| --- | --- | --- | --- | --- |"
+cluster_run "cross-node only" "0 1 2" --workload rate --peers 99 --rate 1000 --duration 10 --cross-node
+cluster_run "all on one node" "0" --workload rate --peers 99 --rate 1000 --duration 10
+cluster_run "cross-node only" "0 1 2" --workload rate --peers 99 --rate 2000 --duration 10 --cross-node
+cluster_run "all on one node" "0" --workload rate --peers 99 --rate 2000 --duration 10
+cluster_run "spread" "0 1 2" --workload dm --peers 99 --messages 100
