@@ -80,31 +80,47 @@ SELECT NULL, NULL, NULL, id, message_id, claimed_session FROM d WHERE claimed_se
 
 /// Oldest-first claim of this session's rows and its member's; `next` and
 /// `low` only while the session's recorded status is idle (read live, so
-/// a hook on another node gates immediately).
+/// a hook on another node gates immediately). The two kinds are picked by
+/// separate ordered index scans (a UNION of locked subqueries, since
+/// `FOR UPDATE` cannot sit on a UNION itself): no sort, no bitmap scan, and
+/// index scans mark the entries of completed rows dead as they pass, so
+/// churn between vacuums does not slow claims down.
 const CLAIM: &str = "
 WITH done AS (DELETE FROM delivery WHERE id = ANY($8) AND claimed_session = $1)
 UPDATE delivery d
 SET claimed_by = $4, claimed_session = $1, claim_until = $6
 FROM (
-  SELECT id, claimed_session AS prev FROM delivery
-  WHERE (recipient_session = $1
-         OR (recipient_session IS NULL AND mesh_id = $2 AND recipient_member_id = $3
-             AND exclude_session IS DISTINCT FROM $1))
-    AND (claim_until IS NULL OR claim_until < $5
-         OR ($9 AND claimed_session = $1 AND NOT (id = ANY($8))))
-    AND (priority = 'now'
-         OR (SELECT status FROM presence WHERE id = $1) = 'idle')
+  SELECT id, prev FROM (
+    SELECT * FROM (
+      SELECT id, claimed_session AS prev FROM delivery
+      WHERE recipient_session = $1
+        AND (claim_until IS NULL OR claim_until < $5
+             OR ($9 AND claimed_session = $1 AND NOT (id = ANY($8))))
+        AND (priority = 'now' OR (SELECT status FROM presence WHERE id = $1) = 'idle')
+      ORDER BY id LIMIT $7
+      FOR UPDATE SKIP LOCKED) s
+    UNION ALL
+    SELECT * FROM (
+      SELECT id, claimed_session AS prev FROM delivery
+      WHERE recipient_session IS NULL AND mesh_id = $2 AND recipient_member_id = $3
+        AND exclude_session IS DISTINCT FROM $1
+        AND (claim_until IS NULL OR claim_until < $5
+             OR ($9 AND claimed_session = $1 AND NOT (id = ANY($8))))
+        AND (priority = 'now' OR (SELECT status FROM presence WHERE id = $1) = 'idle')
+      ORDER BY id LIMIT $7
+      FOR UPDATE SKIP LOCKED) m
+  ) u
   ORDER BY id
   LIMIT $7
-  FOR UPDATE SKIP LOCKED
 ) c, message m
 WHERE d.id = c.id AND m.id = d.message_id
 RETURNING d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_session_pubkey,
           m.priority, m.nonce, m.ciphertext, m.created_at, c.prev IS NOT NULL";
 
 /// `CLAIM` for many sessions in one statement: each request's rows picked
-/// by a LATERAL subquery (oldest first, its own limit, SKIP LOCKED), a row
-/// wanted by two sessions of one member given to one of them.
+/// by a LATERAL subquery (oldest first, its own limit, SKIP LOCKED, the
+/// same two index scans), a row wanted by two sessions of one member given
+/// to one of them.
 const CLAIM_MANY: &str = "
 WITH done AS (
   DELETE FROM delivery d USING unnest($1::bigint[], $2::uuid[]) AS c(id, p)
@@ -114,16 +130,28 @@ req AS (
 picked AS (
   SELECT DISTINCT ON (x.id) r.p, x.id, x.prev
   FROM req r CROSS JOIN LATERAL (
-    SELECT d.id, d.claimed_session AS prev FROM delivery d
-    WHERE (d.recipient_session = r.p
-           OR (d.recipient_session IS NULL AND d.mesh_id = r.mesh AND d.recipient_member_id = r.member
-               AND d.exclude_session IS DISTINCT FROM r.p))
-      AND (d.claim_until IS NULL OR d.claim_until < $7
-           OR (r.reclaim AND d.claimed_session = r.p AND NOT (d.id = ANY($1))))
-      AND (d.priority = 'now' OR (SELECT status FROM presence WHERE id = r.p) = 'idle')
-    ORDER BY d.id
-    LIMIT $8
-    FOR UPDATE SKIP LOCKED) x
+    SELECT id, prev FROM (
+      SELECT * FROM (
+        SELECT d.id, d.claimed_session AS prev FROM delivery d
+        WHERE d.recipient_session = r.p
+          AND (d.claim_until IS NULL OR d.claim_until < $7
+               OR (r.reclaim AND d.claimed_session = r.p AND NOT (d.id = ANY($1))))
+          AND (d.priority = 'now' OR (SELECT status FROM presence WHERE id = r.p) = 'idle')
+        ORDER BY d.id LIMIT $8
+        FOR UPDATE SKIP LOCKED) s
+      UNION ALL
+      SELECT * FROM (
+        SELECT d.id, d.claimed_session AS prev FROM delivery d
+        WHERE d.recipient_session IS NULL AND d.mesh_id = r.mesh AND d.recipient_member_id = r.member
+          AND d.exclude_session IS DISTINCT FROM r.p
+          AND (d.claim_until IS NULL OR d.claim_until < $7
+               OR (r.reclaim AND d.claimed_session = r.p AND NOT (d.id = ANY($1))))
+          AND (d.priority = 'now' OR (SELECT status FROM presence WHERE id = r.p) = 'idle')
+        ORDER BY d.id LIMIT $8
+        FOR UPDATE SKIP LOCKED) m
+    ) u
+    ORDER BY id
+    LIMIT $8) x
   ORDER BY x.id, r.p)
 UPDATE delivery d
 SET claimed_by = $9, claimed_session = picked.p, claim_until = $10
