@@ -206,7 +206,10 @@ impl Application {
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, router)
+        // A make-service hands each connection a clone of the router (an
+        // Arc); serving the `Router` itself rebuilds its route table per
+        // accepted connection, a cost every WebSocket paid at connect.
+        axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(serve_stop.cancelled_owned())
             .await?;
         let _ = drain.await;

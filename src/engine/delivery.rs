@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::outbound::OutboundTx;
 use super::sessions::{Mailbox, Outbound};
 use super::Node;
 use crate::store::{ClaimRequest, Claimed, StoredMessage};
@@ -73,7 +74,7 @@ pub struct Recipient {
 pub async fn run(
     node: Arc<Node>,
     who: Recipient,
-    tx: mpsc::Sender<Outbound>,
+    tx: OutboundTx,
     mailbox: Arc<Mailbox>,
     stop: CancellationToken,
 ) {
@@ -81,11 +82,13 @@ pub async fn run(
     let lease = chrono::Duration::seconds(node.config.settings.claim_lease_seconds as i64);
     let mut must_claim = true;
     let mut unsure = false;
+    // Claims and pushes are boxed: the loop spends its life waiting, and
+    // inline they would size every idle session's task.
     loop {
         // Rows the batcher stored already claimed for us: push them
         // without a claim round trip.
         let handed = mailbox.take_handed();
-        if !handed.is_empty() && !push(&node, &who, &tx, handed).await {
+        if !handed.is_empty() && !Box::pin(push(&node, &who, &tx, handed)).await {
             return;
         }
         if must_claim || mailbox.take_claim_wanted() {
@@ -106,7 +109,7 @@ pub async fn run(
                     node.flush_completions().await;
                     return;
                 }
-                r = super::bounded(node.claim(req)) => r,
+                r = Box::pin(super::bounded(node.claim(req))) => r,
             };
             let claimed = match claimed {
                 Ok(c) => {
@@ -131,7 +134,7 @@ pub async fn run(
                 }
             };
             let full = claimed.len() == CLAIM_BATCH;
-            if !claimed.is_empty() && !push(&node, &who, &tx, claimed).await {
+            if !claimed.is_empty() && !Box::pin(push(&node, &who, &tx, claimed)).await {
                 return;
             }
             if full {
@@ -160,12 +163,7 @@ pub async fn run(
 /// Writes claimed rows as pushes; without `client_ack` they are completed
 /// once the writer has put them on the socket. `false`: the socket is
 /// gone (the rows lapse or are released with the presence: no loss).
-async fn push(
-    node: &Node,
-    who: &Recipient,
-    tx: &mpsc::Sender<Outbound>,
-    rows: Vec<Claimed>,
-) -> bool {
+async fn push(node: &Node, who: &Recipient, tx: &OutboundTx, rows: Vec<Claimed>) -> bool {
     let mut ids = Vec::with_capacity(rows.len());
     for c in &rows {
         let frame = node.push_bytes(&c.message);

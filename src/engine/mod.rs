@@ -13,6 +13,7 @@ pub mod handoff;
 pub mod hello;
 pub mod join;
 pub mod messaging;
+pub mod outbound;
 pub mod peers;
 pub mod sessions;
 pub mod status;
@@ -93,16 +94,18 @@ pub const DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs `fut` under [`DB_TIMEOUT`]. A timed-out write may still commit
 /// once the link recovers: the outcome is unknown, which `unavailable`
-/// honestly reports as "retry".
-pub async fn bounded<T>(
+/// honestly reports as "retry". Not an `async fn`: that would hold `fut`
+/// twice (argument and timer), doubling the state of every caller.
+pub fn bounded<T>(
     fut: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(DB_TIMEOUT, fut).await {
+) -> impl std::future::Future<Output = Result<T, StoreError>> {
+    use futures_util::FutureExt;
+    tokio::time::timeout(DB_TIMEOUT, fut).map(|r| match r {
         Ok(r) => r,
         Err(_) => Err(StoreError::Unavailable(
             "the database did not answer in time".into(),
         )),
-    }
+    })
 }
 
 /// Bytes of push frames kept for sharing between recipients. A multicast

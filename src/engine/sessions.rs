@@ -2,14 +2,16 @@
 //! node: everything here is rebuilt by clients reconnecting, never needed
 //! by another node.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use uuid::Uuid;
 
+use super::outbound::OutboundTx;
 use crate::store::Claimed;
 
 /// What a session's writer task sends next.
@@ -40,7 +42,7 @@ pub struct SessionHandle {
     pub conn_id: Uuid,
     pub mesh_id: String,
     pub member_id: String,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: OutboundTx,
     /// Wakes the session's delivery loop and takes rows handed to it.
     pub mailbox: Arc<Mailbox>,
     /// Asks the session loop to close with (code, reason). A watch, not a
@@ -106,33 +108,58 @@ impl Mailbox {
 
 #[derive(Default)]
 pub struct Sessions {
-    by_presence: Mutex<HashMap<Uuid, SessionHandle>>,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_presence: HashMap<Uuid, SessionHandle>,
+    /// The presences of each mesh with a socket here: a mesh event visits
+    /// that mesh's sessions, not every socket on the node (a scan of all
+    /// of them per hello made connecting quadratic in the node's size).
+    by_mesh: HashMap<String, HashSet<Uuid>>,
 }
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, SessionHandle>> {
-        self.by_presence.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers a socket for a presence, returning the one it displaced
     /// (a replaced session on this same node).
     pub fn insert(&self, presence: Uuid, handle: SessionHandle) -> Option<SessionHandle> {
-        self.lock().insert(presence, handle)
+        let mut t = self.lock();
+        t.by_mesh
+            .entry(handle.mesh_id.clone())
+            .or_default()
+            .insert(presence);
+        t.by_presence.insert(presence, handle)
     }
 
     /// Removes the entry only if it is still this socket's.
     pub fn remove(&self, presence: Uuid, conn_id: Uuid) {
-        let mut map = self.lock();
-        if map.get(&presence).is_some_and(|h| h.conn_id == conn_id) {
-            map.remove(&presence);
+        let mut t = self.lock();
+        let Entry::Occupied(entry) = t.by_presence.entry(presence) else {
+            return;
+        };
+        if entry.get().conn_id != conn_id {
+            return;
+        }
+        let h = entry.remove();
+        if let Some(set) = t.by_mesh.get_mut(&h.mesh_id) {
+            set.remove(&presence);
+            if set.is_empty() {
+                t.by_mesh.remove(&h.mesh_id);
+            }
         }
     }
 
     /// Closes the socket of `presence` if it is `conn_id` (any if `None`).
     pub fn close(&self, presence: Uuid, conn_id: Option<Uuid>, code: u16, reason: &'static str) {
         let handle = {
-            let map = self.lock();
-            map.get(&presence)
+            let t = self.lock();
+            t.by_presence
+                .get(&presence)
                 .filter(|h| conn_id.is_none_or(|c| c == h.conn_id))
                 .cloned()
         };
@@ -143,28 +170,29 @@ impl Sessions {
 
     /// Wakes the delivery loop of `presence` if this node holds it.
     pub fn wake(&self, presence: Uuid) {
-        if let Some(h) = self.lock().get(&presence) {
+        if let Some(h) = self.lock().by_presence.get(&presence) {
             h.mailbox.wake();
         }
     }
 
     /// Wakes every local session of a member (member-addressed messages).
     pub fn wake_member(&self, member_id: &str) {
-        for h in self.lock().values().filter(|h| h.member_id == member_id) {
+        let t = self.lock();
+        for h in t.by_presence.values().filter(|h| h.member_id == member_id) {
             h.mailbox.wake();
         }
     }
 
     /// Closes every local socket with `code`.
     pub fn close_every(&self, code: u16, reason: &'static str) {
-        for h in self.lock().values() {
+        for h in self.lock().by_presence.values() {
             h.closer.send_replace(Some((code, reason)));
         }
     }
 
     /// Wakes every local delivery loop (catch-up after a bus outage).
     pub fn wake_all(&self) {
-        for h in self.lock().values() {
+        for h in self.lock().by_presence.values() {
             h.mailbox.wake();
         }
     }
@@ -173,10 +201,14 @@ impl Sessions {
     /// `skip_member`. A session whose queue is full misses it: system
     /// events are advisory, and `list_peers` has the truth.
     pub fn broadcast(&self, mesh_id: &str, skip_member: &str, frame: &Utf8Bytes) {
-        for h in self
-            .lock()
-            .values()
-            .filter(|h| h.mesh_id == mesh_id && h.member_id != skip_member)
+        let t = self.lock();
+        let Some(presences) = t.by_mesh.get(mesh_id) else {
+            return;
+        };
+        for h in presences
+            .iter()
+            .filter_map(|p| t.by_presence.get(p))
+            .filter(|h| h.member_id != skip_member)
         {
             let _ = h.tx.try_send(Outbound::Text(frame.clone()));
         }
@@ -187,10 +219,10 @@ impl Sessions {
         &self,
         presences: impl Iterator<Item = Uuid>,
     ) -> HashMap<Uuid, Arc<Mailbox>> {
-        let map = self.lock();
+        let t = self.lock();
         presences
             .filter_map(|p| {
-                let h = map.get(&p)?;
+                let h = t.by_presence.get(&p)?;
                 h.mailbox.takes_handoff().then(|| (p, h.mailbox.clone()))
             })
             .collect()
@@ -198,11 +230,14 @@ impl Sessions {
 
     /// The mailbox of a local presence.
     pub fn mailbox(&self, presence: Uuid) -> Option<Arc<Mailbox>> {
-        self.lock().get(&presence).map(|h| h.mailbox.clone())
+        self.lock()
+            .by_presence
+            .get(&presence)
+            .map(|h| h.mailbox.clone())
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_presence.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -212,7 +247,64 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
-    use super::Mailbox;
+    use super::{Mailbox, Outbound, SessionHandle, Sessions};
+    use crate::engine::outbound::{self, OutboundRx};
+    use std::sync::Arc;
+    use uuid::Uuid;
+
+    fn handle(mesh: &str, member: &str) -> (SessionHandle, OutboundRx) {
+        let (tx, rx) = outbound::channel(8);
+        let h = SessionHandle {
+            conn_id: Uuid::now_v7(),
+            mesh_id: mesh.into(),
+            member_id: member.into(),
+            tx,
+            mailbox: Arc::new(Mailbox::default()),
+            closer: tokio::sync::watch::channel(None).0,
+        };
+        (h, rx)
+    }
+
+    async fn got_event(rx: &mut OutboundRx) -> bool {
+        let next = tokio::time::timeout(std::time::Duration::from_millis(20), rx.recv());
+        matches!(next.await, Ok(Some(Outbound::Text(_))))
+    }
+
+    #[tokio::test]
+    async fn broadcast_reaches_the_other_members_of_that_mesh_only() {
+        let s = Sessions::default();
+        let (a, mut a_rx) = handle("m1", "alice");
+        let (b, mut b_rx) = handle("m1", "bob");
+        let (c, mut c_rx) = handle("m2", "carol");
+        let (pa, pb, pc) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        s.insert(pa, a);
+        s.insert(pb, b.clone());
+        s.insert(pc, c);
+        s.broadcast("m1", "alice", &"event".into());
+        assert!(got_event(&mut b_rx).await);
+        assert!(
+            !got_event(&mut a_rx).await,
+            "the announcing member is skipped"
+        );
+        assert!(!got_event(&mut c_rx).await, "another mesh hears nothing");
+
+        // A stale socket of a re-attached presence removes nothing.
+        let (b2, mut b2_rx) = handle("m1", "bob");
+        s.insert(pb, b2);
+        s.remove(pb, b.conn_id);
+        s.broadcast("m1", "alice", &"event".into());
+        assert!(got_event(&mut b2_rx).await);
+
+        s.remove(pa, Uuid::now_v7());
+        assert_eq!(s.len(), 3, "another socket's id removes nothing");
+        let c_conn = s.lock().by_presence[&pc].conn_id;
+        s.remove(pc, c_conn);
+        assert!(
+            !s.lock().by_mesh.contains_key("m2"),
+            "an empty mesh is dropped"
+        );
+        assert_eq!(s.len(), 2);
+    }
 
     #[test]
     fn handoffs_only_while_caught_up_and_no_wake_is_pending() {

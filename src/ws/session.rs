@@ -2,11 +2,12 @@
 //! and asks the engine, and a writer task that owns the sink. The two talk
 //! through a bounded queue so a slow client never blocks the engine.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::stream::SplitStream;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -17,6 +18,7 @@ use super::writer::{forward_acks, write_loop, PendingAck};
 use crate::engine::delivery::{self, Recipient};
 use crate::engine::events::PeerEvent;
 use crate::engine::messaging::SendRefusal;
+use crate::engine::outbound::{self, OutboundTx};
 use crate::engine::sessions::{close, Mailbox, Outbound, SessionHandle};
 use crate::engine::Node;
 use crate::protocol::frames::{self, error_ack, error_frame, ok_ack, ClientFrame, FrameError};
@@ -38,28 +40,39 @@ type EndReason = &'static str;
 struct Conn {
     node: Arc<Node>,
     conn_id: Uuid,
-    tx: mpsc::Sender<Outbound>,
+    tx: OutboundTx,
     closer: watch::Sender<Option<(u16, &'static str)>>,
     presence: Option<Arc<Presence>>,
     client_ack: bool,
     /// Send outcomes, answered in submission order by `forward_acks`.
-    acks: mpsc::Sender<PendingAck>,
+    /// Started at the first send: most sessions never send, and the task
+    /// and its queue would be a large share of an idle socket's memory.
+    acks: Option<(mpsc::Sender<PendingAck>, JoinHandle<()>)>,
     /// Per-socket frame budget: (tokens, last refill).
     frames: (f64, Instant),
     /// The session's delivery loop, started at hello.
     deliverer: Option<(JoinHandle<()>, CancellationToken)>,
 }
 
-pub async fn run(node: Arc<Node>, socket: WebSocket) {
+/// Splits the socket before the session future exists: an `async fn`
+/// keeps its arguments for its whole life, and the unsplit socket is
+/// several hundred bytes that every idle connection would carry.
+pub fn run(node: Arc<Node>, socket: WebSocket) -> impl Future<Output = ()> {
+    let (sink, stream) = socket.split();
+    session(node, sink, stream)
+}
+
+async fn session(
+    node: Arc<Node>,
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+) {
     let started = Instant::now();
     let conn_id = Uuid::now_v7();
     tracing::info!(node_id = %node.id, conn_id = %conn_id, "connection opened");
-    let (sink, stream) = socket.split();
-    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let (tx, rx) = outbound::channel(OUTBOUND_QUEUE);
     let (closer, closer_rx) = watch::channel(None);
     let writer = tokio::spawn(write_loop(sink, rx, node.clone(), closer.clone()));
-    let (acks, acks_rx) = mpsc::channel(PIPELINED_SENDS);
-    let ack_task = tokio::spawn(forward_acks(acks_rx, tx.clone()));
     let mut conn = Conn {
         node: node.clone(),
         conn_id,
@@ -71,7 +84,7 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
             f64::from(node.config.settings.max_frames_per_second),
             Instant::now(),
         ),
-        acks,
+        acks: None,
         deliverer: None,
     };
     let reason = conn.read_loop(stream, closer_rx).await;
@@ -83,8 +96,10 @@ pub async fn run(node: Arc<Node>, socket: WebSocket) {
         ..
     } = conn;
     // Answer what was already submitted (the client may still read).
-    drop(acks);
-    let _ = tokio::time::timeout(WRITER_FLUSH, ack_task).await;
+    if let Some((acks, ack_task)) = acks {
+        drop(acks);
+        let _ = tokio::time::timeout(WRITER_FLUSH, ack_task).await;
+    }
     if let Some((task, stop)) = deliverer {
         // Let in-flight completions finish before the presence (and its
         // claims) is released, so written pushes are not delivered twice.
@@ -186,10 +201,12 @@ impl Conn {
                     match msg {
                         Message::Text(text) => {
                             if !self.take_frame_token() {
-                                self.throttled(text.as_str()).await;
+                                Box::pin(self.throttled(text.as_str())).await;
                                 continue;
                             }
-                            if let Err(reason) = self.on_text(text.as_str()).await {
+                            // Boxed: its largest states (the hello) would
+                            // otherwise size every idle socket's task.
+                            if let Err(reason) = Box::pin(self.on_text(text.as_str())).await {
                                 return reason;
                             }
                         }
@@ -236,14 +253,12 @@ impl Conn {
                     code: "rate_limit",
                     sentence: SENTENCE.into(),
                 }));
-                let _ = self
-                    .acks
-                    .send(PendingAck {
-                        rx,
-                        id: s.id,
-                        req_id,
-                    })
-                    .await;
+                self.pending_ack(PendingAck {
+                    rx,
+                    id: s.id,
+                    req_id,
+                })
+                .await;
             }
             Ok(i) => {
                 self.send(error_frame("rate_limit", SENTENCE, i.req_id.as_deref()))
@@ -251,6 +266,16 @@ impl Conn {
             }
             Err(_) => self.send(error_frame("rate_limit", SENTENCE, None)).await,
         }
+    }
+
+    /// Queues a send's outcome for its ack, in submission order; waits
+    /// while `PIPELINED_SENDS` are unanswered.
+    async fn pending_ack(&mut self, pending: PendingAck) {
+        let (acks, _) = self.acks.get_or_insert_with(|| {
+            let (acks, rx) = mpsc::channel(PIPELINED_SENDS);
+            (acks, tokio::spawn(forward_acks(rx, self.tx.clone())))
+        });
+        let _ = acks.send(pending).await;
     }
 
     async fn send(&self, frame: String) {
@@ -281,14 +306,12 @@ impl Conn {
                     code: "bad_request",
                     sentence: message,
                 }));
-                let _ = self
-                    .acks
-                    .send(PendingAck {
-                        rx,
-                        id: id.unwrap_or_default(),
-                        req_id,
-                    })
-                    .await;
+                self.pending_ack(PendingAck {
+                    rx,
+                    id: id.unwrap_or_default(),
+                    req_id,
+                })
+                .await;
                 return Ok(());
             }
             Err(FrameError::BadRequest { req_id, message }) => {
@@ -356,7 +379,7 @@ impl Conn {
                     id,
                     req_id: incoming.req_id.clone(),
                 };
-                let _ = self.acks.send(pending).await;
+                self.pending_ack(pending).await;
                 Ok(())
             }
             ClientFrame::ClientAck(message_id) => {

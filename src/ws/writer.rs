@@ -11,6 +11,7 @@ use futures_util::SinkExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::engine::messaging::{SendOutcome, SendRefusal};
+use crate::engine::outbound::{OutboundRx, OutboundTx};
 use crate::engine::sessions::{close, Outbound};
 use crate::engine::{Node, DB_TIMEOUT};
 use crate::protocol::frames::{self, error_ack};
@@ -20,7 +21,7 @@ use crate::protocol::frames::{self, error_ack};
 /// dropped as a slow consumer, and its unwritten pushes stay claimable.
 pub(super) async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: OutboundRx,
     node: Arc<Node>,
     closer: watch::Sender<Option<(u16, &'static str)>>,
 ) {
@@ -64,10 +65,7 @@ pub(super) struct PendingAck {
 }
 
 /// Writes send acks in submission order as their outcomes arrive.
-pub(super) async fn forward_acks(
-    mut pending: mpsc::Receiver<PendingAck>,
-    tx: mpsc::Sender<Outbound>,
-) {
+pub(super) async fn forward_acks(mut pending: mpsc::Receiver<PendingAck>, tx: OutboundTx) {
     while let Some(p) = pending.recv().await {
         let outcome = match tokio::time::timeout(DB_TIMEOUT, p.rx).await {
             Ok(Ok(o)) => o,
