@@ -117,6 +117,7 @@ run postgres --workload dm --peers 100 --messages 100
 run postgres --workload dm --peers 100 --messages 1000
 run postgres --workload broadcast --peers 100 --messages 100
 run postgres --workload broadcast --peers 1000 --messages 20
+run postgres --workload broadcast --peers 1000 --messages 20 --rate 10
 run postgres --workload rate --peers 100 --rate 2000 --duration 10
 run postgres --workload rate --peers 100 --rate 2000 --duration 10 --stalled 5
 

@@ -235,6 +235,31 @@ async fn broadcast_reports_spread() {
         r["spread_ms"]["p50"].as_f64() <= r["latency_ms"]["max"].as_f64(),
         "a spread is within one message's latency: {r}"
     );
+    // Paced: 10 broadcasts at 20/s take about half a second.
+    let started = std::time::Instant::now();
+    let r = loadgen(
+        &node,
+        &[
+            "--workload",
+            "broadcast",
+            "--peers",
+            "4",
+            "--messages",
+            "10",
+            "--rate",
+            "20",
+        ],
+    )
+    .await;
+    assert_eq!(r["sent"], 10, "{r}");
+    assert_eq!(r["delivered"], 30, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_spread_is_sane(&r);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(400),
+        "paced, not a burst: {:?}",
+        started.elapsed()
+    );
     node.shutdown().await;
 }
 

@@ -85,7 +85,11 @@ async fn greet(
 ) -> Result<(Sink, Stream)> {
     let hello = hello_frame(ctx, index, name, member)?;
     let greet = async {
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url, None, true)
+        // tungstenite zero-fills its read buffer on every read; the default
+        // 128 KiB made that the generator's main cost in large idle runs.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4 * 1024);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url, Some(config), true)
             .await
             .with_context(|| format!("connecting to {ws_url}"))?;
         let (mut sink, mut stream) = ws.split();

@@ -60,6 +60,10 @@ buffers fill) or that misses pongs for BROKER_PONG_TIMEOUT_SECONDS
 of their mesh connected to another node (peer i is on url i % urls), so the
 latency is cross-node delivery alone.
 
+broadcast with --rate R sends its --messages (per mesh) paced at R
+broadcasts/s in total instead of as fast as acks allow, so each spread is
+that broadcast's own rather than the interleaving of a burst.
+
 broadcast also reports `spread_ms`: for each message, the time from its
 first to its last push across recipients (as received here), over the
 messages that reached 2 recipients or more (0 when none did); it is null
@@ -225,12 +229,25 @@ fn plan(args: &Args) -> Result<run::Plan> {
     if !(args.hold.is_finite() && args.hold >= 0.0) {
         bail!("--hold must be zero or more seconds");
     }
-    let (rate, duration) = if args.workload == Workload::Rate {
-        let rate = positive("--rate", args.rate)?;
-        let secs = positive("--duration", args.duration)?;
-        (rate, Duration::from_secs_f64(secs))
-    } else {
-        (0.0, Duration::ZERO)
+    let (rate, duration) = match args.workload {
+        Workload::Rate => {
+            let rate = positive("--rate", args.rate)?;
+            let secs = positive("--duration", args.duration)?;
+            (rate, Duration::from_secs_f64(secs))
+        }
+        // Paced broadcasts: each one's spread is its own, not the
+        // interleaving of a burst.
+        Workload::Broadcast if args.rate.is_some() => {
+            if args.duration.is_some() {
+                bail!(
+                    "a paced broadcast runs --messages per mesh; --duration applies to rate only"
+                );
+            }
+            let rate = positive("--rate", args.rate)?;
+            let total = args.messages as f64 * args.meshes as f64;
+            (rate, Duration::from_secs_f64(total / rate))
+        }
+        _ => (0.0, Duration::ZERO),
     };
     let enc = payload::Encoder::new(args.payload_bytes).map_err(anyhow::Error::msg)?;
     // nonce + ciphertext + the longest target spec (a 64-hex key).
@@ -343,6 +360,36 @@ mod tests {
         ])
         .unwrap();
         assert!(p.cross_node);
+    }
+
+    #[test]
+    fn broadcast_may_be_paced_by_rate() {
+        let p = plan_of(&[
+            "--workload",
+            "broadcast",
+            "--peers",
+            "4",
+            "--messages",
+            "10",
+            "--rate",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(p.rate, 5.0);
+        assert_eq!(p.duration, Duration::from_secs(2));
+        let e = error_of(&[
+            "--workload",
+            "broadcast",
+            "--peers",
+            "4",
+            "--rate",
+            "5",
+            "--duration",
+            "3",
+        ]);
+        assert!(e.contains("--duration applies to rate only"), "{e}");
+        let e = error_of(&["--workload", "broadcast", "--peers", "4", "--rate", "0"]);
+        assert!(e.contains("positive"), "{e}");
     }
 
     #[test]

@@ -434,6 +434,7 @@ async fn load(
     progress.phase("send", planned);
     let mut tasks: JoinSet<Result<(usize, Sink)>> = JoinSet::new();
     let mut feeds = Vec::new();
+    let paced = plan.rate > 0.0;
     for (i, targets) in senders {
         let sink = sinks[i]
             .take()
@@ -446,7 +447,7 @@ async fn load(
             stats.clone(),
             targets,
         );
-        if plan.workload == Workload::Rate {
+        if paced {
             let (tx, rx) = mpsc::channel(FEED_DEPTH);
             feeds.push(tx);
             tasks.spawn(s.run_fed(rx));
@@ -454,8 +455,8 @@ async fn load(
             tasks.spawn(s.run_fixed(plan.messages));
         }
     }
-    let ticker: Option<JoinHandle<u64>> = (plan.workload == Workload::Rate)
-        .then(|| tokio::spawn(workload::offer(feeds, plan.rate, plan.duration)));
+    let ticker: Option<JoinHandle<u64>> =
+        paced.then(|| tokio::spawn(workload::offer(feeds, plan.rate, plan.duration)));
 
     let answered = || Stats::get(&stats.acked) + Stats::get(&stats.rejected);
     let (mut last, mut last_change) = (0, Instant::now());
