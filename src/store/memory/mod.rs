@@ -27,6 +27,10 @@ struct State {
     nodes: HashMap<Uuid, NodeInfo>,
     /// Only online and in-grace presences; gone ones are dropped.
     presences: HashMap<Uuid, Presence>,
+    /// The ids in `presences` by mesh: hellos, routing and listings look
+    /// at one mesh, not every presence of the store. Changed only with
+    /// `presences` (add_presence, remove_presence).
+    presences_by_mesh: HashMap<String, std::collections::HashSet<Uuid>>,
     member_states: HashMap<(String, String), MemberState>,
     queue: messages::Queue,
     /// (pid, cwd) → (status, created_at) of hooks that came first.
@@ -50,6 +54,34 @@ impl MemoryStore {
         // to ignore.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn add_presence(s: &mut State, p: Presence) {
+    s.presences_by_mesh
+        .entry(p.mesh_id.clone())
+        .or_default()
+        .insert(p.id);
+    s.presences.insert(p.id, p);
+}
+
+fn remove_presence(s: &mut State, id: Uuid) -> Option<Presence> {
+    let p = s.presences.remove(&id)?;
+    if let Some(ids) = s.presences_by_mesh.get_mut(&p.mesh_id) {
+        ids.remove(&id);
+        if ids.is_empty() {
+            s.presences_by_mesh.remove(&p.mesh_id);
+        }
+    }
+    Some(p)
+}
+
+/// The presences of one mesh, in no order.
+fn mesh_presences<'a>(s: &'a State, mesh_id: &str) -> impl Iterator<Item = &'a Presence> {
+    s.presences_by_mesh
+        .get(mesh_id)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| s.presences.get(id))
 }
 
 fn save_member_state(s: &mut State, p: &Presence, now: DateTime<Utc>) {
@@ -167,7 +199,7 @@ impl Store for MemoryStore {
             })
             .collect();
         for r in &ended {
-            s.presences.remove(&r.id);
+            remove_presence(&mut s, r.id);
         }
         s.queue.drop_member(member_id);
         Ok(Some(ended))
@@ -305,13 +337,14 @@ impl Store for MemoryStore {
 
     async fn attach_presence(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
         let mut s = self.lock();
-        let existing = s.presences.values_mut().find(|x| {
-            x.mesh_id == p.mesh_id
-                && x.member_id == p.member_id
-                && (x.session_id == p.session_id
-                    || (p.session_pubkey.is_some() && x.session_pubkey == p.session_pubkey))
-        });
-        if let Some(x) = existing {
+        let existing = mesh_presences(&s, &p.mesh_id)
+            .find(|x| {
+                x.member_id == p.member_id
+                    && (x.session_id == p.session_id
+                        || (p.session_pubkey.is_some() && x.session_pubkey == p.session_pubkey))
+            })
+            .map(|x| x.id);
+        if let Some(x) = existing.and_then(|id| s.presences.get_mut(&id)) {
             let was = x.state;
             let (old_node, old_conn) = (x.node_id, x.conn_id);
             x.reattach(p);
@@ -326,15 +359,14 @@ impl Store for MemoryStore {
             });
         }
         let count = s
-            .presences
-            .values()
-            .filter(|x| x.mesh_id == p.mesh_id)
-            .count();
+            .presences_by_mesh
+            .get(&p.mesh_id)
+            .map_or(0, |ids| ids.len());
         if count >= max_per_mesh as usize {
             return Ok(Attach::Capacity);
         }
         let presence = Presence::from_new(p);
-        s.presences.insert(presence.id, presence.clone());
+        add_presence(&mut s, presence.clone());
         Ok(Attach::Created(presence))
     }
 
@@ -428,11 +460,7 @@ impl Store for MemoryStore {
 
     async fn route_targets(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>> {
         let s = self.lock();
-        let mut v: Vec<&Presence> = s
-            .presences
-            .values()
-            .filter(|p| p.mesh_id == mesh_id)
-            .collect();
+        let mut v: Vec<&Presence> = mesh_presences(&s, mesh_id).collect();
         v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
         Ok(v.into_iter().map(RouteTarget::of).collect())
     }
@@ -442,13 +470,8 @@ impl Store for MemoryStore {
     }
 
     async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>> {
-        let mut v: Vec<Presence> = self
-            .lock()
-            .presences
-            .values()
-            .filter(|p| p.mesh_id == mesh_id)
-            .cloned()
-            .collect();
+        let s = self.lock();
+        let mut v: Vec<Presence> = mesh_presences(&s, mesh_id).cloned().collect();
         v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
         Ok(v)
     }
@@ -463,7 +486,7 @@ impl Store for MemoryStore {
             .collect();
         let mut ended = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(mut p) = s.presences.remove(&id) {
+            if let Some(mut p) = remove_presence(&mut s, id) {
                 s.queue.orphan_session(id);
                 p.state = PresenceState::Gone;
                 ended.push(p);
