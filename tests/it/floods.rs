@@ -10,14 +10,6 @@ use crate::both_stores;
 use crate::harness::{node_with, world_with, Backend, Peer};
 use crate::messaging::send_frame;
 
-async fn metric(node: &crate::harness::TestNode, name: &str) -> u64 {
-    let text = node.metrics().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
-        .unwrap_or(0)
-}
-
 async fn silent_sockets_are_closed_after_the_hello_timeout(backend: Backend) {
     let (node, _db) = node_with(backend, |s| s.hello_timeout_seconds = 1).await;
     let mut p = Peer::connect(&node.ws_url()).await;
@@ -39,7 +31,7 @@ async fn upgrades_past_the_caps_get_503(backend: Backend) {
         Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 503),
         other => panic!("third socket admitted: {:?}", other.map(|_| ())),
     }
-    assert_eq!(metric(&node, "broker_refused_upgrades_total").await, 1);
+    assert_eq!(node.metric("broker_refused_upgrades_total").await, 1);
 
     let (node, _db2) = node_with(backend, |s| s.max_new_connections_per_second = 3).await;
     let mut refused = 0;
@@ -81,7 +73,7 @@ async fn frame_floods_are_throttled_per_socket(backend: Backend) {
     let ack = ack.expect("the send was acked");
     assert_eq!(ack["id"], "s1");
     assert_eq!(ack["code"], "rate_limit", "{ack}");
-    assert!(metric(&w.node, "broker_throttled_frames_total").await >= 5);
+    assert!(w.node.metric("broker_throttled_frames_total").await >= 5);
     // The budget refills: the socket works again.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
@@ -125,7 +117,12 @@ async fn slow_consumers_are_dropped_without_loss(backend: Backend) {
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while metric(&w.node, "broker_slow_consumer_disconnects_total").await == 0 {
+    while w
+        .node
+        .metric("broker_slow_consumer_disconnects_total")
+        .await
+        == 0
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "stalled reader never dropped"

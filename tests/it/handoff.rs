@@ -8,16 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::both_stores;
-use crate::harness::{world_with, Backend, Peer, TestNode};
+use crate::harness::{world_with, Backend, Peer};
 use crate::messaging::{expect_push, send, send_frame};
-
-async fn metric(node: &TestNode, name: &str) -> u64 {
-    let text = node.metrics().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .map(|v| v.trim().parse::<f64>().unwrap() as u64)
-        .unwrap_or(0)
-}
 
 async fn local_pushes_are_handed_over_and_completed(backend: Backend) {
     let w = world_with(backend, |s| s.send_burst = 500).await;
@@ -38,7 +30,7 @@ async fn local_pushes_are_handed_over_and_completed(backend: Backend) {
         .await;
         assert_eq!(expect_push(&mut b).await["ciphertext"], format!("{i}"));
     }
-    let handed = metric(&w.node, "broker_handoffs_total").await;
+    let handed = w.node.metric("broker_handoffs_total").await;
     assert!(
         handed >= n / 2,
         "most pushes skip the claim: {handed} of {n}"

@@ -174,6 +174,15 @@ impl TestNode {
             .expect("metrics text")
     }
 
+    /// One unlabelled counter or gauge from `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map(|v| v.trim().parse::<f64>().expect("a number") as u64)
+            .unwrap_or(0)
+    }
+
     /// Live presences of a mesh, through the admin API.
     pub async fn peers(&self, slug: &str) -> Vec<Value> {
         let (status, v) = self
