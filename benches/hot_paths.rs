@@ -75,6 +75,7 @@ fn benches(c: &mut Criterion) {
                 role: None,
             }],
             status: claudemesh_broker::protocol::Status::Idle,
+            status_updated_at: Utc::now(),
         })
         .collect();
     let sender: Presence = {

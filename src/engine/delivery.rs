@@ -143,6 +143,7 @@ pub async fn run(
                 must_claim = true;
                 continue;
             }
+            mailbox.claimed_all_at(now);
         }
         must_claim = false;
         // Caught up: whatever arrives later wakes us (the permit is kept).

@@ -20,6 +20,12 @@ use crate::store::{Claimed, NewDelivery, NewMessage, PreClaim, RouteTarget, Stor
 /// Local sessions able to take a handoff in this batch, by presence.
 pub type Takers = HashMap<Uuid, Arc<Mailbox>>;
 
+/// A status must be this much older than the recipient's last full claim
+/// for a handoff: the claim then ran under that status, so nothing was
+/// held back from it. The margin covers clock skew between the node that
+/// wrote the status (a hook may land anywhere) and this one.
+const STATUS_SETTLED: chrono::Duration = chrono::Duration::seconds(1);
+
 impl Node {
     /// The caught-up local sessions among `presences`.
     pub(super) fn takers<'a>(&self, presences: impl Iterator<Item = &'a RouteTarget>) -> Takers {
@@ -39,14 +45,13 @@ impl Node {
     ) {
         for d in deliveries.iter_mut() {
             let pick = presences.iter().find(|p| {
-                takers.contains_key(&p.id)
-                    && match d.recipient_session {
-                        Some(s) => p.id == s,
-                        None => {
-                            p.member_id == d.recipient_member_id && d.exclude_session != Some(p.id)
-                        }
-                    }
-                    && (priority == Priority::Now || p.status == Status::Idle)
+                takers.get(&p.id).is_some_and(|m| {
+                    m.claimed_all()
+                        .is_some_and(|at| p.status_updated_at + STATUS_SETTLED < at)
+                }) && match d.recipient_session {
+                    Some(s) => p.id == s,
+                    None => p.member_id == d.recipient_member_id && d.exclude_session != Some(p.id),
+                } && (priority == Priority::Now || p.status == Status::Idle)
             });
             if let Some(p) = pick {
                 d.claim = Some(PreClaim {

@@ -61,6 +61,11 @@ pub struct Mailbox {
     notify: Notify,
     claim_wanted: AtomicBool,
     caught_up: AtomicBool,
+    /// When the loop's last claim that took everything claimable began
+    /// (µs since the epoch; 0: never). Rows held back by the status it
+    /// read then are invisible to "caught up", so a handoff also needs the
+    /// recipient's status to be older than that claim.
+    claimed_all: std::sync::atomic::AtomicI64,
     handed: Mutex<Vec<Claimed>>,
 }
 
@@ -93,6 +98,20 @@ impl Mailbox {
     /// The loop's side: whether a wake-up asked for a claim (and clears it).
     pub fn take_claim_wanted(&self) -> bool {
         self.claim_wanted.swap(false, Ordering::SeqCst)
+    }
+
+    /// The loop's side: a claim that began at `at` came back short.
+    pub fn claimed_all_at(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.claimed_all
+            .store(at.timestamp_micros(), Ordering::SeqCst);
+    }
+
+    /// When the last claim that took everything began, if any did.
+    pub fn claimed_all(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self.claimed_all.load(Ordering::SeqCst) {
+            0 => None,
+            us => chrono::DateTime::from_timestamp_micros(us),
+        }
     }
 
     /// The loop's side: it is (or stops being) caught up and waiting.
@@ -321,6 +340,10 @@ mod tests {
         assert!(m.takes_handoff());
         m.set_caught_up(false);
         assert!(!m.takes_handoff(), "claiming a backlog");
+        assert_eq!(m.claimed_all(), None);
+        let t = chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
+        m.claimed_all_at(t);
+        assert_eq!(m.claimed_all(), Some(t));
     }
 
     #[test]

@@ -526,6 +526,9 @@ pub struct RouteTarget {
     pub groups: Vec<GroupRef>,
     /// Gates pre-claims as claims are gated (`now` always, else idle).
     pub status: Status,
+    /// A pre-claim also needs the status older than the recipient's last
+    /// full claim (see `engine::handoff`).
+    pub status_updated_at: DateTime<Utc>,
 }
 
 impl RouteTarget {
@@ -540,6 +543,7 @@ impl RouteTarget {
             visible: p.visible,
             groups: p.groups.clone(),
             status: p.status,
+            status_updated_at: p.status_updated_at,
         }
     }
 }

@@ -247,6 +247,75 @@ async fn delivered_messages_are_cleaned_up(backend: Backend) {
     }
 }
 
+/// The group commit takes tokens for a whole batch at once: the first
+/// `burst` sends of a member pass, later batches get what refilled (by the
+/// messages' own timestamps), exactly as one token per send in order.
+async fn a_batch_takes_tokens_in_send_order(backend: Backend) {
+    use chrono::{Duration as Span, Utc};
+    use claudemesh_broker::protocol::target::Priority;
+    use claudemesh_broker::store::{Bucket, NewDelivery, NewMessage, Outgoing, SendResult};
+
+    let w = world_with(backend, |_| {}).await;
+    let store = w.node.node.store.clone();
+    let t0 = Utc::now();
+    let batch = |at: chrono::DateTime<Utc>, n: usize| -> Vec<Outgoing> {
+        (0..n)
+            .map(|_| Outgoing {
+                message: NewMessage {
+                    id: uuid::Uuid::now_v7(),
+                    mesh_id: w.alice.mesh_id.clone(),
+                    sender_member_id: w.alice.id.clone(),
+                    sender_member_pubkey: w.alice.keys.public_hex.clone(),
+                    sender_session_pubkey: None,
+                    target_spec: w.bob.keys.public_hex.clone(),
+                    priority: Priority::Now,
+                    nonce: "bm9uY2U=".into(),
+                    ciphertext: "eA==".into(),
+                    created_at: at,
+                    expires_at: at + Span::hours(1),
+                },
+                deliveries: vec![NewDelivery {
+                    recipient_member_id: w.bob.id.clone(),
+                    recipient_session: None,
+                    exclude_session: None,
+                    claim: None,
+                }],
+                // 60/min: one token a second.
+                bucket: Bucket {
+                    key: w.alice.id.clone(),
+                    rate_per_min: 60,
+                    burst: 3,
+                },
+            })
+            .collect()
+    };
+    let passed = |r: &[SendResult]| {
+        r.iter()
+            .map(|x| matches!(x, SendResult::Queued { .. }))
+            .collect::<Vec<_>>()
+    };
+    let r = store.insert_messages(&batch(t0, 5)).await.unwrap();
+    assert_eq!(
+        passed(&r),
+        [true, true, true, false, false],
+        "a new bucket starts full"
+    );
+    // 1.5 s later: 1.5 tokens, so one send of three.
+    let r = store
+        .insert_messages(&batch(t0 + Span::milliseconds(1500), 3))
+        .await
+        .unwrap();
+    assert_eq!(passed(&r), [true, false, false]);
+    // 0.5 token left; an hour later the bucket is full again, not fuller.
+    let r = store
+        .insert_messages(&batch(t0 + Span::hours(1), 4))
+        .await
+        .unwrap();
+    assert_eq!(passed(&r), [true, true, true, false]);
+    // Stored: exactly the sends that passed (3 + 1 + 3).
+    assert_eq!(store.queue_depth().await.unwrap(), 7);
+}
+
 both_stores!(
     client_ack_redelivers_until_acked,
     without_client_ack_written_means_delivered,
@@ -256,4 +325,5 @@ both_stores!(
     bad_sends_get_their_codes,
     system_events_reach_other_members,
     delivered_messages_are_cleaned_up,
+    a_batch_takes_tokens_in_send_order,
 );

@@ -16,8 +16,10 @@ async fn local_pushes_are_handed_over_and_completed(backend: Backend) {
     let url = w.node.ws_url();
     let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
     let (mut b, _) = Peer::join(&url, &w.bob, "b1").await;
-    // Let bob's delivery loop finish its first claim and wait.
+    // Handoffs start once bob's status (set at hello) is older than his
+    // last full claim by the skew margin (1 s).
     b.request(json!({"type": "list_peers"})).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     let n = 20;
     for i in 0..n {
         send(

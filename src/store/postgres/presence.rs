@@ -62,7 +62,8 @@ impl PgStore {
         let c = self.client().await?;
         let stmt = c
             .prepare_cached(
-                "SELECT id, member_id, member_pubkey, session_pubkey, node_id, visible, groups, status
+                "SELECT id, member_id, member_pubkey, session_pubkey, node_id, visible, groups, status,
+                        status_updated_at
                  FROM presence WHERE mesh_id = $1 AND state <> 'gone' ORDER BY connected_at, id",
             )
             .await
@@ -80,6 +81,7 @@ impl PgStore {
                 visible: r.get(5),
                 groups: r.get::<_, Json<_>>(6).0,
                 status: Status::parse(r.get(7)).unwrap_or(Status::Idle),
+                status_updated_at: r.get(8),
             })
             .collect())
     }
