@@ -102,13 +102,7 @@ impl Node {
             };
             let mut deliveries = route(&job.target, &job.sender, presences);
             if !takers.is_empty() {
-                self.preclaim(
-                    &mut deliveries,
-                    presences,
-                    &takers,
-                    job.priority,
-                    lease_until,
-                );
+                self.preclaim(&mut deliveries, &takers, job.priority, lease_until);
             }
             if deliveries.is_empty() && matches!(job.target, Target::Key(_)) {
                 let r = SendRefusal {

@@ -17,8 +17,45 @@ use crate::protocol::frames::Status;
 use crate::protocol::target::Priority;
 use crate::store::{Claimed, NewDelivery, NewMessage, PreClaim, RouteTarget, StoredMessage};
 
-/// Local sessions able to take a handoff in this batch, by presence.
-pub type Takers = HashMap<Uuid, Arc<Mailbox>>;
+/// Local sessions able to take a handoff in this batch: caught up, with
+/// a status settled before their last full claim. Built once per batch so
+/// each delivery is a map lookup, not a scan of the mesh.
+#[derive(Default)]
+pub struct Takers {
+    by_session: HashMap<Uuid, Taker>,
+    /// In presence order, so a member-addressed row goes where a scan of
+    /// the mesh would have found it first.
+    by_member: HashMap<String, Vec<Uuid>>,
+}
+
+struct Taker {
+    mailbox: Arc<Mailbox>,
+    status: Status,
+}
+
+impl Takers {
+    pub fn is_empty(&self) -> bool {
+        self.by_session.is_empty()
+    }
+
+    /// The session that may take `d` now, if one here may.
+    fn pick(&self, d: &NewDelivery, priority: Priority) -> Option<Uuid> {
+        let may = |id: &Uuid| {
+            self.by_session
+                .get(id)
+                .is_some_and(|t| priority == Priority::Now || t.status == Status::Idle)
+        };
+        match d.recipient_session {
+            Some(s) => may(&s).then_some(s),
+            None => self
+                .by_member
+                .get(&d.recipient_member_id)?
+                .iter()
+                .find(|id| d.exclude_session != Some(**id) && may(id))
+                .copied(),
+        }
+    }
+}
 
 /// A status must be this much older than the recipient's last full claim
 /// for a handoff: the claim then ran under that status, so nothing was
@@ -29,8 +66,33 @@ const STATUS_SETTLED: chrono::Duration = chrono::Duration::seconds(1);
 impl Node {
     /// The caught-up local sessions among `presences`.
     pub(super) fn takers<'a>(&self, presences: impl Iterator<Item = &'a RouteTarget>) -> Takers {
-        self.sessions
-            .handoff_targets(presences.filter(|p| p.node_id == self.id).map(|p| p.id))
+        let local: Vec<&RouteTarget> = presences.filter(|p| p.node_id == self.id).collect();
+        let mut mailboxes = self.sessions.handoff_targets(local.iter().map(|p| p.id));
+        let mut takers = Takers::default();
+        for p in local {
+            let Some(mailbox) = mailboxes.remove(&p.id) else {
+                continue;
+            };
+            let settled = mailbox
+                .claimed_all()
+                .is_some_and(|at| p.status_updated_at + STATUS_SETTLED < at);
+            if !settled {
+                continue;
+            }
+            takers
+                .by_member
+                .entry(p.member_id.clone())
+                .or_default()
+                .push(p.id);
+            takers.by_session.insert(
+                p.id,
+                Taker {
+                    mailbox,
+                    status: p.status,
+                },
+            );
+        }
+        takers
     }
 
     /// Marks each delivery a local caught-up session may take now as
@@ -38,24 +100,14 @@ impl Node {
     pub(super) fn preclaim(
         &self,
         deliveries: &mut [NewDelivery],
-        presences: &[RouteTarget],
         takers: &Takers,
         priority: Priority,
         until: DateTime<Utc>,
     ) {
         for d in deliveries.iter_mut() {
-            let pick = presences.iter().find(|p| {
-                takers.get(&p.id).is_some_and(|m| {
-                    m.claimed_all()
-                        .is_some_and(|at| p.status_updated_at + STATUS_SETTLED < at)
-                }) && match d.recipient_session {
-                    Some(s) => p.id == s,
-                    None => p.member_id == d.recipient_member_id && d.exclude_session != Some(p.id),
-                } && (priority == Priority::Now || p.status == Status::Idle)
-            });
-            if let Some(p) = pick {
+            if let Some(session) = takers.pick(d, priority) {
                 d.claim = Some(PreClaim {
-                    session: p.id,
+                    session,
                     node: self.id,
                     until,
                 });
@@ -102,17 +154,15 @@ impl Node {
     /// while the batch was stored gets its rows released instead: its
     /// presence's claims were released before ours landed.
     pub(super) async fn hand_over(&self, handed: Vec<(Uuid, Claimed)>, takers: &Takers) {
-        let mut by: Vec<(Uuid, Vec<Claimed>)> = Vec::new();
+        // Order matters within a session, not between sessions.
+        let mut by: HashMap<Uuid, Vec<Claimed>> = HashMap::new();
         for (session, row) in handed {
-            match by.iter_mut().find(|(s, _)| *s == session) {
-                Some((_, rows)) => rows.push(row),
-                None => by.push((session, vec![row])),
-            }
+            by.entry(session).or_default().push(row);
         }
         for (session, rows) in by {
             let current = self.sessions.mailbox(session);
-            match (takers.get(&session), current) {
-                (Some(mb), Some(cur)) if Arc::ptr_eq(mb, &cur) => {
+            match (takers.by_session.get(&session), current) {
+                (Some(Taker { mailbox: mb, .. }), Some(cur)) if Arc::ptr_eq(mb, &cur) => {
                     self.metrics.handoffs.inc_by(rows.len() as u64);
                     mb.hand(rows);
                 }
