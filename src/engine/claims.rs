@@ -2,7 +2,7 @@
 //! hands its claim to this node's hub, which takes everything waiting and
 //! asks the store once. Under load that turns hundreds of one-session
 //! claims a second into a few large ones; when idle a lone claim goes
-//! straight through.
+//! straight through (a batch of one).
 
 use std::sync::Arc;
 
@@ -62,29 +62,21 @@ pub async fn run(node: Arc<Node>, mut rx: ClaimQueue, stop: CancellationToken) {
         }
         node.metrics.claims.inc();
         let started = std::time::Instant::now();
-        if jobs.len() == 1 {
-            let job = jobs.pop().expect("one job");
-            let r = super::bounded(node.store.claim_deliveries(&job.req)).await;
-            node.metrics
-                .claim_duration
-                .observe(started.elapsed().as_secs_f64());
-            let _ = job.reply.send(r);
-            continue;
-        }
-        let reqs: Vec<ClaimRequest> = jobs.iter().map(|j| j.req.clone()).collect();
+        let (reqs, replies): (Vec<ClaimRequest>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.req, j.reply)).unzip();
         let r = super::bounded(node.store.claim_many(&reqs)).await;
         node.metrics
             .claim_duration
             .observe(started.elapsed().as_secs_f64());
         match r {
             Ok(results) => {
-                for (job, claimed) in jobs.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(claimed));
+                for (reply, claimed) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(claimed));
                 }
             }
             Err(e) => {
-                for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
                 }
             }
         }

@@ -78,49 +78,15 @@ SELECT mesh_id, key, taken, NULL::int8, NULL::uuid, NULL::uuid FROM b
 UNION ALL
 SELECT NULL, NULL, NULL, id, message_id, claimed_session FROM d WHERE claimed_session IS NOT NULL";
 
-/// Oldest-first claim of this session's rows and its member's; `next` and
-/// `low` only while the session's recorded status is idle (read live, so
-/// a hook on another node gates immediately). The two kinds are picked by
-/// separate ordered index scans (a UNION of locked subqueries, since
-/// `FOR UPDATE` cannot sit on a UNION itself): no sort, no bitmap scan, and
-/// index scans mark the entries of completed rows dead as they pass, so
-/// churn between vacuums does not slow claims down.
-const CLAIM: &str = "
-WITH done AS (DELETE FROM delivery WHERE id = ANY($8) AND claimed_session = $1)
-UPDATE delivery d
-SET claimed_by = $4, claimed_session = $1, claim_until = $6
-FROM (
-  SELECT id, prev FROM (
-    SELECT * FROM (
-      SELECT id, claimed_session AS prev FROM delivery
-      WHERE recipient_session = $1
-        AND (claim_until IS NULL OR claim_until < $5
-             OR ($9 AND claimed_session = $1 AND NOT (id = ANY($8))))
-        AND (priority = 'now' OR (SELECT status FROM presence WHERE id = $1) = 'idle')
-      ORDER BY id LIMIT $7
-      FOR UPDATE SKIP LOCKED) s
-    UNION ALL
-    SELECT * FROM (
-      SELECT id, claimed_session AS prev FROM delivery
-      WHERE recipient_session IS NULL AND mesh_id = $2 AND recipient_member_id = $3
-        AND exclude_session IS DISTINCT FROM $1
-        AND (claim_until IS NULL OR claim_until < $5
-             OR ($9 AND claimed_session = $1 AND NOT (id = ANY($8))))
-        AND (priority = 'now' OR (SELECT status FROM presence WHERE id = $1) = 'idle')
-      ORDER BY id LIMIT $7
-      FOR UPDATE SKIP LOCKED) m
-  ) u
-  ORDER BY id
-  LIMIT $7
-) c, message m
-WHERE d.id = c.id AND m.id = d.message_id
-RETURNING d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_session_pubkey,
-          m.priority, m.nonce, m.ciphertext, m.created_at, c.prev IS NOT NULL";
-
-/// `CLAIM` for many sessions in one statement: each request's rows picked
-/// by a LATERAL subquery (oldest first, its own limit, SKIP LOCKED, the
-/// same two index scans), a row wanted by two sessions of one member given
-/// to one of them.
+/// Oldest-first claims for one or many sessions in one statement: each
+/// request's rows picked by a LATERAL subquery (its own limit, SKIP
+/// LOCKED), a row wanted by two sessions of one member given to one of
+/// them. `next` and `low` only while the session's recorded status is idle
+/// (read live, so a hook on another node gates immediately). Session rows
+/// and member rows come from two ordered index scans (a UNION of locked
+/// subqueries, since `FOR UPDATE` cannot sit on a UNION itself): no sort,
+/// no bitmap scan, and index scans mark the entries of completed rows dead
+/// as they pass, so churn between vacuums does not slow claims down.
 const CLAIM_MANY: &str = "
 WITH done AS (
   DELETE FROM delivery d USING unnest($1::bigint[], $2::uuid[]) AS c(id, p)
@@ -381,46 +347,8 @@ impl PgStore {
     }
 
     pub(super) async fn claim(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
-        let c = self.fast_client().await?;
-        let stmt = c.prepare_cached(CLAIM).await.map_err(map_err)?;
-        let limit = req.limit as i64;
-        let rows = c
-            .query(
-                &stmt,
-                &[
-                    &req.presence,
-                    &req.mesh_id,
-                    &req.member_id,
-                    &req.node_id,
-                    &req.now,
-                    &req.lease_until,
-                    &limit,
-                    &req.complete,
-                    &req.reclaim_own,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
-        let mut out: Vec<Claimed> = rows
-            .iter()
-            .map(|r| Claimed {
-                delivery_id: r.get(0),
-                message: Arc::new(StoredMessage {
-                    id: r.get(1),
-                    mesh_id: r.get(2),
-                    sender_member_pubkey: r.get(3),
-                    sender_session_pubkey: r.get(4),
-                    priority: Priority::parse(r.get(5)).unwrap_or(Priority::Next),
-                    nonce: r.get(6),
-                    ciphertext: r.get(7),
-                    created_at: r.get(8),
-                }),
-                redelivery: r.get(9),
-            })
-            .collect();
-        // RETURNING has no order of its own.
-        out.sort_unstable_by_key(|c| c.delivery_id);
-        Ok(out)
+        let mut one = self.claim_batch(std::slice::from_ref(req)).await?;
+        Ok(one.pop().unwrap_or_default())
     }
 
     pub(super) async fn complete(&self, presence: Uuid, ids: &[i64]) -> StoreResult<()> {
