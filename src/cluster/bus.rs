@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::engine::Node;
+use crate::store::Notice;
 
 /// Postgres refuses NOTIFY payloads of 8000 bytes or more; stay clear.
 pub const MAX_PAYLOAD: usize = 7900;
@@ -83,36 +84,80 @@ pub fn channel() -> (Bus, mpsc::UnboundedReceiver<(String, Signal)>) {
 /// Merges signals bound for one channel so a batch needs one NOTIFY per
 /// channel, then splits payloads that would pass the size limit.
 pub fn coalesce(origin: Uuid, batch: Vec<(String, Signal)>) -> Vec<(String, String)> {
-    let mut wakes: HashMap<String, Vec<Uuid>> = HashMap::new();
-    let mut members: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    coalesce_tagged(origin, batch.into_iter().map(|(c, s)| (c, s, ())).collect())
+        .into_iter()
+        .map(|(c, p, _)| (c, p))
+        .collect()
+}
+
+/// The notices of a send batch: its wake-ups for other nodes, coalesced,
+/// each carrying the messages that caused its channel's wake-ups.
+pub fn notices(origin: Uuid, wakes: Vec<(Uuid, Signal, Uuid)>) -> Vec<Notice> {
+    let tagged = wakes
+        .into_iter()
+        .map(|(node, s, message)| (node_channel(node), s, message))
+        .collect();
+    coalesce_tagged(origin, tagged)
+        .into_iter()
+        .map(|(channel, payload, mut messages)| {
+            messages.sort_unstable();
+            messages.dedup();
+            Notice {
+                channel,
+                payload,
+                messages,
+            }
+        })
+        .collect()
+}
+
+/// `coalesce`, where each input carries a tag: every payload a channel's
+/// merged wake-ups end up in carries all of that channel's tags.
+fn coalesce_tagged<T: Clone>(
+    origin: Uuid,
+    batch: Vec<(String, Signal, T)>,
+) -> Vec<(String, String, Vec<T>)> {
+    type Merged<V, T> = HashMap<String, (Vec<V>, Vec<T>)>;
+    let mut wakes: Merged<Uuid, T> = HashMap::new();
+    let mut members: Merged<(String, String), T> = HashMap::new();
     let mut out = Vec::new();
-    let push = |channel: &str, s: Signal, out: &mut Vec<(String, String)>| {
+    let push = |channel: &str, s: Signal, tags: Vec<T>, out: &mut Vec<(String, String, Vec<T>)>| {
         let payload = serde_json::to_string(&Envelope { o: origin, s }).expect("signal serialises");
-        out.push((channel.to_string(), payload));
+        out.push((channel.to_string(), payload, tags));
     };
-    for (channel, signal) in batch {
+    for (channel, signal, tag) in batch {
         match signal {
-            Signal::Wake { p } => wakes.entry(channel).or_default().extend(p),
-            Signal::WakeMember { m } => members.entry(channel).or_default().extend(m),
-            other => push(&channel, other, &mut out),
+            Signal::Wake { p } => {
+                let e = wakes.entry(channel).or_default();
+                e.0.extend(p);
+                e.1.push(tag);
+            }
+            Signal::WakeMember { m } => {
+                let e = members.entry(channel).or_default();
+                e.0.extend(m);
+                e.1.push(tag);
+            }
+            other => push(&channel, other, vec![tag], &mut out),
         }
     }
     // ~40 bytes per uuid, ~80 per member pair: chunk well under the cap.
-    for (channel, mut ids) in wakes {
+    for (channel, (mut ids, tags)) in wakes {
         ids.sort_unstable();
         ids.dedup();
         for chunk in ids.chunks(150) {
-            push(&channel, Signal::Wake { p: chunk.to_vec() }, &mut out);
+            let s = Signal::Wake { p: chunk.to_vec() };
+            push(&channel, s, tags.clone(), &mut out);
         }
     }
-    for (channel, mut pairs) in members {
+    for (channel, (mut pairs, tags)) in members {
         pairs.sort_unstable();
         pairs.dedup();
         for chunk in pairs.chunks(40) {
-            push(&channel, Signal::WakeMember { m: chunk.to_vec() }, &mut out);
+            let s = Signal::WakeMember { m: chunk.to_vec() };
+            push(&channel, s, tags.clone(), &mut out);
         }
     }
-    out.retain(|(_, p)| p.len() <= MAX_PAYLOAD);
+    out.retain(|(_, p, _)| p.len() <= MAX_PAYLOAD);
     out
 }
 

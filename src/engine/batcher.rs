@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::messaging::{route, SendOutcome, SendRefusal};
+use super::messaging::{route, SendOutcome, SendRefusal, WakeRouter};
 use super::Node;
 use crate::protocol::frames::SendFrame;
 use crate::protocol::target::{Priority, Target};
@@ -87,9 +87,15 @@ impl Node {
         let now = self.now();
         let settings = &self.config.settings;
         let lease_until = now + chrono::Duration::seconds(settings.claim_lease_seconds as i64);
-        let takers = self.takers(meshes.values().filter_map(|r| r.as_ref().ok()).flatten());
+        let all = || meshes.values().filter_map(|r| r.as_ref().ok()).flatten();
+        let takers = self.takers(all());
+        let router = WakeRouter::new(all());
         let mut outgoing = Vec::with_capacity(jobs.len());
         let mut waiting = Vec::with_capacity(jobs.len());
+        // Per stored send: its wake-ups for this node; those for other
+        // nodes go out right after the commit (see `notices`).
+        let mut local_wakes = Vec::with_capacity(jobs.len());
+        let mut remote_wakes = Vec::new();
         for job in jobs {
             let presences = match &meshes[&job.sender.mesh_id] {
                 Ok(p) => p,
@@ -112,8 +118,18 @@ impl Node {
                 self.finish(&job.sender, Err(r), job.reply);
                 continue;
             }
+            let message = self.new_message(&job, now);
+            let mut local = Vec::new();
+            for (node, signal) in router.signals(&job.sender.mesh_id, &deliveries) {
+                if node == self.id {
+                    local.push(signal);
+                } else {
+                    remote_wakes.push((node, signal, message.id));
+                }
+            }
+            local_wakes.push(local);
             outgoing.push(Outgoing {
-                message: self.new_message(&job, now),
+                message,
                 deliveries,
                 bucket: Bucket {
                     key: job.sender.member_id.clone(),
@@ -127,8 +143,25 @@ impl Node {
             return;
         }
         self.metrics.send_batch.observe(outgoing.len() as f64);
-        let results = match super::bounded(self.store.insert_messages(&outgoing)).await {
-            Ok(r) => r,
+        let notices = crate::cluster::bus::notices(self.id, remote_wakes.clone());
+        let stored = self.store.insert_messages_and_notify(&outgoing, &notices);
+        let results = match super::bounded(stored).await {
+            Ok((r, notified)) => {
+                match notified {
+                    Ok(n) => {
+                        self.metrics.notify_sent.inc_by(n);
+                    }
+                    Err(e) => {
+                        // Through the bus instead, which retries; a wake-up
+                        // for a rate-limited send costs only a claim.
+                        tracing::warn!(error = %e, "notify after send failed; using the bus");
+                        for (node, signal, _) in remote_wakes {
+                            self.signal(node, signal);
+                        }
+                    }
+                }
+                r
+            }
             Err(e) => {
                 tracing::warn!(error = %e, sends = waiting.len(), "send batch failed; nothing stored");
                 for job in waiting {
@@ -141,18 +174,16 @@ impl Node {
         self.metrics
             .send_commit
             .observe(started.elapsed().as_secs_f64());
-        let mut woken: HashMap<String, Vec<crate::store::NewDelivery>> = HashMap::new();
         let mut handed = Vec::new();
-        for ((job, out), result) in waiting.into_iter().zip(outgoing).zip(results) {
+        let mut woken = Vec::new();
+        let sent = waiting.into_iter().zip(outgoing).zip(local_wakes);
+        for (((job, out), local), result) in sent.zip(results) {
             match result {
                 SendResult::Queued { claimed } => {
                     let id: Uuid = out.message.id;
                     self.audit_sent(&job, id, out.deliveries.len());
                     self.collect_handed(&out.message, &out.deliveries, claimed, &mut handed);
-                    woken
-                        .entry(job.sender.mesh_id.clone())
-                        .or_default()
-                        .extend(out.deliveries.into_iter().filter(|d| d.claim.is_none()));
+                    woken.extend(local);
                     self.finish(&job.sender, Ok(id), job.reply);
                 }
                 SendResult::RateLimited => {
@@ -162,10 +193,8 @@ impl Node {
             }
         }
         self.hand_over(handed, &takers).await;
-        for (mesh, deliveries) in woken {
-            if let Some(Ok(presences)) = meshes.get(&mesh) {
-                self.wake_recipients(&deliveries, presences);
-            }
+        for signal in woken {
+            self.apply_signal(signal);
         }
     }
 }

@@ -231,39 +231,65 @@ impl Node {
             }),
         );
     }
+}
 
-    /// Wakes the sessions that may claim one of `deliveries`, wherever
-    /// they live: one signal per node, not one per message.
-    pub(super) fn wake_recipients(&self, deliveries: &[NewDelivery], presences: &[RouteTarget]) {
-        let node_of: HashMap<Uuid, Uuid> = presences.iter().map(|p| (p.id, p.node_id)).collect();
+/// Which node to wake for a delivery, from one presence read of the
+/// batch's meshes: built once per batch, one lookup per delivery.
+pub(super) struct WakeRouter<'a> {
+    node_of: HashMap<Uuid, Uuid>,
+    member_nodes: HashMap<(&'a str, &'a str), Vec<Uuid>>,
+}
+
+impl<'a> WakeRouter<'a> {
+    pub fn new(presences: impl Iterator<Item = &'a RouteTarget>) -> Self {
+        let mut node_of = HashMap::new();
+        let mut member_nodes: HashMap<(&str, &str), Vec<Uuid>> = HashMap::new();
+        for p in presences {
+            node_of.insert(p.id, p.node_id);
+            let nodes = member_nodes
+                .entry((p.mesh_id.as_str(), p.member_id.as_str()))
+                .or_default();
+            if !nodes.contains(&p.node_id) {
+                nodes.push(p.node_id);
+            }
+        }
+        WakeRouter {
+            node_of,
+            member_nodes,
+        }
+    }
+
+    /// The wake-ups for one message's unclaimed `deliveries`: one signal
+    /// per node and kind, addressed to the sessions that may claim them.
+    pub fn signals(&self, mesh_id: &str, deliveries: &[NewDelivery]) -> Vec<(Uuid, Signal)> {
         let mut sessions: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
         let mut members: HashMap<Uuid, Vec<(String, String)>> = HashMap::new();
-        for d in deliveries {
+        for d in deliveries.iter().filter(|d| d.claim.is_none()) {
             match d.recipient_session {
                 Some(id) => {
-                    if let Some(node) = node_of.get(&id) {
+                    if let Some(node) = self.node_of.get(&id) {
                         sessions.entry(*node).or_default().push(id);
                     }
                 }
                 None => {
-                    for p in presences
-                        .iter()
-                        .filter(|p| p.member_id == d.recipient_member_id)
-                    {
-                        members
-                            .entry(p.node_id)
-                            .or_default()
-                            .push((p.mesh_id.clone(), p.member_id.clone()));
+                    let key = (mesh_id, d.recipient_member_id.as_str());
+                    for node in self.member_nodes.get(&key).into_iter().flatten() {
+                        let pair = (mesh_id.to_string(), d.recipient_member_id.clone());
+                        let pairs = members.entry(*node).or_default();
+                        if !pairs.contains(&pair) {
+                            pairs.push(pair);
+                        }
                     }
                 }
             }
         }
-        for (node, p) in sessions {
-            self.signal(node, Signal::Wake { p });
-        }
-        for (node, m) in members {
-            self.signal(node, Signal::WakeMember { m });
-        }
+        let sessions = sessions
+            .into_iter()
+            .map(|(node, p)| (node, Signal::Wake { p }));
+        let members = members
+            .into_iter()
+            .map(|(node, m)| (node, Signal::WakeMember { m }));
+        sessions.chain(members).collect()
     }
 }
 

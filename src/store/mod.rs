@@ -132,6 +132,18 @@ pub trait Store: Send + Sync + 'static {
     /// its delivery rows. One verdict per message; nothing is written for a
     /// rate-limited one, and nothing at all if the transaction fails.
     async fn insert_messages(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>>;
+    /// `insert_messages`, then the `notices` whose messages were stored,
+    /// sent as soon as the batch commits. The second value is how many
+    /// notifications went out, or why none could (the batch stands
+    /// either way). A store without a bus sends nothing.
+    async fn insert_messages_and_notify(
+        &self,
+        batch: &[Outgoing],
+        notices: &[Notice],
+    ) -> StoreResult<(Vec<SendResult>, Result<u64, StoreError>)> {
+        let _ = notices;
+        Ok((self.insert_messages(batch).await?, Ok(0)))
+    }
     /// Claims up to `limit` deliverable rows for one session, oldest first:
     /// rows for it or its member, unclaimed or with a lapsed claim, `now`
     /// priority only unless the session is idle. Completes `req.complete`

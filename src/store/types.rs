@@ -436,6 +436,16 @@ pub enum SendResult {
     RateLimited,
 }
 
+/// A NOTIFY to send right after a send batch commits, in its own
+/// transaction, if at least one of `messages` was stored (a wake-up for a
+/// rate-limited send would only cost the recipient's node a claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub channel: String,
+    pub payload: String,
+    pub messages: Vec<Uuid>,
+}
+
 /// "Give me what I may deliver now", for one session.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::{map_err, PgStore};
 use crate::protocol::target::Priority;
 use crate::store::{
-    Bucket, ClaimRequest, Claimed, NewDelivery, NewMessage, Outgoing, SendResult, StoreResult,
-    StoredMessage,
+    Bucket, ClaimRequest, Claimed, NewDelivery, NewMessage, Notice, Outgoing, SendResult,
+    StoreResult, StoredMessage,
 };
 
 /// Refill-then-take in one statement: no row comes back when the bucket
@@ -77,6 +77,37 @@ d AS (
 SELECT mesh_id, key, taken, NULL::int8, NULL::uuid, NULL::uuid FROM b
 UNION ALL
 SELECT NULL, NULL, NULL, id, message_id, claimed_session FROM d WHERE claimed_session IS NOT NULL";
+
+/// The notices of a send batch, each sent only if one of its messages
+/// was stored. `synchronous_commit` off: a notification is not durable
+/// anyway, and waiting for the flush would delay every listener.
+const NOTIFY_AFTER: &str = "
+SELECT pg_notify(n.c, n.p)
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS cfg,
+     unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(c, p, i)
+WHERE EXISTS (
+  SELECT 1 FROM unnest($3::int8[], $4::uuid[]) AS x(i, mid)
+  JOIN message m ON m.id = x.mid
+  WHERE x.i = n.i)";
+
+/// Flattens notices for `NOTIFY_AFTER`: `at[k]` is the (1-based) notice
+/// that `messages[k]` belongs to.
+fn notice_params(notices: &[Notice]) -> (Vec<&str>, Vec<&str>, Vec<i64>, Vec<Uuid>) {
+    let mut at = Vec::new();
+    let mut messages = Vec::new();
+    for (i, n) in notices.iter().enumerate() {
+        for m in &n.messages {
+            at.push(i as i64 + 1);
+            messages.push(*m);
+        }
+    }
+    (
+        notices.iter().map(|n| n.channel.as_str()).collect(),
+        notices.iter().map(|n| n.payload.as_str()).collect(),
+        at,
+        messages,
+    )
+}
 
 /// Oldest-first claims for one or many sessions in one statement: each
 /// request's rows picked by a LATERAL subquery (its own limit, SKIP
@@ -193,9 +224,18 @@ impl PgStore {
     /// One group commit in one statement (one round trip, one WAL
     /// flush): take tokens for every bucket, then store the sends the
     /// buckets let through with their delivery rows.
-    pub(super) async fn insert_batch(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>> {
+    pub(super) async fn insert_batch(
+        &self,
+        batch: &[Outgoing],
+        notices: &[Notice],
+    ) -> StoreResult<(Vec<SendResult>, StoreResult<u64>)> {
         let c = self.client().await?;
         let stmt = c.prepare_cached(SEND_BATCH).await.map_err(map_err)?;
+        let notify = if notices.is_empty() {
+            None
+        } else {
+            Some(c.prepare_cached(NOTIFY_AFTER).await.map_err(map_err)?)
+        };
         let now = batch
             .first()
             .map(|o| o.message.created_at)
@@ -279,42 +319,52 @@ impl PgStore {
         let d_claim_until: Vec<Option<DateTime<Utc>>> =
             rows.iter().map(|(_, d)| d.claim.map(|c| c.until)).collect();
 
-        let rows = c
-            .query(
-                &stmt,
-                &[
-                    &b_mesh,
-                    &b_key,
-                    &b_burst,
-                    &b_rate,
-                    &b_n,
-                    &now,
-                    &ids,
-                    &mesh_ids,
-                    &senders,
-                    &sender_keys,
-                    &session_keys,
-                    &specs,
-                    &priorities,
-                    &nonces,
-                    &ciphertexts,
-                    &created,
-                    &expires,
-                    &s_key,
-                    &s_rank,
-                    &d_ids,
-                    &d_mesh,
-                    &d_member,
-                    &d_session,
-                    &d_exclude,
-                    &d_prio,
-                    &d_claim_node,
-                    &d_claim_session,
-                    &d_claim_until,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 28] = [
+            &b_mesh,
+            &b_key,
+            &b_burst,
+            &b_rate,
+            &b_n,
+            &now,
+            &ids,
+            &mesh_ids,
+            &senders,
+            &sender_keys,
+            &session_keys,
+            &specs,
+            &priorities,
+            &nonces,
+            &ciphertexts,
+            &created,
+            &expires,
+            &s_key,
+            &s_rank,
+            &d_ids,
+            &d_mesh,
+            &d_member,
+            &d_session,
+            &d_exclude,
+            &d_prio,
+            &d_claim_node,
+            &d_claim_session,
+            &d_claim_until,
+        ];
+        let send = c.query(&stmt, &params);
+        // Pipelined behind the send on the same connection: the backend
+        // runs it the moment the batch commits, with no wake-up of a
+        // second backend on the cross-node path. It is its own
+        // transaction, so the send never holds the NOTIFY lock.
+        let (rows, notified) = match &notify {
+            None => (send.await, Ok(0)),
+            Some(n) => {
+                let (channels, payloads, at, messages) = notice_params(notices);
+                let np: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                    [&channels, &payloads, &at, &messages];
+                let (rows, notified) = futures_util::join!(send, c.execute(n, &np));
+                (rows, notified.map_err(map_err))
+            }
+        };
+        let rows = rows.map_err(map_err)?;
         let mut taken: HashMap<(String, String), i32> = HashMap::new();
         let mut claimed: HashMap<(Uuid, Uuid), i64> = HashMap::new();
         for r in &rows {
@@ -327,7 +377,7 @@ impl PgStore {
                 }
             }
         }
-        Ok(batch
+        let results = batch
             .iter()
             .zip(&ranks)
             .map(|(o, rank)| {
@@ -343,7 +393,8 @@ impl PgStore {
                     _ => SendResult::RateLimited,
                 }
             })
-            .collect())
+            .collect();
+        Ok((results, notified))
     }
 
     pub(super) async fn claim(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {

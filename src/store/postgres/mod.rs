@@ -424,7 +424,15 @@ impl Store for PgStore {
     }
 
     async fn insert_messages(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>> {
-        self.insert_batch(batch).await
+        Ok(self.insert_batch(batch, &[]).await?.0)
+    }
+
+    async fn insert_messages_and_notify(
+        &self,
+        batch: &[Outgoing],
+        notices: &[Notice],
+    ) -> StoreResult<(Vec<SendResult>, StoreResult<u64>)> {
+        self.insert_batch(batch, notices).await
     }
 
     async fn claim_many(&self, reqs: &[ClaimRequest]) -> StoreResult<Vec<Vec<Claimed>>> {
