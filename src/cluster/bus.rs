@@ -362,6 +362,43 @@ mod tests {
     }
 
     #[test]
+    fn notices_carry_every_message_that_woke_their_channel() {
+        let origin = Uuid::now_v7();
+        let (n1, n2) = (Uuid::now_v7(), Uuid::now_v7());
+        let (m1, m2, m3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (p1, p2) = (Uuid::now_v7(), Uuid::now_v7());
+        let pair = ("mesh".to_string(), "member".to_string());
+        let out = notices(
+            origin,
+            vec![
+                (n1, Signal::Wake { p: vec![p1] }, m1),
+                (n1, Signal::Wake { p: vec![p2] }, m2),
+                (n1, Signal::Wake { p: vec![p1] }, m2),
+                (
+                    n2,
+                    Signal::WakeMember {
+                        m: vec![pair.clone()],
+                    },
+                    m3,
+                ),
+            ],
+        );
+        assert_eq!(out.len(), 2, "one notice per node: {out:?}");
+        let to = |n: Uuid| out.iter().find(|x| x.channel == node_channel(n)).unwrap();
+        let mut want = vec![m1, m2];
+        want.sort();
+        assert_eq!(to(n1).messages, want);
+        let env: Envelope = serde_json::from_str(&to(n1).payload).unwrap();
+        let mut woken = vec![p1, p2];
+        woken.sort();
+        assert_eq!(env.s, Signal::Wake { p: woken });
+        assert_eq!(env.o, origin);
+        assert_eq!(to(n2).messages, vec![m3]);
+        let env: Envelope = serde_json::from_str(&to(n2).payload).unwrap();
+        assert_eq!(env.s, Signal::WakeMember { m: vec![pair] });
+    }
+
+    #[test]
     fn envelopes_round_trip() {
         let env = Envelope {
             o: Uuid::nil(),

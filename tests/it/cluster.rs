@@ -245,6 +245,29 @@ async fn notifies_are_coalesced() {
     assert!(sent <= n + 5, "{sent} notifies for {n} messages");
 }
 
+/// The wake-up NOTIFY after a send batch goes out only for what was
+/// stored: a rate-limited cross-node send notifies no one.
+async fn rate_limited_sends_notify_no_one() {
+    let c = cluster(2, |s| {
+        s.send_burst = 1;
+        s.send_rate_per_min = 1;
+    })
+    .await;
+    let (mut a, _) = Peer::join(&c.nodes[0].ws_url(), &c.alice, "a1").await;
+    let (mut b, _) = Peer::join(&c.nodes[1].ws_url(), &c.bob, "b1").await;
+    let ack = send(&mut a, "s1", &c.bob.keys.public_hex, "now", "eA==").await;
+    assert_eq!(ack["queued"], true);
+    expect_push(&mut b).await;
+    // The joins' events went out through the same counter: let them settle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = c.nodes[0].node.metrics.notify_sent.get();
+    let ack = send(&mut a, "s2", &c.bob.keys.public_hex, "now", "eA==").await;
+    assert_eq!(ack["code"], "rate_limit", "{ack}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.nodes[0].node.metrics.notify_sent.get(), before);
+    assert!(b.quiet_for(Duration::from_millis(300)).await);
+}
+
 /// Every node replaced one at a time (SIGTERM drain, then a new node):
 /// peers see no leave or join, and nothing sent meanwhile is lost.
 async fn rolling_restart() {
@@ -333,6 +356,11 @@ async fn cluster_limits_hold_cluster_wide() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_hooks_and_admin_act_on_any_node() {
     hooks_and_admin_act_on_any_node().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_rate_limited_sends_notify_no_one() {
+    rate_limited_sends_notify_no_one().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,29 +84,31 @@ SELECT NULL, NULL, NULL, id, message_id, claimed_session FROM d WHERE claimed_se
 const NOTIFY_AFTER: &str = "
 SELECT pg_notify(n.c, n.p)
 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS cfg,
-     unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(c, p, i)
-WHERE EXISTS (
-  SELECT 1 FROM unnest($3::int8[], $4::uuid[]) AS x(i, mid)
-  JOIN message m ON m.id = x.mid
-  WHERE x.i = n.i)";
+     unnest($1::text[], $2::text[], $3::int4[], $4::int4[]) AS n(c, p, lo, hi)
+WHERE EXISTS (SELECT 1 FROM message m WHERE m.id = ANY(($5::uuid[])[n.lo:n.hi]))";
 
-/// Flattens notices for `NOTIFY_AFTER`: `at[k]` is the (1-based) notice
-/// that `messages[k]` belongs to.
-fn notice_params(notices: &[Notice]) -> (Vec<&str>, Vec<&str>, Vec<i64>, Vec<Uuid>) {
-    let mut at = Vec::new();
-    let mut messages = Vec::new();
-    for (i, n) in notices.iter().enumerate() {
-        for m in &n.messages {
-            at.push(i as i64 + 1);
-            messages.push(*m);
-        }
+/// Flattens notices for `NOTIFY_AFTER`: notice `i`'s messages are
+/// `messages[lo[i]..=hi[i]]` (1-based, as Postgres slices arrays), so each
+/// check is one primary-key probe per message.
+fn notice_params(notices: &[Notice]) -> NoticeParams<'_> {
+    let mut p = NoticeParams::default();
+    for n in notices {
+        p.channels.push(n.channel.as_str());
+        p.payloads.push(n.payload.as_str());
+        p.lo.push(p.messages.len() as i32 + 1);
+        p.messages.extend(&n.messages);
+        p.hi.push(p.messages.len() as i32);
     }
-    (
-        notices.iter().map(|n| n.channel.as_str()).collect(),
-        notices.iter().map(|n| n.payload.as_str()).collect(),
-        at,
-        messages,
-    )
+    p
+}
+
+#[derive(Default)]
+struct NoticeParams<'a> {
+    channels: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+    lo: Vec<i32>,
+    hi: Vec<i32>,
+    messages: Vec<Uuid>,
 }
 
 /// Oldest-first claims for one or many sessions in one statement: each
@@ -357,9 +359,9 @@ impl PgStore {
         let (rows, notified) = match &notify {
             None => (send.await, Ok(0)),
             Some(n) => {
-                let (channels, payloads, at, messages) = notice_params(notices);
-                let np: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-                    [&channels, &payloads, &at, &messages];
+                let p = notice_params(notices);
+                let np: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                    [&p.channels, &p.payloads, &p.lo, &p.hi, &p.messages];
                 let (rows, notified) = futures_util::join!(send, c.execute(n, &np));
                 (rows, notified.map_err(map_err))
             }
