@@ -105,6 +105,58 @@ async fn after_grace_the_member_keeps_its_queue(backend: Backend) {
     assert_eq!(expect_push(&mut b).await["ciphertext"], "Mg==");
 }
 
+/// A closing socket gives back what it held unacked at once, both rows
+/// addressed to its session and rows addressed to its member: the lease is
+/// a minute here, so only that release can bring them back quickly.
+async fn unacked_rows_return_when_the_socket_closes(backend: Backend) {
+    let w = world_with(backend, |s| {
+        s.claim_lease_seconds = 60;
+        s.sweep_interval_seconds = 1;
+    })
+    .await;
+    let url = w.node.ws_url();
+    let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let ack = json!({"capabilities": ["client_ack"]});
+    let (mut b, _) = Peer::join_with(&url, &w.bob, "b1", ack.clone()).await;
+    send(&mut a, "c1", &w.bob.keys.public_hex, "now", "bWVtYmVy").await;
+    send(&mut a, "c2", "*", "now", "c2Vzc2lvbg==").await;
+    let mut got = vec![
+        expect_push(&mut b).await["ciphertext"].clone(),
+        expect_push(&mut b).await["ciphertext"].clone(),
+    ];
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(got, ["bWVtYmVy", "c2Vzc2lvbg=="]);
+    b.close().await;
+    // Same session back within grace: both rows again, long before the lease.
+    let (mut b, _) = Peer::join_with(&url, &w.bob, "b1", ack).await;
+    let mut again = vec![
+        expect_push(&mut b).await["ciphertext"].clone(),
+        expect_push(&mut b).await["ciphertext"].clone(),
+    ];
+    again.sort_by_key(|v| v.to_string());
+    assert_eq!(again, got);
+}
+
+/// Revoking a member drops every row queued for it: those addressed to its
+/// (in-grace) session and those addressed to the member.
+async fn revoking_a_member_drops_its_queue(backend: Backend) {
+    let w = world(backend).await;
+    let url = w.node.ws_url();
+    let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let (b, _) = Peer::join(&url, &w.bob, "b1").await;
+    b.close().await;
+    send(&mut a, "c1", &w.bob.keys.public_hex, "now", "MQ==").await;
+    send(&mut a, "c2", "*", "now", "Mg==").await;
+    let store = &w.node.node.store;
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+    let path = format!("/meshes/m/members/{}", w.bob.id);
+    assert_eq!(
+        w.node.admin(reqwest::Method::DELETE, &path, None).await.0,
+        204
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+}
+
 async fn send_budget_is_per_member(backend: Backend) {
     let w = world_with(backend, |s| {
         s.send_burst = 3;
@@ -321,6 +373,8 @@ both_stores!(
     without_client_ack_written_means_delivered,
     queued_for_a_session_in_grace,
     after_grace_the_member_keeps_its_queue,
+    unacked_rows_return_when_the_socket_closes,
+    revoking_a_member_drops_its_queue,
     send_budget_is_per_member,
     bad_sends_get_their_codes,
     system_events_reach_other_members,

@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_bucket_taken",
         include_str!("../../../migrations/0002_bucket_taken.sql"),
     ),
+    (
+        3,
+        "0003_delivery_index_diet",
+        include_str!("../../../migrations/0003_delivery_index_diet.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

@@ -310,7 +310,14 @@ impl PgStore {
             // next socket (or a sibling) gets them without waiting a lease.
             tx.execute(
                 "UPDATE delivery SET claimed_by = NULL, claim_until = NULL
-                 WHERE claimed_session = $1",
+                 WHERE id IN (
+                   SELECT id FROM delivery
+                   WHERE recipient_session = $1 AND claimed_session = $1
+                   UNION ALL
+                   SELECT d.id FROM presence p JOIN delivery d
+                     ON d.recipient_session IS NULL AND d.mesh_id = p.mesh_id
+                    AND d.recipient_member_id = p.member_id
+                   WHERE p.id = $1 AND d.claimed_session = $1)",
                 &[&id],
             )
             .await
