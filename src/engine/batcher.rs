@@ -14,11 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::handoff::Takers;
 use super::messaging::{route, SendOutcome, SendRefusal, WakeRouter};
 use super::Node;
+use crate::cluster::bus::Signal;
 use crate::protocol::frames::SendFrame;
 use crate::protocol::target::{Priority, Target};
-use crate::store::{Bucket, Outgoing, Presence, RouteTarget, SendResult, StoreError};
+use crate::store::{Bucket, Outgoing, Presence, Routes, SendResult, StoreError};
 
 /// Sends per transaction at most: bounds one transaction's size and the
 /// wait of the last send in it.
@@ -68,14 +70,115 @@ pub async fn run(node: Arc<Node>, mut rx: SendQueue, stop: CancellationToken) {
     }
 }
 
+/// Attempts at a batch routed from a checked view; the last attempt
+/// reads fresh and stores without a check (as a separate read then an
+/// insert always did), so churn cannot starve a batch.
+const CHECKED_ATTEMPTS: usize = 2;
+
+/// What one send in a batch comes to before the commit.
+enum Verdict {
+    /// Stored as `outgoing[i]` if its bucket lets it through.
+    Store(usize),
+    NoRecipient,
+    Unavailable,
+}
+
+/// A batch routed from one view of its meshes, ready to store.
+struct Plan {
+    verdicts: Vec<Verdict>,
+    outgoing: Vec<Outgoing>,
+    /// Per outgoing send: its wake-ups for this node; those for other
+    /// nodes go out right after the commit (see `notices`).
+    local_wakes: Vec<Vec<Signal>>,
+    remote_wakes: Vec<(Uuid, Signal, Uuid)>,
+    takers: Takers,
+}
+
 impl Node {
     async fn store_batch(&self, jobs: Vec<SendJob>) {
         let started = std::time::Instant::now();
-        // One presence read per mesh in the batch.
-        let mut meshes: HashMap<String, Result<Vec<RouteTarget>, ()>> = HashMap::new();
-        for job in &jobs {
+        let mut fresh = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let meshes = self.batch_routes(&jobs, fresh).await;
+            let plan = self.plan(&jobs, &meshes);
+            // A cached view may lack a session that just joined: only a
+            // fresh read may answer `no_recipient`.
+            if !fresh
+                && plan
+                    .verdicts
+                    .iter()
+                    .any(|v| matches!(v, Verdict::NoRecipient))
+            {
+                fresh = true;
+                continue;
+            }
+            let checks: Vec<(&str, &str)> = if attempt <= CHECKED_ATTEMPTS {
+                meshes
+                    .iter()
+                    .filter_map(|(m, r)| Some((m.as_str(), r.as_ref().ok()?.version.as_deref()?)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if plan.outgoing.is_empty() {
+                self.finish_batch(jobs, plan, Vec::new()).await;
+                return;
+            }
+            let notices = crate::cluster::bus::notices(self.id, plan.remote_wakes.clone());
+            let stored = self
+                .store
+                .insert_messages_and_notify(&plan.outgoing, &notices, &checks);
+            match super::bounded(stored).await {
+                Ok(Some(stored)) => {
+                    self.metrics.send_batch.observe(plan.outgoing.len() as f64);
+                    self.metrics
+                        .send_commit
+                        .observe(started.elapsed().as_secs_f64());
+                    match stored.notified {
+                        Ok(n) => {
+                            self.metrics.notify_sent.inc_by(n);
+                        }
+                        Err(e) => {
+                            // Through the bus instead, which retries; a
+                            // wake-up for a rate-limited send costs only a
+                            // claim.
+                            tracing::warn!(error = %e, "notify after send failed; using the bus");
+                            for (node, signal, _) in plan.remote_wakes.clone() {
+                                self.signal(node, signal);
+                            }
+                        }
+                    };
+                    self.finish_batch(jobs, plan, stored.results).await;
+                    return;
+                }
+                Ok(None) => {
+                    tracing::debug!(attempt, "routing view changed under the batch; re-reading");
+                    fresh = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, sends = jobs.len(), "send batch failed; nothing stored");
+                    for job in jobs {
+                        let r = SendRefusal::from(StoreError::Unavailable(e.to_string()));
+                        self.finish(&job.sender, Err(r), job.reply);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One routing view per mesh in the batch.
+    async fn batch_routes(
+        &self,
+        jobs: &[SendJob],
+        fresh: bool,
+    ) -> HashMap<String, Result<Routes, ()>> {
+        let mut meshes: HashMap<String, Result<Routes, ()>> = HashMap::new();
+        for job in jobs {
             if !meshes.contains_key(&job.sender.mesh_id) {
-                let read = super::bounded(self.store.route_targets(&job.sender.mesh_id)).await;
+                let read = super::bounded(self.store.send_routes(&job.sender.mesh_id, fresh)).await;
                 meshes.insert(
                     job.sender.mesh_id.clone(),
                     read.map_err(|e| {
@@ -84,51 +187,53 @@ impl Node {
                 );
             }
         }
+        meshes
+    }
+
+    /// Routes every send of the batch by `meshes`; writes nothing.
+    fn plan(&self, jobs: &[SendJob], meshes: &HashMap<String, Result<Routes, ()>>) -> Plan {
         let now = self.now();
         let settings = &self.config.settings;
         let lease_until = now + chrono::Duration::seconds(settings.claim_lease_seconds as i64);
-        let all = || meshes.values().filter_map(|r| r.as_ref().ok()).flatten();
-        let takers = self.takers(all());
+        let all = || {
+            meshes
+                .values()
+                .filter_map(|r| r.as_ref().ok())
+                .flat_map(|r| r.targets.iter())
+        };
+        let mut plan = Plan {
+            verdicts: Vec::with_capacity(jobs.len()),
+            outgoing: Vec::with_capacity(jobs.len()),
+            local_wakes: Vec::with_capacity(jobs.len()),
+            remote_wakes: Vec::new(),
+            takers: self.takers(all()),
+        };
         let router = WakeRouter::new(all());
-        let mut outgoing = Vec::with_capacity(jobs.len());
-        let mut waiting = Vec::with_capacity(jobs.len());
-        // Per stored send: its wake-ups for this node; those for other
-        // nodes go out right after the commit (see `notices`).
-        let mut local_wakes = Vec::with_capacity(jobs.len());
-        let mut remote_wakes = Vec::new();
         for job in jobs {
-            let presences = match &meshes[&job.sender.mesh_id] {
-                Ok(p) => p,
-                Err(()) => {
-                    let r =
-                        SendRefusal::from(StoreError::Unavailable("presence read failed".into()));
-                    self.finish(&job.sender, Err(r), job.reply);
-                    continue;
-                }
+            let Ok(routes) = &meshes[&job.sender.mesh_id] else {
+                plan.verdicts.push(Verdict::Unavailable);
+                continue;
             };
-            let mut deliveries = route(&job.target, &job.sender, presences);
-            if !takers.is_empty() {
-                self.preclaim(&mut deliveries, &takers, job.priority, lease_until);
+            let mut deliveries = route(&job.target, &job.sender, &routes.targets);
+            if !plan.takers.is_empty() {
+                self.preclaim(&mut deliveries, &plan.takers, job.priority, lease_until);
             }
             if deliveries.is_empty() && matches!(job.target, Target::Key(_)) {
-                let r = SendRefusal {
-                    code: "no_recipient",
-                    sentence: "no live or in-grace session matches that key".into(),
-                };
-                self.finish(&job.sender, Err(r), job.reply);
+                plan.verdicts.push(Verdict::NoRecipient);
                 continue;
             }
-            let message = self.new_message(&job, now);
+            let message = self.new_message(job, now);
             let mut local = Vec::new();
             for (node, signal) in router.signals(&job.sender.mesh_id, &deliveries) {
                 if node == self.id {
                     local.push(signal);
                 } else {
-                    remote_wakes.push((node, signal, message.id));
+                    plan.remote_wakes.push((node, signal, message.id));
                 }
             }
-            local_wakes.push(local);
-            outgoing.push(Outgoing {
+            plan.verdicts.push(Verdict::Store(plan.outgoing.len()));
+            plan.local_wakes.push(local);
+            plan.outgoing.push(Outgoing {
                 message,
                 deliveries,
                 bucket: Bucket {
@@ -137,47 +242,49 @@ impl Node {
                     burst: settings.send_burst,
                 },
             });
-            waiting.push(job);
         }
-        if outgoing.is_empty() {
-            return;
-        }
-        self.metrics.send_batch.observe(outgoing.len() as f64);
-        let notices = crate::cluster::bus::notices(self.id, remote_wakes.clone());
-        let stored = self.store.insert_messages_and_notify(&outgoing, &notices);
-        let results = match super::bounded(stored).await {
-            Ok((r, notified)) => {
-                match notified {
-                    Ok(n) => {
-                        self.metrics.notify_sent.inc_by(n);
-                    }
-                    Err(e) => {
-                        // Through the bus instead, which retries; a wake-up
-                        // for a rate-limited send costs only a claim.
-                        tracing::warn!(error = %e, "notify after send failed; using the bus");
-                        for (node, signal, _) in remote_wakes {
-                            self.signal(node, signal);
-                        }
-                    }
-                }
-                r
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, sends = waiting.len(), "send batch failed; nothing stored");
-                for job in waiting {
-                    let r = SendRefusal::from(StoreError::Unavailable(e.to_string()));
-                    self.finish(&job.sender, Err(r), job.reply);
-                }
-                return;
-            }
-        };
-        self.metrics
-            .send_commit
-            .observe(started.elapsed().as_secs_f64());
+        plan
+    }
+
+    /// Answers every send of a stored (or empty) batch, hands pre-claimed
+    /// rows to their sessions and wakes this node's recipients.
+    async fn finish_batch(&self, jobs: Vec<SendJob>, plan: Plan, results: Vec<SendResult>) {
+        let Plan {
+            verdicts,
+            outgoing,
+            local_wakes,
+            takers,
+            ..
+        } = plan;
         let mut handed = Vec::new();
         let mut woken = Vec::new();
-        let sent = waiting.into_iter().zip(outgoing).zip(local_wakes);
-        for (((job, out), local), result) in sent.zip(results) {
+        let mut stored: Vec<Option<(Outgoing, Vec<Signal>, SendResult)>> = outgoing
+            .into_iter()
+            .zip(local_wakes)
+            .zip(results)
+            .map(|((o, w), r)| Some((o, w, r)))
+            .collect();
+        for (job, verdict) in jobs.into_iter().zip(verdicts) {
+            let i = match verdict {
+                Verdict::Store(i) => i,
+                Verdict::NoRecipient => {
+                    let r = SendRefusal {
+                        code: "no_recipient",
+                        sentence: "no live or in-grace session matches that key".into(),
+                    };
+                    self.finish(&job.sender, Err(r), job.reply);
+                    continue;
+                }
+                Verdict::Unavailable => {
+                    let r =
+                        SendRefusal::from(StoreError::Unavailable("presence read failed".into()));
+                    self.finish(&job.sender, Err(r), job.reply);
+                    continue;
+                }
+            };
+            let Some((out, local, result)) = stored[i].take() else {
+                continue;
+            };
             match result {
                 SendResult::Queued { claimed } => {
                     let id: Uuid = out.message.id;

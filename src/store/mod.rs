@@ -133,16 +133,30 @@ pub trait Store: Send + Sync + 'static {
     /// rate-limited one, and nothing at all if the transaction fails.
     async fn insert_messages(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>>;
     /// `insert_messages`, then the `notices` whose messages were stored,
-    /// sent as soon as the batch commits. The second value is how many
-    /// notifications went out, or why none could (the batch stands
-    /// either way). A store without a bus sends nothing.
+    /// sent as soon as the batch commits. `checks` names the route
+    /// versions (`send_routes`) the batch was routed by: `None` when one
+    /// of those meshes changed since, and then nothing was written. A
+    /// store without a bus sends nothing.
     async fn insert_messages_and_notify(
         &self,
         batch: &[Outgoing],
         notices: &[Notice],
-    ) -> StoreResult<(Vec<SendResult>, Result<u64, StoreError>)> {
-        let _ = notices;
-        Ok((self.insert_messages(batch).await?, Ok(0)))
+        checks: &[(&str, &str)],
+    ) -> StoreResult<Option<Stored>> {
+        let _ = (notices, checks);
+        Ok(Some(Stored {
+            results: self.insert_messages(batch).await?,
+            notified: Ok(0),
+        }))
+    }
+    /// The routing view of a mesh for a send batch; a store may serve it
+    /// from a cache (with a version) unless `fresh`.
+    async fn send_routes(&self, mesh_id: &str, fresh: bool) -> StoreResult<Routes> {
+        let _ = fresh;
+        Ok(Routes {
+            targets: std::sync::Arc::new(self.route_targets(mesh_id).await?),
+            version: None,
+        })
     }
     /// Claims up to `limit` deliverable rows for one session, oldest first:
     /// rows for it or its member, unclaimed or with a lapsed claim, `now`

@@ -436,6 +436,23 @@ pub enum SendResult {
     RateLimited,
 }
 
+/// The presences a send batch routes by. A store that caches them gives a
+/// `version`; a batch routed by a versioned read names it, and is refused
+/// whole (nothing written) if that mesh's presences changed since.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    pub targets: std::sync::Arc<Vec<RouteTarget>>,
+    pub version: Option<std::sync::Arc<str>>,
+}
+
+/// A stored send batch: a verdict per message, and how the notices went
+/// (the batch stands either way).
+#[derive(Debug)]
+pub struct Stored {
+    pub results: Vec<SendResult>,
+    pub notified: Result<u64, super::StoreError>,
+}
+
 /// A NOTIFY to send right after a send batch commits, in its own
 /// transaction, if at least one of `messages` was stored (a wake-up for a
 /// rate-limited send would only cost the recipient's node a claim).

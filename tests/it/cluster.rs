@@ -245,6 +245,62 @@ async fn notifies_are_coalesced() {
     assert!(sent <= n + 5, "{sent} notifies for {n} messages");
 }
 
+/// A node routes sends from a cached view of the mesh's presences, which
+/// every batch checks against the table: a session that joined on another
+/// node since, or a status a hook changed there, counts at once.
+async fn cached_routes_never_go_stale() {
+    let c = cluster(2, |s| s.hook_auth = Some(HookAuth::None)).await;
+    let carol = c.nodes[0].add_member("m", "carol", &[]).await;
+    let (mut a, _) = Peer::join(&c.nodes[0].ws_url(), &c.alice, "a1").await;
+    let (mut b, _) = Peer::join_with(
+        &c.nodes[0].ws_url(),
+        &c.bob,
+        "b1",
+        json!({"pid": 78, "cwd": "/bob"}),
+    )
+    .await;
+    // Node 0 reads and caches the mesh for this send.
+    send(&mut a, "s1", "*", "now", "b25l").await;
+    assert_eq!(expect_push(&mut b).await["ciphertext"], "b25l");
+    let (mut k, _) = Peer::join(&c.nodes[1].ws_url(), &carol, "k1").await;
+    send(&mut a, "s2", "*", "now", "YWxs").await;
+    assert_eq!(
+        expect_push(&mut k).await["ciphertext"],
+        "YWxs",
+        "joined on node 1 after the cache"
+    );
+    assert_eq!(expect_push(&mut b).await["ciphertext"], "YWxs");
+    let ack = send(&mut a, "s3", &carol.keys.public_hex, "now", "ZGlyZWN0").await;
+    assert_eq!(ack["queued"], true, "{ack}");
+    assert_eq!(expect_push(&mut k).await["ciphertext"], "ZGlyZWN0");
+    // A key only a newer view knows is not `no_recipient`.
+    let dave = c.nodes[0].add_member("m", "dave", &[]).await;
+    let (mut d, _) = Peer::join(&c.nodes[1].ws_url(), &dave, "d1").await;
+    let ack = send(&mut a, "s3d", &dave.keys.public_hex, "now", "ZGF2ZQ==").await;
+    assert_eq!(ack["queued"], true, "{ack}");
+    assert_eq!(expect_push(&mut d).await["ciphertext"], "ZGF2ZQ==");
+    // Bob's session on node 0 settles (a handoff needs its status older
+    // than its last full claim), then a hook to node 1 makes it working:
+    // node 0 must not hand it a `next` message from its cached view.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    send(&mut a, "s4", &c.bob.keys.public_hex, "next", "c2V0dGxlZA==").await;
+    assert_eq!(expect_push(&mut b).await["ciphertext"], "c2V0dGxlZA==");
+    let hook = json!({"cwd": "/bob", "pid": 78, "status": "working"});
+    let r = c.nodes[1]
+        .http
+        .post(c.nodes[1].url("/hook/set-status"))
+        .json(&hook)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    send(&mut a, "s5", &c.bob.keys.public_hex, "next", "aGVsZA==").await;
+    assert!(
+        b.quiet_for(Duration::from_millis(500)).await,
+        "held: working since a hook to the other node"
+    );
+}
+
 /// The wake-up NOTIFY after a send batch goes out only for what was
 /// stored: a rate-limited cross-node send notifies no one.
 async fn rate_limited_sends_notify_no_one() {
@@ -356,6 +412,11 @@ async fn cluster_limits_hold_cluster_wide() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_hooks_and_admin_act_on_any_node() {
     hooks_and_admin_act_on_any_node().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_cached_routes_never_go_stale() {
+    cached_routes_never_go_stale().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

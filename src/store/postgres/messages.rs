@@ -12,7 +12,7 @@ use super::{map_err, PgStore};
 use crate::protocol::target::Priority;
 use crate::store::{
     Bucket, ClaimRequest, Claimed, NewDelivery, NewMessage, Notice, Outgoing, SendResult,
-    StoreResult, StoredMessage,
+    StoreResult, Stored, StoredMessage,
 };
 
 /// Refill-then-take in one statement: no row comes back when the bucket
@@ -28,7 +28,18 @@ WHERE LEAST($3::float8, b.tokens
       + GREATEST(0, EXTRACT(EPOCH FROM ($4 - b.updated_at))::float8) * $5::float8) >= 1
 RETURNING tokens";
 
-/// A whole group commit. `b` refills each bucket and takes up to `n`
+/// The version of a mesh's routing view: its live and in-grace presences'
+/// ids and row versions (`xmin` changes with every update of the row).
+/// Aggregates `presence` rows of one mesh.
+pub(super) const ROUTES_TOKEN: &str =
+    "md5(coalesce(string_agg(id::text || ':' || xmin::text, ',' ORDER BY id), ''))";
+
+static SEND_BATCH_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| SEND_BATCH.replace("ROUTES_TOKEN", ROUTES_TOKEN));
+
+/// A whole group commit. `fresh` first checks that the presences of every
+/// mesh routed from a cached read are still the ones read (their ids and
+/// row versions); if not, nothing is written and one row says so. `b` refills each bucket and takes up to `n`
 /// tokens (rows locked in key order: no deadlock between nodes; a new
 /// bucket starts full); `ok` keeps the sends within what their bucket
 /// gave; messages and their delivery rows follow (row order kept with
@@ -36,9 +47,16 @@ RETURNING tokens";
 /// delivery to message is checked at the end of the statement, when both
 /// inserts are visible.
 const SEND_BATCH: &str = "
-WITH t AS MATERIALIZED (
+WITH fresh AS MATERIALIZED (
+  SELECT coalesce(bool_and(v.token = x.t), true) AS ok
+  FROM unnest($29::text[], $30::text[]) AS x(m, t)
+  CROSS JOIN LATERAL (SELECT ROUTES_TOKEN AS token FROM presence
+                      WHERE mesh_id = x.m AND state <> 'gone') v
+),
+t AS MATERIALIZED (
   SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::int4[])
     AS t(m, k, bu, rps, n)
+  WHERE (SELECT ok FROM fresh)
 ),
 b AS (
   INSERT INTO rate_bucket AS b (mesh_id, key, tokens, updated_at, taken)
@@ -76,7 +94,9 @@ d AS (
 )
 SELECT mesh_id, key, taken, NULL::int8, NULL::uuid, NULL::uuid FROM b
 UNION ALL
-SELECT NULL, NULL, NULL, id, message_id, claimed_session FROM d WHERE claimed_session IS NOT NULL";
+SELECT NULL, NULL, NULL, id, message_id, claimed_session FROM d WHERE claimed_session IS NOT NULL
+UNION ALL
+SELECT NULL, NULL, NULL, -1, NULL, NULL FROM fresh WHERE NOT ok";
 
 /// The notices of a send batch, each sent only if one of its messages
 /// was stored. `synchronous_commit` off: a notification is not durable
@@ -230,9 +250,11 @@ impl PgStore {
         &self,
         batch: &[Outgoing],
         notices: &[Notice],
-    ) -> StoreResult<(Vec<SendResult>, StoreResult<u64>)> {
+        checks: &[(&str, &str)],
+    ) -> StoreResult<Option<Stored>> {
         let c = self.client().await?;
-        let stmt = c.prepare_cached(SEND_BATCH).await.map_err(map_err)?;
+        let stmt = c.prepare_cached(&SEND_BATCH_SQL).await.map_err(map_err)?;
+        let (check_meshes, check_tokens): (Vec<&str>, Vec<&str>) = checks.iter().copied().unzip();
         let notify = if notices.is_empty() {
             None
         } else {
@@ -321,7 +343,7 @@ impl PgStore {
         let d_claim_until: Vec<Option<DateTime<Utc>>> =
             rows.iter().map(|(_, d)| d.claim.map(|c| c.until)).collect();
 
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 28] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 30] = [
             &b_mesh,
             &b_key,
             &b_burst,
@@ -350,6 +372,8 @@ impl PgStore {
             &d_claim_node,
             &d_claim_session,
             &d_claim_until,
+            &check_meshes,
+            &check_tokens,
         ];
         let send = c.query(&stmt, &params);
         // Pipelined behind the send on the same connection: the backend
@@ -371,6 +395,7 @@ impl PgStore {
         let mut claimed: HashMap<(Uuid, Uuid), i64> = HashMap::new();
         for r in &rows {
             match r.get::<_, Option<i64>>(3) {
+                Some(-1) => return Ok(None),
                 None => {
                     taken.insert((r.get(0), r.get(1)), r.get(2));
                 }
@@ -396,7 +421,7 @@ impl PgStore {
                 }
             })
             .collect();
-        Ok((results, notified))
+        Ok(Some(Stored { results, notified }))
     }
 
     pub(super) async fn claim(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {

@@ -28,7 +28,14 @@ pub struct PgStore {
     /// Connections with `synchronous_commit = off`, for delivery
     /// bookkeeping only (see `connect`).
     fast: Pool,
+    /// Send-batch routing views by mesh, checked against the table by the
+    /// batch itself (see `messages::ROUTES_TOKEN`), so never trusted stale.
+    routes: moka::sync::Cache<String, Routes>,
 }
+
+/// Meshes whose routing view a node keeps; idle ones age out.
+const ROUTES_CACHED: u64 = 10_000;
+const ROUTES_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The delivery-bookkeeping pool: half the main pool, at least two.
 pub fn fast_pool_size(pool_size: usize) -> usize {
@@ -86,7 +93,11 @@ impl PgStore {
         // message. Envelopes, identities and audit stay fully durable.
         cfg.options(format!("{GENERIC_PLANS} -c synchronous_commit=off"));
         let fast = build_pool(cfg, fast_pool_size(pool_size))?;
-        Ok(PgStore { pool, fast })
+        let routes = moka::sync::Cache::builder()
+            .max_capacity(ROUTES_CACHED)
+            .time_to_idle(ROUTES_IDLE)
+            .build();
+        Ok(PgStore { pool, fast, routes })
     }
 
     /// Applies pending migrations on a dedicated connection.
@@ -436,15 +447,21 @@ impl Store for PgStore {
     }
 
     async fn insert_messages(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>> {
-        Ok(self.insert_batch(batch, &[]).await?.0)
+        let stored = self.insert_batch(batch, &[], &[]).await?;
+        Ok(stored.map(|s| s.results).unwrap_or_default())
     }
 
     async fn insert_messages_and_notify(
         &self,
         batch: &[Outgoing],
         notices: &[Notice],
-    ) -> StoreResult<(Vec<SendResult>, StoreResult<u64>)> {
-        self.insert_batch(batch, notices).await
+        checks: &[(&str, &str)],
+    ) -> StoreResult<Option<Stored>> {
+        self.insert_batch(batch, notices, checks).await
+    }
+
+    async fn send_routes(&self, mesh_id: &str, fresh: bool) -> StoreResult<Routes> {
+        self.cached_routes(mesh_id, fresh).await
     }
 
     async fn claim_many(&self, reqs: &[ClaimRequest]) -> StoreResult<Vec<Vec<Claimed>>> {

@@ -5,14 +5,16 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
+use super::messages::ROUTES_TOKEN;
 use super::rows::{presence_from, PRESENCE_COLS};
 use super::{map_err, PgStore};
 use crate::protocol::status::{decide, Decision, Recorded};
 use crate::protocol::{Source, Status};
 use crate::store::{
     Attach, MemberState, NewPresence, PatchResult, Presence, PresencePatch, PresenceState,
-    RouteTarget, StatusWrite, StoreResult,
+    RouteTarget, Routes, StatusWrite, StoreResult,
 };
+use std::sync::Arc;
 
 async fn write_presence(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -59,17 +61,46 @@ async fn write_presence(
 
 impl PgStore {
     pub(super) async fn routes(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>> {
+        Ok(self.read_routes(mesh_id).await?.0)
+    }
+
+    /// A send batch's routing view of a mesh: the cached one unless
+    /// `fresh` (or none is cached), with the version the batch checks.
+    pub(super) async fn cached_routes(&self, mesh_id: &str, fresh: bool) -> StoreResult<Routes> {
+        if !fresh {
+            if let Some(r) = self.routes.get(mesh_id) {
+                return Ok(r);
+            }
+        }
+        let (targets, token) = self.read_routes(mesh_id).await?;
+        let routes = Routes {
+            targets: Arc::new(targets),
+            version: token.map(Arc::from),
+        };
+        if routes.version.is_some() {
+            self.routes.insert(mesh_id.to_string(), routes.clone());
+        }
+        Ok(routes)
+    }
+
+    /// The presences of a mesh a send may route to, and their version
+    /// (`None` for a mesh without any).
+    async fn read_routes(&self, mesh_id: &str) -> StoreResult<(Vec<RouteTarget>, Option<String>)> {
         let c = self.client().await?;
-        let stmt = c
-            .prepare_cached(
-                "SELECT id, member_id, member_pubkey, session_pubkey, node_id, visible, groups, status,
-                        status_updated_at
-                 FROM presence WHERE mesh_id = $1 AND state <> 'gone' ORDER BY connected_at, id",
-            )
-            .await
-            .map_err(map_err)?;
+        let sql = format!(
+            "WITH p AS MATERIALIZED (
+               SELECT id, member_id, member_pubkey, session_pubkey, node_id, visible, groups,
+                      status, status_updated_at, connected_at, xmin
+               FROM presence WHERE mesh_id = $1 AND state <> 'gone')
+             SELECT p.id, member_id, member_pubkey, session_pubkey, node_id, visible, groups,
+                    status, status_updated_at, v.token
+             FROM p, (SELECT {ROUTES_TOKEN} AS token FROM p) v
+             ORDER BY p.connected_at, p.id"
+        );
+        let stmt = c.prepare_cached(&sql).await.map_err(map_err)?;
         let rows = c.query(&stmt, &[&mesh_id]).await.map_err(map_err)?;
-        Ok(rows
+        let token = rows.first().map(|r| r.get::<_, String>(9));
+        let targets = rows
             .iter()
             .map(|r| RouteTarget {
                 id: r.get(0),
@@ -83,7 +114,8 @@ impl PgStore {
                 status: Status::parse(r.get(7)).unwrap_or(Status::Idle),
                 status_updated_at: r.get(8),
             })
-            .collect())
+            .collect();
+        Ok((targets, token))
     }
 
     pub(super) async fn by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
