@@ -21,11 +21,22 @@ WORK=$(mktemp -d /tmp/cmb-bench.XXXXXX)
 BROKER_PID=
 CLUSTER_PIDS=()
 
+# wait_gone PID...: the brokers run in a subshell, so `wait` cannot see
+# them; the next run needs their ports free.
+wait_gone() {
+  for pid in "$@"; do
+    for _ in $(seq 1 300); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  done
+}
+
 BENCH_DB=
 stop_broker() {
   if [ -n "$BROKER_PID" ]; then
     kill "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
+    wait_gone "$BROKER_PID"
     BROKER_PID=
   fi
   if [ -n "$BENCH_DB" ]; then
@@ -148,7 +159,7 @@ start_cluster() {
 }
 stop_cluster() {
   kill "${CLUSTER_PIDS[@]}" 2>/dev/null || true
-  wait "${CLUSTER_PIDS[@]}" 2>/dev/null || true
+  wait_gone "${CLUSTER_PIDS[@]}"
   CLUSTER_PIDS=()
   stop_broker
 }

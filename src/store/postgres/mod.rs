@@ -33,8 +33,9 @@ pub struct PgStore {
     routes: moka::sync::Cache<String, Routes>,
 }
 
-/// Meshes whose routing view a node keeps; idle ones age out.
-const ROUTES_CACHED: u64 = 10_000;
+/// Presences (over all meshes) whose routing view a node keeps, about
+/// 300 bytes each; idle meshes age out.
+const ROUTES_CACHED: u64 = 200_000;
 const ROUTES_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The delivery-bookkeeping pool: half the main pool, at least two.
@@ -94,6 +95,7 @@ impl PgStore {
         cfg.options(format!("{GENERIC_PLANS} -c synchronous_commit=off"));
         let fast = build_pool(cfg, fast_pool_size(pool_size))?;
         let routes = moka::sync::Cache::builder()
+            .weigher(|_: &String, r: &Routes| r.targets.len().clamp(1, u32::MAX as usize) as u32)
             .max_capacity(ROUTES_CACHED)
             .time_to_idle(ROUTES_IDLE)
             .build();
