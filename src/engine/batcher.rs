@@ -70,11 +70,6 @@ pub async fn run(node: Arc<Node>, mut rx: SendQueue, stop: CancellationToken) {
     }
 }
 
-/// Attempts at a batch routed from a checked view; the last attempt
-/// reads fresh and stores without a check (as a separate read then an
-/// insert always did), so churn cannot starve a batch.
-const CHECKED_ATTEMPTS: usize = 2;
-
 /// What one send in a batch comes to before the commit.
 enum Verdict {
     /// Stored as `outgoing[i]` if its bucket lets it through.
@@ -98,9 +93,7 @@ impl Node {
     async fn store_batch(&self, jobs: Vec<SendJob>) {
         let started = std::time::Instant::now();
         let mut fresh = false;
-        let mut attempt = 0;
         loop {
-            attempt += 1;
             let meshes = self.batch_routes(&jobs, fresh).await;
             let plan = self.plan(&jobs, &meshes);
             // A cached view may lack a session that just joined: only a
@@ -114,13 +107,16 @@ impl Node {
                 fresh = true;
                 continue;
             }
-            let checks: Vec<(&str, &str)> = if attempt <= CHECKED_ATTEMPTS {
+            // Only a cached view is checked. A fresh read is used as a
+            // read-then-insert always was: churn cannot starve a batch, and
+            // a stale one costs a single round trip more than reading first.
+            let checks: Vec<(&str, &str)> = if fresh {
+                Vec::new()
+            } else {
                 meshes
                     .iter()
                     .filter_map(|(m, r)| Some((m.as_str(), r.as_ref().ok()?.version.as_deref()?)))
                     .collect()
-            } else {
-                Vec::new()
             };
             if plan.outgoing.is_empty() {
                 self.finish_batch(jobs, plan, Vec::new()).await;
@@ -154,7 +150,7 @@ impl Node {
                     return;
                 }
                 Ok(None) => {
-                    tracing::debug!(attempt, "routing view changed under the batch; re-reading");
+                    tracing::debug!("routing view changed under the batch; re-reading");
                     fresh = true;
                 }
                 Err(e) => {
