@@ -92,10 +92,10 @@ pub fn coalesce(origin: Uuid, batch: Vec<(String, Signal)>) -> Vec<(String, Stri
 
 /// The notices of a send batch: its wake-ups for other nodes, coalesced,
 /// each carrying the messages that caused its channel's wake-ups.
-pub fn notices(origin: Uuid, wakes: Vec<(Uuid, Signal, Uuid)>) -> Vec<Notice> {
+pub fn notices(origin: Uuid, wakes: &[(Uuid, Signal, Uuid)]) -> Vec<Notice> {
     let tagged = wakes
-        .into_iter()
-        .map(|(node, s, message)| (node_channel(node), s, message))
+        .iter()
+        .map(|(node, s, message)| (node_channel(*node), s.clone(), *message))
         .collect();
     coalesce_tagged(origin, tagged)
         .into_iter()
@@ -370,7 +370,7 @@ mod tests {
         let pair = ("mesh".to_string(), "member".to_string());
         let out = notices(
             origin,
-            vec![
+            &[
                 (n1, Signal::Wake { p: vec![p1] }, m1),
                 (n1, Signal::Wake { p: vec![p2] }, m2),
                 (n1, Signal::Wake { p: vec![p1] }, m2),

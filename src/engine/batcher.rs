@@ -95,7 +95,7 @@ impl Node {
         let mut fresh = false;
         loop {
             let meshes = self.batch_routes(&jobs, fresh).await;
-            let plan = self.plan(&jobs, &meshes);
+            let mut plan = self.plan(&jobs, &meshes);
             // A cached view may lack a session that just joined: only a
             // fresh read may answer `no_recipient`.
             if !fresh
@@ -122,10 +122,10 @@ impl Node {
                 self.finish_batch(jobs, plan, Vec::new()).await;
                 return;
             }
-            let notices = crate::cluster::bus::notices(self.id, plan.remote_wakes.clone());
+            let notices = crate::cluster::bus::notices(self.id, &plan.remote_wakes);
             let stored = self
                 .store
-                .insert_messages_and_notify(&plan.outgoing, &notices, &checks);
+                .insert_messages(&plan.outgoing, &notices, &checks);
             match super::bounded(stored).await {
                 Ok(Some(stored)) => {
                     self.metrics.send_batch.observe(plan.outgoing.len() as f64);
@@ -141,7 +141,7 @@ impl Node {
                             // wake-up for a rate-limited send costs only a
                             // claim.
                             tracing::warn!(error = %e, "notify after send failed; using the bus");
-                            for (node, signal, _) in plan.remote_wakes.clone() {
+                            for (node, signal, _) in std::mem::take(&mut plan.remote_wakes) {
                                 self.signal(node, signal);
                             }
                         }

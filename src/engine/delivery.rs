@@ -101,7 +101,6 @@ pub async fn run(
                 now,
                 lease_until: now + lease,
                 limit: CLAIM_BATCH,
-                complete: Vec::new(),
                 reclaim_own: unsure,
             };
             let claimed = tokio::select! {

@@ -131,24 +131,17 @@ pub trait Store: Send + Sync + 'static {
     /// take a token from its bucket; if there is one, store the message and
     /// its delivery rows. One verdict per message; nothing is written for a
     /// rate-limited one, and nothing at all if the transaction fails.
-    async fn insert_messages(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>>;
-    /// `insert_messages`, then the `notices` whose messages were stored,
-    /// sent as soon as the batch commits. `checks` names the route
-    /// versions (`send_routes`) the batch was routed by: `None` when one
-    /// of those meshes changed since, and then nothing was written. A
-    /// store without a bus sends nothing.
-    async fn insert_messages_and_notify(
+    /// `checks` names the route versions (`send_routes`) the batch was
+    /// routed by: `None` when one of those meshes changed since, and then
+    /// nothing was written. Then the `notices` whose messages were stored
+    /// go out as soon as the batch commits (a store without a bus sends
+    /// none).
+    async fn insert_messages(
         &self,
         batch: &[Outgoing],
         notices: &[Notice],
         checks: &[(&str, &str)],
-    ) -> StoreResult<Option<Stored>> {
-        let _ = (notices, checks);
-        Ok(Some(Stored {
-            results: self.insert_messages(batch).await?,
-            notified: Ok(0),
-        }))
-    }
+    ) -> StoreResult<Option<Stored>>;
     /// The routing view of a mesh for a send batch; a store may serve it
     /// from a cache (with a version) unless `fresh`.
     async fn send_routes(&self, mesh_id: &str, fresh: bool) -> StoreResult<Routes> {
@@ -158,36 +151,18 @@ pub trait Store: Send + Sync + 'static {
             version: None,
         })
     }
-    /// Claims up to `limit` deliverable rows for one session, oldest first:
-    /// rows for it or its member, unclaimed or with a lapsed claim, `now`
-    /// priority only unless the session is idle. Completes `req.complete`
-    /// first.
-    async fn claim_deliveries(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>>;
-    /// `claim_deliveries` for several sessions at once, one result per
-    /// request in order. A row two requests could take goes to one.
-    async fn claim_many(&self, reqs: &[ClaimRequest]) -> StoreResult<Vec<Vec<Claimed>>> {
-        let mut out = Vec::with_capacity(reqs.len());
-        for r in reqs {
-            out.push(self.claim_deliveries(r).await?);
-        }
-        Ok(out)
-    }
-    /// Written to the socket (sessions without `client_ack`): done.
-    async fn complete_deliveries(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()>;
+    /// For each request, claims up to `limit` deliverable rows for its
+    /// session, oldest first: rows for it or its member, unclaimed or with
+    /// a lapsed claim, `now` priority only unless the session is idle. One
+    /// result per request in order; a row two requests could take goes to
+    /// one.
+    async fn claim_many(&self, reqs: &[ClaimRequest]) -> StoreResult<Vec<Vec<Claimed>>>;
     /// Gives back rows `presence` holds (stored pre-claimed for a session
     /// that ended meanwhile), so they are claimable at once.
     async fn release_rows(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()>;
-    /// `complete_deliveries` for many (presence, row) pairs at once.
-    async fn complete_many(&self, done: &[(Uuid, i64)]) -> StoreResult<()> {
-        let mut by: std::collections::HashMap<Uuid, Vec<i64>> = Default::default();
-        for (p, id) in done {
-            by.entry(*p).or_default().push(*id);
-        }
-        for (p, ids) in by {
-            self.complete_deliveries(p, &ids).await?;
-        }
-        Ok(())
-    }
+    /// Written to the socket (sessions without `client_ack`): done. Each
+    /// pair is (presence, row); a row another session holds stays.
+    async fn complete_many(&self, done: &[(Uuid, i64)]) -> StoreResult<()>;
     /// `client_ack`: completes the row of `message_id` this session holds.
     /// `false` when it holds none (unknown id, or another session's).
     async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool>;

@@ -473,10 +473,7 @@ pub struct ClaimRequest {
     pub now: DateTime<Utc>,
     pub lease_until: DateTime<Utc>,
     pub limit: usize,
-    /// Rows this session has written since its last claim: completed first,
-    /// in the same step.
-    pub complete: Vec<i64>,
-    /// Also take rows this session already holds (not in `complete`): set
+    /// Also take rows this session already holds: set
     /// after a claim whose outcome is unknown (timed out), which may have
     /// claimed rows nobody pushed.
     pub reclaim_own: bool,

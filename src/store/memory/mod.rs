@@ -456,22 +456,35 @@ impl Store for MemoryStore {
         Ok(ended)
     }
 
-    async fn insert_messages(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>> {
+    /// One node, no bus: there are no other nodes to notify, and no
+    /// routing view can be older than the lock it is read under.
+    async fn insert_messages(
+        &self,
+        batch: &[Outgoing],
+        _notices: &[Notice],
+        _checks: &[(&str, &str)],
+    ) -> StoreResult<Option<Stored>> {
         let mut s = self.lock();
-        Ok(batch
+        let results = batch
             .iter()
             .map(|o| s.insert_message(&o.message, &o.deliveries, &o.bucket))
-            .collect())
+            .collect();
+        Ok(Some(Stored {
+            results,
+            notified: Ok(0),
+        }))
     }
 
-    async fn claim_deliveries(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
+    async fn claim_many(&self, reqs: &[ClaimRequest]) -> StoreResult<Vec<Vec<Claimed>>> {
         let mut s = self.lock();
-        s.complete(req.presence, &req.complete);
-        Ok(s.claim(req))
+        Ok(reqs.iter().map(|r| s.claim(r)).collect())
     }
 
-    async fn complete_deliveries(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()> {
-        self.lock().complete(presence, delivery_ids);
+    async fn complete_many(&self, done: &[(Uuid, i64)]) -> StoreResult<()> {
+        let mut s = self.lock();
+        for (presence, id) in done {
+            s.complete(*presence, std::slice::from_ref(id));
+        }
         Ok(())
     }
 

@@ -141,11 +141,8 @@ struct NoticeParams<'a> {
 /// no bitmap scan, and index scans mark the entries of completed rows dead
 /// as they pass, so churn between vacuums does not slow claims down.
 const CLAIM_MANY: &str = "
-WITH done AS (
-  DELETE FROM delivery d USING unnest($1::bigint[], $2::uuid[]) AS c(id, p)
-  WHERE d.id = c.id AND d.claimed_session = c.p),
-req AS (
-  SELECT * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::bool[]) AS r(p, mesh, member, reclaim)),
+WITH req AS (
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[]) AS r(p, mesh, member, reclaim)),
 picked AS (
   SELECT DISTINCT ON (x.id) r.p, x.id, x.prev
   FROM req r CROSS JOIN LATERAL (
@@ -153,27 +150,27 @@ picked AS (
       SELECT * FROM (
         SELECT d.id, d.claimed_session AS prev FROM delivery d
         WHERE d.recipient_session = r.p
-          AND (d.claim_until IS NULL OR d.claim_until < $7
-               OR (r.reclaim AND d.claimed_session = r.p AND NOT (d.id = ANY($1))))
+          AND (d.claim_until IS NULL OR d.claim_until < $5
+               OR (r.reclaim AND d.claimed_session = r.p))
           AND (d.priority = 'now' OR (SELECT status FROM presence WHERE id = r.p) = 'idle')
-        ORDER BY d.id LIMIT $8
+        ORDER BY d.id LIMIT $6
         FOR UPDATE SKIP LOCKED) s
       UNION ALL
       SELECT * FROM (
         SELECT d.id, d.claimed_session AS prev FROM delivery d
         WHERE d.recipient_session IS NULL AND d.mesh_id = r.mesh AND d.recipient_member_id = r.member
           AND d.exclude_session IS DISTINCT FROM r.p
-          AND (d.claim_until IS NULL OR d.claim_until < $7
-               OR (r.reclaim AND d.claimed_session = r.p AND NOT (d.id = ANY($1))))
+          AND (d.claim_until IS NULL OR d.claim_until < $5
+               OR (r.reclaim AND d.claimed_session = r.p))
           AND (d.priority = 'now' OR (SELECT status FROM presence WHERE id = r.p) = 'idle')
-        ORDER BY d.id LIMIT $8
+        ORDER BY d.id LIMIT $6
         FOR UPDATE SKIP LOCKED) m
     ) u
     ORDER BY id
-    LIMIT $8) x
+    LIMIT $6) x
   ORDER BY x.id, r.p)
 UPDATE delivery d
-SET claimed_by = $9, claimed_session = picked.p, claim_until = $10
+SET claimed_by = $7, claimed_session = picked.p, claim_until = $8
 FROM picked, message m
 WHERE d.id = picked.id AND m.id = d.message_id
 RETURNING picked.p, d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_session_pubkey,
@@ -189,10 +186,6 @@ impl PgStore {
         };
         let c = self.fast_client().await?;
         let stmt = c.prepare_cached(CLAIM_MANY).await.map_err(map_err)?;
-        let (done_ids, done_by): (Vec<i64>, Vec<Uuid>) = reqs
-            .iter()
-            .flat_map(|r| r.complete.iter().map(move |id| (*id, r.presence)))
-            .unzip();
         let presences: Vec<Uuid> = reqs.iter().map(|r| r.presence).collect();
         let meshes: Vec<&str> = reqs.iter().map(|r| r.mesh_id.as_str()).collect();
         let members: Vec<&str> = reqs.iter().map(|r| r.member_id.as_str()).collect();
@@ -202,8 +195,6 @@ impl PgStore {
             .query(
                 &stmt,
                 &[
-                    &done_ids,
-                    &done_by,
                     &presences,
                     &meshes,
                     &members,
@@ -422,23 +413,6 @@ impl PgStore {
             })
             .collect();
         Ok(Some(Stored { results, notified }))
-    }
-
-    pub(super) async fn claim(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
-        let mut one = self.claim_batch(std::slice::from_ref(req)).await?;
-        Ok(one.pop().unwrap_or_default())
-    }
-
-    pub(super) async fn complete(&self, presence: Uuid, ids: &[i64]) -> StoreResult<()> {
-        let c = self.fast_client().await?;
-        let stmt = c
-            .prepare_cached("DELETE FROM delivery WHERE id = ANY($1) AND claimed_session = $2")
-            .await
-            .map_err(map_err)?;
-        c.execute(&stmt, &[&ids, &presence])
-            .await
-            .map_err(map_err)?;
-        Ok(())
     }
 
     pub(super) async fn release_batch(&self, presence: Uuid, ids: &[i64]) -> StoreResult<()> {

@@ -448,12 +448,7 @@ impl Store for PgStore {
         self.expire(now).await
     }
 
-    async fn insert_messages(&self, batch: &[Outgoing]) -> StoreResult<Vec<SendResult>> {
-        let stored = self.insert_batch(batch, &[], &[]).await?;
-        Ok(stored.map(|s| s.results).unwrap_or_default())
-    }
-
-    async fn insert_messages_and_notify(
+    async fn insert_messages(
         &self,
         batch: &[Outgoing],
         notices: &[Notice],
@@ -468,14 +463,6 @@ impl Store for PgStore {
 
     async fn claim_many(&self, reqs: &[ClaimRequest]) -> StoreResult<Vec<Vec<Claimed>>> {
         self.claim_batch(reqs).await
-    }
-
-    async fn claim_deliveries(&self, req: &ClaimRequest) -> StoreResult<Vec<Claimed>> {
-        self.claim(req).await
-    }
-
-    async fn complete_deliveries(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()> {
-        self.complete(presence, delivery_ids).await
     }
 
     async fn release_rows(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()> {
