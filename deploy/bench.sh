@@ -10,39 +10,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --bins >&2
-BROKER=$PWD/target/release/claudemesh-broker
-LOADGEN=$PWD/target/release/claudemesh-loadgen
-PORT=${BENCH_PORT:-7990}
-TOKEN=bench-admin-token-0123456789
-PG_SERVER=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-PG_BASE=${PG_SERVER%/*}
-WORK=$(mktemp -d /tmp/cmb-bench.XXXXXX)
+. deploy/bench-lib.sh
 BROKER_PID=
-CLUSTER_PIDS=()
 
-# wait_gone PID...: the brokers run in a subshell, so `wait` cannot see
-# them; the next run needs their ports free.
-wait_gone() {
-  for pid in "$@"; do
-    for _ in $(seq 1 300); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-  done
-}
-
-BENCH_DB=
 stop_broker() {
   if [ -n "$BROKER_PID" ]; then
     kill "$BROKER_PID" 2>/dev/null || true
     wait_gone "$BROKER_PID"
     BROKER_PID=
   fi
-  if [ -n "$BENCH_DB" ]; then
-    psql "$PG_SERVER" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null || true
-    BENCH_DB=
-  fi
+  drop_db
 }
 trap 'stop_broker; rm -rf "$WORK"' EXIT
 
@@ -51,22 +28,11 @@ start_broker() {
   local db_url=""
   BENCH_DB=
   if [ "$1" = postgres ]; then
-    BENCH_DB="cmb_bench_$$_$RANDOM"
-    psql "$PG_SERVER" -qc "CREATE DATABASE $BENCH_DB" >/dev/null
+    new_db
     db_url="$PG_BASE/$BENCH_DB"
   fi
-  (
-    cd "$WORK"
-    env -i PATH="$PATH" HOME="$HOME" \
-      BROKER_PORT="$PORT" BROKER_BIND=127.0.0.1 BROKER_ADMIN_TOKEN="$TOKEN" \
-      BROKER_SEND_RATE_PER_MIN=100000000 BROKER_SEND_BURST=100000000 \
-      MAX_CONNECTIONS_PER_MESH=20000 BROKER_SHUTDOWN_DRAIN_SECONDS=0 \
-      BROKER_MAX_NEW_CONNECTIONS_PER_SECOND=100000 BROKER_MAX_CONNECTIONS_PER_NODE=20000 \
-      BROKER_LOG_FORMAT=json RUST_LOG=warn ${db_url:+DATABASE_URL="$db_url"} \
-      "$BROKER" serve >"$WORK/broker.log" 2>&1 &
-    echo $! >"$WORK/pid"
-  )
-  BROKER_PID=$(cat "$WORK/pid")
+  launch broker "$PORT" "$db_url"
+  BROKER_PID=$(cat "$WORK/broker.pid")
   for _ in $(seq 1 100); do
     if ! kill -0 "$BROKER_PID" 2>/dev/null; then
       echo "broker exited (port $PORT taken?)" >&2
@@ -132,37 +98,7 @@ run postgres --workload broadcast --peers 1000 --messages 20 --rate 10
 run postgres --workload rate --peers 100 --rate 2000 --duration 10
 run postgres --workload rate --peers 100 --rate 2000 --duration 10 --stalled 5
 
-# Three nodes on one database, peers round-robin over them.
-start_cluster() {
-  BENCH_DB="cmb_bench_$$_$RANDOM"
-  psql "$PG_SERVER" -qc "CREATE DATABASE $BENCH_DB" >/dev/null
-  CLUSTER_PIDS=()
-  for i in 0 1 2; do
-    (
-      cd "$WORK"
-      env -i PATH="$PATH" HOME="$HOME" \
-        BROKER_PORT=$((PORT + i)) BROKER_BIND=127.0.0.1 BROKER_ADMIN_TOKEN="$TOKEN" \
-        BROKER_SEND_RATE_PER_MIN=100000000 BROKER_SEND_BURST=100000000 \
-        MAX_CONNECTIONS_PER_MESH=20000 BROKER_SHUTDOWN_DRAIN_SECONDS=0 \
-        BROKER_LOG_FORMAT=json RUST_LOG=warn DATABASE_URL="$PG_BASE/$BENCH_DB" \
-        "$BROKER" serve >"$WORK/node$i.log" 2>&1 &
-      echo $! >"$WORK/pid$i"
-    )
-    CLUSTER_PIDS+=("$(cat "$WORK/pid$i")")
-  done
-  for i in 0 1 2; do
-    for _ in $(seq 1 100); do
-      curl -fs "http://127.0.0.1:$((PORT + i))/health" >/dev/null 2>&1 && break
-      sleep 0.1
-    done
-  done
-}
-stop_cluster() {
-  kill "${CLUSTER_PIDS[@]}" 2>/dev/null || true
-  wait_gone "${CLUSTER_PIDS[@]}"
-  CLUSTER_PIDS=()
-  stop_broker
-}
+# Three nodes on one database (deploy/bench-lib.sh), peers round-robin over them.
 trap 'stop_cluster 2>/dev/null; stop_broker; rm -rf "$WORK"' EXIT
 # cluster_run LABEL URLS ARGS...
 cluster_run() {

@@ -12,60 +12,8 @@ cd "$(dirname "$0")/.."
 
 PAIRS=${1:-6}
 RATE=${2:-1000}
-cargo build --release --bins >&2
-BROKER=$PWD/target/release/claudemesh-broker
-LOADGEN=$PWD/target/release/claudemesh-loadgen
-PORT=${BENCH_PORT:-7990}
-TOKEN=bench-admin-token-0123456789
-PG_SERVER=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-PG_BASE=${PG_SERVER%/*}
-WORK=$(mktemp -d /tmp/cmb-pairs.XXXXXX)
-PIDS=()
-DB=
-
-stop_cluster() {
-  if [ ${#PIDS[@]} -gt 0 ]; then
-    kill "${PIDS[@]}" 2>/dev/null || true
-    # Started in a subshell, so `wait` cannot see them: the next run
-    # needs their ports free.
-    for pid in "${PIDS[@]}"; do
-      for _ in $(seq 1 300); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-    done
-  fi
-  PIDS=()
-  if [ -n "$DB" ]; then
-    psql "$PG_SERVER" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null || true
-    DB=
-  fi
-}
+. deploy/bench-lib.sh
 trap 'stop_cluster; rm -rf "$WORK"' EXIT
-
-start_cluster() {
-  DB="cmb_pairs_$$_$RANDOM"
-  psql "$PG_SERVER" -qc "CREATE DATABASE $DB" >/dev/null
-  for i in 0 1 2; do
-    (
-      cd "$WORK"
-      env -i PATH="$PATH" HOME="$HOME" \
-        BROKER_PORT=$((PORT + i)) BROKER_BIND=127.0.0.1 BROKER_ADMIN_TOKEN="$TOKEN" \
-        BROKER_SEND_RATE_PER_MIN=100000000 BROKER_SEND_BURST=100000000 \
-        MAX_CONNECTIONS_PER_MESH=20000 BROKER_SHUTDOWN_DRAIN_SECONDS=0 \
-        BROKER_LOG_FORMAT=json RUST_LOG=warn DATABASE_URL="$PG_BASE/$DB" \
-        "$BROKER" serve >"$WORK/node$i.log" 2>&1 &
-      echo $! >"$WORK/pid$i"
-    )
-    PIDS+=("$(cat "$WORK/pid$i")")
-  done
-  for i in 0 1 2; do
-    for _ in $(seq 1 100); do
-      curl -fs "http://127.0.0.1:$((PORT + i))/health" >/dev/null 2>&1 && break
-      sleep 0.1
-    done
-  done
-}
 
 # p50 URLS [FLAGS...]: one run on a fresh cluster, prints its p50 in ms
 p50() {
