@@ -11,13 +11,14 @@ use crate::harness::{node_with, Backend, TestNode, ADMIN_TOKEN};
 /// A small run finishes in well under this.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs the load generator against `node` with `args`; returns its JSON.
-async fn loadgen(node: &TestNode, args: &[&str]) -> Value {
+/// Runs the load generator against `node` with `args` (split on
+/// whitespace); returns its JSON.
+async fn loadgen(node: &TestNode, args: &str) -> Value {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_claudemesh-loadgen"));
     cmd.arg("--url")
         .arg(node.url(""))
         .args(["--admin-token", ADMIN_TOKEN, "--json"])
-        .args(args)
+        .args(args.split_whitespace())
         .env_remove("BROKER_ADMIN_TOKEN")
         .env_remove("MAX_MESSAGE_BYTES")
         .kill_on_drop(true);
@@ -43,11 +44,7 @@ async fn fast_node(backend: Backend) -> (TestNode, Option<crate::harness::TestDb
 async fn dm_and_broadcast_counts_are_exact(backend: Backend) {
     let (node, _db) = fast_node(backend).await;
 
-    let r = loadgen(
-        &node,
-        &["--workload", "dm", "--peers", "5", "--messages", "20"],
-    )
-    .await;
+    let r = loadgen(&node, "--workload dm --peers 5 --messages 20").await;
     for (field, want) in [
         ("peers", 5),
         ("messages_per_peer", 20),
@@ -81,16 +78,7 @@ async fn dm_and_broadcast_counts_are_exact(backend: Backend) {
 
     let r = loadgen(
         &node,
-        &[
-            "--workload",
-            "broadcast",
-            "--peers",
-            "4",
-            "--messages",
-            "10",
-            "--payload-bytes",
-            "100",
-        ],
+        "--workload broadcast --peers 4 --messages 10 --payload-bytes 100",
     )
     .await;
     assert_eq!(r["sent"], 10, "{r}");
@@ -134,21 +122,11 @@ async fn postgres_dm_and_broadcast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_reports_rss() {
     let (node, _db) = fast_node(Backend::Memory).await;
-    let pid = std::process::id().to_string();
-    let r = loadgen(
-        &node,
-        &[
-            "--workload",
-            "idle",
-            "--peers",
-            "3",
-            "--hold",
-            "0.2",
-            "--broker-pid",
-            &pid,
-        ],
-    )
-    .await;
+    let args = format!(
+        "--workload idle --peers 3 --hold 0.2 --broker-pid {}",
+        std::process::id()
+    );
+    let r = loadgen(&node, &args).await;
     assert_eq!(r["sent"], 0, "{r}");
     assert!(r["broker_rss_kb_before"].as_u64().unwrap() > 0, "{r}");
     assert!(r["broker_rss_kb_after"].as_u64().unwrap() > 0, "{r}");
@@ -162,20 +140,7 @@ async fn idle_reports_rss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meshes_split_the_peers() {
     let (node, _db) = fast_node(Backend::Memory).await;
-    let r = loadgen(
-        &node,
-        &[
-            "--workload",
-            "dm",
-            "--peers",
-            "7",
-            "--meshes",
-            "3",
-            "--messages",
-            "10",
-        ],
-    )
-    .await;
+    let r = loadgen(&node, "--workload dm --peers 7 --meshes 3 --messages 10").await;
     for (field, want) in [
         ("peers", 7),
         ("meshes", 3),
@@ -214,16 +179,7 @@ async fn broadcast_reports_spread() {
     let (node, _db) = fast_node(Backend::Memory).await;
     let r = loadgen(
         &node,
-        &[
-            "--workload",
-            "broadcast",
-            "--peers",
-            "8",
-            "--meshes",
-            "2",
-            "--messages",
-            "20",
-        ],
+        "--workload broadcast --peers 8 --meshes 2 --messages 20",
     )
     .await;
     assert_eq!(r["sent"], 40, "peer 0 of each mesh sends: {r}");
@@ -239,16 +195,7 @@ async fn broadcast_reports_spread() {
     let started = std::time::Instant::now();
     let r = loadgen(
         &node,
-        &[
-            "--workload",
-            "broadcast",
-            "--peers",
-            "4",
-            "--messages",
-            "10",
-            "--rate",
-            "20",
-        ],
+        "--workload broadcast --peers 4 --messages 10 --rate 20",
     )
     .await;
     assert_eq!(r["sent"], 10, "{r}");
@@ -274,20 +221,7 @@ async fn stalled_members_are_not_counted_as_lost() {
         s.pong_timeout_seconds = 2;
     })
     .await;
-    let r = loadgen(
-        &node,
-        &[
-            "--workload",
-            "dm",
-            "--peers",
-            "4",
-            "--stalled",
-            "2",
-            "--messages",
-            "50",
-        ],
-    )
-    .await;
+    let r = loadgen(&node, "--workload dm --peers 4 --stalled 2 --messages 50").await;
     assert_eq!(r["sent"], 200, "{r}");
     assert_eq!(r["acked"], 200, "{r}");
     assert_eq!(r["stalled"], 2, "{r}");
@@ -302,18 +236,7 @@ async fn stalled_members_are_not_counted_as_lost() {
     // the end-of-run probe sees the socket closed.
     let r = loadgen(
         &node,
-        &[
-            "--workload",
-            "rate",
-            "--peers",
-            "3",
-            "--stalled",
-            "1",
-            "--rate",
-            "100",
-            "--duration",
-            "4",
-        ],
+        "--workload rate --peers 3 --stalled 1 --rate 100 --duration 4",
     )
     .await;
     assert_eq!(r["lost"], 0, "{r}");
@@ -323,16 +246,7 @@ async fn stalled_members_are_not_counted_as_lost() {
     // Broadcast reaches stalled members too, without expecting them.
     let r = loadgen(
         &node,
-        &[
-            "--workload",
-            "broadcast",
-            "--peers",
-            "3",
-            "--stalled",
-            "1",
-            "--messages",
-            "5",
-        ],
+        "--workload broadcast --peers 3 --stalled 1 --messages 5",
     )
     .await;
     assert_eq!(r["delivered"], 10, "{r}");
