@@ -316,15 +316,15 @@ async fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn plan_of(args: &[&str]) -> Result<run::Plan> {
+    /// The plan for a command line (split on whitespace).
+    fn plan_of(args: &str) -> Result<run::Plan> {
         let argv = ["claudemesh-loadgen", "--admin-token", "t"]
-            .iter()
-            .chain(args)
-            .copied();
+            .into_iter()
+            .chain(args.split_whitespace());
         plan(&Args::try_parse_from(argv).expect("flags parse"))
     }
 
-    fn error_of(args: &[&str]) -> String {
+    fn error_of(args: &str) -> String {
         match plan_of(args) {
             Ok(_) => panic!("{args:?} should be refused"),
             Err(e) => e.to_string(),
@@ -333,68 +333,29 @@ mod tests {
 
     #[test]
     fn cross_node_needs_two_urls_and_a_dm_or_rate_run() {
-        let e = error_of(&["--workload", "dm", "--peers", "4", "--cross-node"]);
+        let e = error_of("--workload dm --peers 4 --cross-node");
         assert!(e.contains("two --url"), "{e}");
-        let e = error_of(&[
-            "--workload",
-            "broadcast",
-            "--peers",
-            "4",
-            "--cross-node",
-            "--url",
-            "http://127.0.0.1:1",
-            "--url",
-            "http://127.0.0.1:2",
-        ]);
+        let e = error_of("--workload broadcast --peers 4 --cross-node --url http://127.0.0.1:1 --url http://127.0.0.1:2");
         assert!(e.contains("dm and rate"), "{e}");
-        let p = plan_of(&[
-            "--workload",
-            "dm",
-            "--peers",
-            "4",
-            "--cross-node",
-            "--url",
-            "http://127.0.0.1:1",
-            "--url",
-            "http://127.0.0.1:2",
-        ])
+        let p = plan_of("--workload dm --peers 4 --cross-node --url http://127.0.0.1:1 --url http://127.0.0.1:2")
         .unwrap();
         assert!(p.cross_node);
     }
 
     #[test]
     fn broadcast_may_be_paced_by_rate() {
-        let p = plan_of(&[
-            "--workload",
-            "broadcast",
-            "--peers",
-            "4",
-            "--messages",
-            "10",
-            "--rate",
-            "5",
-        ])
-        .unwrap();
+        let p = plan_of("--workload broadcast --peers 4 --messages 10 --rate 5").unwrap();
         assert_eq!(p.rate, 5.0);
         assert_eq!(p.duration, Duration::from_secs(2));
-        let e = error_of(&[
-            "--workload",
-            "broadcast",
-            "--peers",
-            "4",
-            "--rate",
-            "5",
-            "--duration",
-            "3",
-        ]);
+        let e = error_of("--workload broadcast --peers 4 --rate 5 --duration 3");
         assert!(e.contains("--duration applies to rate only"), "{e}");
-        let e = error_of(&["--workload", "broadcast", "--peers", "4", "--rate", "0"]);
+        let e = error_of("--workload broadcast --peers 4 --rate 0");
         assert!(e.contains("positive"), "{e}");
     }
 
     #[test]
     fn defaults_are_one_mesh_and_no_stalled_members() {
-        let p = plan_of(&["--workload", "dm", "--peers", "4"]).unwrap();
+        let p = plan_of("--workload dm --peers 4").unwrap();
         assert_eq!(
             p.layout,
             layout::Layout {
@@ -407,52 +368,43 @@ mod tests {
 
     #[test]
     fn meshes_and_stalled_are_planned() {
-        let p = plan_of(&[
-            "--workload",
-            "dm",
-            "--peers",
-            "7",
-            "--meshes",
-            "3",
-            "--stalled",
-            "2",
-        ])
-        .unwrap();
+        let p = plan_of("--workload dm --peers 7 --meshes 3 --stalled 2").unwrap();
         assert_eq!(p.layout.slots(), 9);
         assert_eq!(p.layout.smallest_mesh(), 2);
         // Idle may have a peer per mesh.
-        assert!(plan_of(&["--workload", "idle", "--peers", "5", "--meshes", "5"]).is_ok());
+        assert!(plan_of("--workload idle --peers 5 --meshes 5").is_ok());
     }
 
     #[test]
     fn bad_mesh_counts_are_refused() {
-        let e = error_of(&["--workload", "idle", "--peers", "3", "--meshes", "0"]);
+        let e = error_of("--workload idle --peers 3 --meshes 0");
         assert!(e.contains("--meshes must be at least 1"), "{e}");
-        let e = error_of(&["--workload", "idle", "--peers", "3", "--meshes", "4"]);
+        let e = error_of("--workload idle --peers 3 --meshes 4");
         assert!(e.contains("more than --peers 3"), "{e}");
-        let e = error_of(&["--workload", "dm", "--peers", "5", "--meshes", "3"]);
+        let e = error_of("--workload dm --peers 5 --meshes 3");
         assert!(e.contains("2 peers or more in every mesh"), "{e}");
         assert!(e.contains("leaves a mesh with 1"), "{e}");
-        let e = error_of(&["--workload", "broadcast", "--peers", "3", "--meshes", "2"]);
+        let e = error_of("--workload broadcast --peers 3 --meshes 2");
         assert!(e.contains("--peers of at least 4"), "{e}");
     }
 
     #[test]
     fn stalled_needs_a_messaging_workload() {
-        let e = error_of(&["--workload", "idle", "--peers", "3", "--stalled", "1"]);
+        let e = error_of("--workload idle --peers 3 --stalled 1");
         assert!(e.contains("--stalled needs a messaging workload"), "{e}");
         for w in ["dm", "broadcast", "group"] {
-            assert!(plan_of(&["--workload", w, "--peers", "2", "--stalled", "3"]).is_ok());
+            let args = format!("--workload {w} --peers 2 --stalled 3");
+            assert!(plan_of(&args).is_ok());
         }
     }
 
     #[test]
     fn older_checks_still_hold() {
-        let e = error_of(&["--workload", "dm", "--peers", "1"]);
+        let e = error_of("--workload dm --peers 1");
         assert!(e.contains("needs --peers 2 or more"), "{e}");
-        let e = error_of(&["--workload", "rate", "--peers", "2", "--duration", "1"]);
+        let e = error_of("--workload rate --peers 2 --duration 1");
         assert!(e.contains("needs --rate"), "{e}");
-        let e = error_of(&["--workload", "dm", "--peers", "2", "--payload-bytes", "10"]);
+        let e = error_of("--workload dm --peers 2 --payload-bytes 10");
         assert!(e.contains("--payload-bytes must be at least 24"), "{e}");
     }
 }
