@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use claudemesh_broker::protocol::target::Priority;
+use claudemesh_broker::store::{Bucket, NewDelivery, NewMessage, Outgoing, SendResult};
+
 use crate::both_stores;
-use crate::harness::{world, world_with, Backend, Peer};
+use crate::harness::{world, world_with, Backend, Peer, World};
 use crate::messaging::{expect_push, send, send_frame};
 
 async fn client_ack_redelivers_until_acked(backend: Backend) {
@@ -299,47 +302,68 @@ async fn delivered_messages_are_cleaned_up(backend: Backend) {
     }
 }
 
+/// A send from alice to bob's member key, stored straight through the
+/// store (no engine, so no wake-up), rated at one token a second.
+fn alice_to_bob(w: &World, at: chrono::DateTime<chrono::Utc>) -> Outgoing {
+    Outgoing {
+        message: NewMessage {
+            id: uuid::Uuid::now_v7(),
+            mesh_id: w.alice.mesh_id.clone(),
+            sender_member_id: w.alice.id.clone(),
+            sender_member_pubkey: w.alice.keys.public_hex.clone(),
+            sender_session_pubkey: None,
+            target_spec: w.bob.keys.public_hex.clone(),
+            priority: Priority::Now,
+            nonce: "bm9uY2U=".into(),
+            ciphertext: "eA==".into(),
+            created_at: at,
+            expires_at: at + chrono::Duration::hours(1),
+        },
+        deliveries: vec![NewDelivery {
+            recipient_member_id: w.bob.id.clone(),
+            recipient_session: None,
+            exclude_session: None,
+            claim: None,
+        }],
+        // 60/min: one token a second.
+        bucket: Bucket {
+            key: w.alice.id.clone(),
+            rate_per_min: 60,
+            burst: 3,
+        },
+    }
+}
+
+/// A row stored with no wake-up at all (a NOTIFY lost, say) reaches its
+/// session by the session's own poll, within a sweep interval.
+async fn a_missed_wake_up_costs_one_sweep_interval(backend: Backend) {
+    let w = world_with(backend, |s| s.sweep_interval_seconds = 1).await;
+    let (mut b, _) = Peer::join(&w.node.ws_url(), &w.bob, "b1").await;
+    // Let the session's first claim come back empty and park.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stored = w
+        .node
+        .node
+        .store
+        .insert_messages(&[alice_to_bob(&w, chrono::Utc::now())], &[], &[])
+        .await
+        .unwrap()
+        .expect("unchecked batches are never refused");
+    assert!(matches!(stored.results[..], [SendResult::Queued { .. }]));
+    assert_eq!(expect_push(&mut b).await["ciphertext"], "eA==");
+}
+
 /// The group commit takes tokens for a whole batch at once: the first
 /// `burst` sends of a member pass, later batches get what refilled (by the
 /// messages' own timestamps), exactly as one token per send in order.
 async fn a_batch_takes_tokens_in_send_order(backend: Backend) {
     use chrono::{Duration as Span, Utc};
-    use claudemesh_broker::protocol::target::Priority;
-    use claudemesh_broker::store::{Bucket, NewDelivery, NewMessage, Outgoing, SendResult};
 
     let w = world_with(backend, |_| {}).await;
     let store = w.node.node.store.clone();
     let t0 = Utc::now();
     let batch = |at: chrono::DateTime<Utc>, n: usize| -> Vec<Outgoing> {
-        (0..n)
-            .map(|_| Outgoing {
-                message: NewMessage {
-                    id: uuid::Uuid::now_v7(),
-                    mesh_id: w.alice.mesh_id.clone(),
-                    sender_member_id: w.alice.id.clone(),
-                    sender_member_pubkey: w.alice.keys.public_hex.clone(),
-                    sender_session_pubkey: None,
-                    target_spec: w.bob.keys.public_hex.clone(),
-                    priority: Priority::Now,
-                    nonce: "bm9uY2U=".into(),
-                    ciphertext: "eA==".into(),
-                    created_at: at,
-                    expires_at: at + Span::hours(1),
-                },
-                deliveries: vec![NewDelivery {
-                    recipient_member_id: w.bob.id.clone(),
-                    recipient_session: None,
-                    exclude_session: None,
-                    claim: None,
-                }],
-                // 60/min: one token a second.
-                bucket: Bucket {
-                    key: w.alice.id.clone(),
-                    rate_per_min: 60,
-                    burst: 3,
-                },
-            })
-            .collect()
+        (0..n).map(|_| alice_to_bob(&w, at)).collect()
     };
     let passed = |r: &[SendResult]| {
         r.iter()
@@ -381,4 +405,5 @@ both_stores!(
     system_events_reach_other_members,
     delivered_messages_are_cleaned_up,
     a_batch_takes_tokens_in_send_order,
+    a_missed_wake_up_costs_one_sweep_interval,
 );
