@@ -2,7 +2,7 @@
 # repository root): builds the release binaries, then starts and stops a
 # three-node cluster on a fresh database.
 
-cargo build --release --bins >&2
+cargo build --release --workspace --bins >&2
 BROKER=$PWD/target/release/claudemesh-broker
 LOADGEN=$PWD/target/release/claudemesh-loadgen
 PORT=${BENCH_PORT:-7990}

@@ -19,7 +19,7 @@ PG_SERVER=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 WORK=$(mktemp -d /tmp/cmb-soak.XXXXXX)
 DB=
 
-cargo build --release --bins >&2
+cargo build --release --workspace --bins >&2
 cleanup() {
   [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true
   [ -n "$DB" ] && psql "$PG_SERVER" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true

@@ -88,4 +88,4 @@ else
 fi
 
 log "DATABASE_URL=${DATABASE_URL}"
-exec cargo test --all-targets "$@"
+exec cargo test --workspace --all-targets "$@"

@@ -11,10 +11,29 @@ use crate::harness::{node_with, Backend, TestNode, ADMIN_TOKEN};
 /// A small run finishes in well under this.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The load generator is its own crate of the workspace, so this package
+/// has no `CARGO_BIN_EXE_` for it: its binary sits beside this test
+/// binary's `deps/` folder, built by the same `cargo test --workspace`
+/// (tests/run.sh) that builds this test.
+fn loadgen_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("claudemesh-loadgen");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the suite with `cargo test --workspace` (tests/run.sh)",
+        bin.display()
+    );
+    bin
+}
+
 /// Runs the load generator against `node` with `args` (split on
 /// whitespace); returns its JSON.
 async fn loadgen(node: &TestNode, args: &str) -> Value {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_claudemesh-loadgen"));
+    let mut cmd = tokio::process::Command::new(loadgen_binary());
     cmd.arg("--url")
         .arg(node.url(""))
         .args(["--admin-token", ADMIN_TOKEN, "--json"])
