@@ -123,8 +123,9 @@ pub trait Store: Send + Sync + 'static {
     async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>>;
     /// Online and in-grace presences of a mesh, oldest first.
     async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>>;
-    /// Ends presences whose grace ran out; returns them. Their undelivered
-    /// rows become member-addressed, so the member's next session gets them.
+    /// Ends (deletes) presences whose grace ran out; returns them as they
+    /// were. Their undelivered rows become member-addressed, so the
+    /// member's next session gets them.
     async fn expire_grace(&self, now: DateTime<Utc>) -> StoreResult<Vec<Presence>>;
 
     /// Stores a batch in one transaction, in order: for each message,

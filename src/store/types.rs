@@ -127,11 +127,12 @@ pub struct NodeInfo {
     pub sockets: i64,
 }
 
+/// A presence is online (a socket holds it) or in grace (waiting for its
+/// session to reconnect). One that ends is deleted, not kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PresenceState {
     Online,
     Grace,
-    Gone,
 }
 
 impl PresenceState {
@@ -139,14 +140,13 @@ impl PresenceState {
         match self {
             PresenceState::Online => "online",
             PresenceState::Grace => "grace",
-            PresenceState::Gone => "gone",
         }
     }
+    /// The table's check constraint allows only these two.
     pub fn parse(s: &str) -> PresenceState {
         match s {
             "online" => PresenceState::Online,
-            "grace" => PresenceState::Grace,
-            _ => PresenceState::Gone,
+            _ => PresenceState::Grace,
         }
     }
 }

@@ -447,9 +447,8 @@ impl Store for MemoryStore {
             .collect();
         let mut ended = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(mut p) = remove_presence(&mut s, id) {
+            if let Some(p) = remove_presence(&mut s, id) {
                 s.queue.orphan_session(id);
-                p.state = PresenceState::Gone;
                 ended.push(p);
             }
         }

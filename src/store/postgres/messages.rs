@@ -51,7 +51,7 @@ WITH fresh AS MATERIALIZED (
   SELECT coalesce(bool_and(v.token = x.t), true) AS ok
   FROM unnest($29::text[], $30::text[]) AS x(m, t)
   CROSS JOIN LATERAL (SELECT ROUTES_TOKEN AS token FROM presence
-                      WHERE mesh_id = x.m AND state <> 'gone') v
+                      WHERE mesh_id = x.m) v
 ),
 t AS MATERIALIZED (
   SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::float8[], $5::int4[])

@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0003_delivery_index_diet",
         include_str!("../../../migrations/0003_delivery_index_diet.sql"),
     ),
+    (
+        4,
+        "0004_presence_states",
+        include_str!("../../../migrations/0004_presence_states.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

@@ -91,7 +91,7 @@ impl PgStore {
             "WITH p AS MATERIALIZED (
                SELECT id, member_id, member_pubkey, session_pubkey, node_id, visible, groups,
                       status, status_updated_at, connected_at, xmin
-               FROM presence WHERE mesh_id = $1 AND state <> 'gone')
+               FROM presence WHERE mesh_id = $1)
              SELECT p.id, member_id, member_pubkey, session_pubkey, node_id, visible, groups,
                     status, status_updated_at, v.token
              FROM p, (SELECT {ROUTES_TOKEN} AS token FROM p) v
@@ -120,7 +120,7 @@ impl PgStore {
 
     pub(super) async fn by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
         let c = self.client().await?;
-        let sql = format!("SELECT {PRESENCE_COLS} FROM presence WHERE id = $1 AND state <> 'gone'");
+        let sql = format!("SELECT {PRESENCE_COLS} FROM presence WHERE id = $1");
         let row = c.query_opt(&sql, &[&id]).await.map_err(map_err)?;
         Ok(row.as_ref().map(presence_from))
     }
@@ -136,7 +136,7 @@ impl PgStore {
             .map_err(map_err)?;
         let sql = format!(
             "SELECT {PRESENCE_COLS} FROM presence
-             WHERE mesh_id = $1 AND member_id = $2 AND state <> 'gone'
+             WHERE mesh_id = $1 AND member_id = $2
                AND (session_id = $3 OR ($4::text IS NOT NULL AND session_pubkey = $4))
              LIMIT 1"
         );
@@ -165,7 +165,7 @@ impl PgStore {
         }
         let count: i64 = tx
             .query_one(
-                "SELECT count(*) FROM presence WHERE mesh_id = $1 AND state <> 'gone'",
+                "SELECT count(*) FROM presence WHERE mesh_id = $1",
                 &[&p.mesh_id],
             )
             .await
@@ -242,9 +242,7 @@ impl PgStore {
     pub(super) async fn patch(&self, id: Uuid, patch: &PresencePatch) -> StoreResult<PatchResult> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
-        let sql = format!(
-            "SELECT {PRESENCE_COLS} FROM presence WHERE id = $1 AND state <> 'gone' FOR UPDATE"
-        );
+        let sql = format!("SELECT {PRESENCE_COLS} FROM presence WHERE id = $1 FOR UPDATE");
         let Some(row) = tx.query_opt(&sql, &[&id]).await.map_err(map_err)? else {
             return Ok(PatchResult::Gone);
         };
@@ -270,7 +268,7 @@ impl PgStore {
         let Some(row) = tx
             .query_opt(
                 "SELECT status, status_source, status_updated_at, node_id FROM presence
-                 WHERE id = $1 AND state <> 'gone' FOR UPDATE",
+                 WHERE id = $1 FOR UPDATE",
                 &[&id],
             )
             .await
@@ -362,7 +360,7 @@ impl PgStore {
     pub(super) async fn presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>> {
         let c = self.client().await?;
         let sql = format!(
-            "SELECT {PRESENCE_COLS} FROM presence WHERE mesh_id = $1 AND state <> 'gone'
+            "SELECT {PRESENCE_COLS} FROM presence WHERE mesh_id = $1
              ORDER BY connected_at, id"
         );
         let rows = c.query(&sql, &[&mesh_id]).await.map_err(map_err)?;
@@ -376,14 +374,7 @@ impl PgStore {
             "DELETE FROM presence WHERE state = 'grace' AND grace_until <= $1 RETURNING {PRESENCE_COLS}"
         );
         let rows = tx.query(&sql, &[&now]).await.map_err(map_err)?;
-        let ended: Vec<Presence> = rows
-            .iter()
-            .map(|r| {
-                let mut p = presence_from(r);
-                p.state = PresenceState::Gone;
-                p
-            })
-            .collect();
+        let ended: Vec<Presence> = rows.iter().map(presence_from).collect();
         if !ended.is_empty() {
             let ids: Vec<Uuid> = ended.iter().map(|p| p.id).collect();
             tx.execute(

@@ -30,9 +30,7 @@ impl PgStore {
 
     pub(super) async fn by_hook_token(&self, hash: &[u8]) -> StoreResult<Option<Presence>> {
         let c = self.client().await?;
-        let sql = format!(
-            "SELECT {PRESENCE_COLS} FROM presence WHERE hook_token_hash = $1 AND state <> 'gone'"
-        );
+        let sql = format!("SELECT {PRESENCE_COLS} FROM presence WHERE hook_token_hash = $1");
         let row = c.query_opt(&sql, &[&hash]).await.map_err(map_err)?;
         Ok(row.as_ref().map(presence_from))
     }
@@ -116,7 +114,7 @@ impl PgStore {
         let rows = c
             .query(
                 "UPDATE presence SET status = 'idle', status_source = 'jsonl', status_updated_at = $2
-                 WHERE status = 'working' AND status_updated_at < $1 AND state <> 'gone'
+                 WHERE status = 'working' AND status_updated_at < $1
                  RETURNING id, node_id, conn_id",
                 &[&before, &now],
             )
