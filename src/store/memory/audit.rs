@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::State;
+use super::{MemoryStore, State};
 use crate::audit::{entry_hash, hash_time, Checkpoint, Entry, GENESIS};
-use crate::store::NewAuditEntry;
+use crate::store::*;
+use async_trait::async_trait;
 
 #[derive(Default)]
 pub(super) struct Chains {
@@ -78,5 +79,24 @@ impl State {
             pruned += cut as u64;
         }
         pruned
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemoryStore {
+    async fn append_audit(&self, entries: &[NewAuditEntry]) -> StoreResult<()> {
+        self.lock().append_audit(entries);
+        Ok(())
+    }
+
+    async fn audit_chain(
+        &self,
+        mesh_id: &str,
+    ) -> StoreResult<(Option<crate::audit::Checkpoint>, Vec<crate::audit::Entry>)> {
+        Ok(self.lock().audit_chain(mesh_id))
+    }
+
+    async fn prune_audit(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        Ok(self.lock().prune_audit(before))
     }
 }

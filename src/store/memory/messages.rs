@@ -8,13 +8,11 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::State;
+use super::{MemoryStore, State};
 use crate::protocol::target::Priority;
 use crate::protocol::Status;
-pub use crate::store::bucket::take_token;
-use crate::store::{
-    Bucket, ClaimRequest, Claimed, NewDelivery, NewMessage, SendResult, StoredMessage,
-};
+use crate::store::*;
+use async_trait::async_trait;
 
 pub(super) struct Row {
     message_id: Uuid,
@@ -290,5 +288,66 @@ impl State {
 
     pub(super) fn queue_depth(&self) -> i64 {
         self.queue.rows.len() as i64
+    }
+}
+
+#[async_trait]
+impl MessageStore for MemoryStore {
+    /// One node, no bus: there are no other nodes to notify, and no
+    /// routing view can be older than the lock it is read under.
+    async fn insert_messages(
+        &self,
+        batch: &[Outgoing],
+        _notices: &[Notice],
+        _checks: &[(&str, &str)],
+    ) -> StoreResult<Option<Stored>> {
+        let mut s = self.lock();
+        let results = batch
+            .iter()
+            .map(|o| s.insert_message(&o.message, &o.deliveries, &o.bucket))
+            .collect();
+        Ok(Some(Stored {
+            results,
+            notified: Ok(0),
+        }))
+    }
+
+    /// One node: the view is read under the lock it is stored under, so
+    /// it can never be stale and carries no version.
+    async fn send_routes(&self, mesh_id: &str, _fresh: bool) -> StoreResult<Routes> {
+        Ok(Routes {
+            targets: std::sync::Arc::new(self.route_targets(mesh_id).await?),
+            version: None,
+        })
+    }
+
+    async fn claim_many(&self, reqs: &[ClaimRequest]) -> StoreResult<Vec<Vec<Claimed>>> {
+        let mut s = self.lock();
+        Ok(reqs.iter().map(|r| s.claim(r)).collect())
+    }
+
+    async fn release_rows(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()> {
+        self.lock().release_rows(presence, delivery_ids);
+        Ok(())
+    }
+
+    async fn complete_many(&self, done: &[(Uuid, i64)]) -> StoreResult<()> {
+        let mut s = self.lock();
+        for (presence, id) in done {
+            s.complete(*presence, std::slice::from_ref(id));
+        }
+        Ok(())
+    }
+
+    async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool> {
+        Ok(self.lock().ack(presence, message_id))
+    }
+
+    async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        Ok(self.lock().sweep_messages(now))
+    }
+
+    async fn queue_depth(&self) -> StoreResult<i64> {
+        Ok(self.lock().queue_depth())
     }
 }

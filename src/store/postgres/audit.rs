@@ -10,10 +10,12 @@ use tokio_postgres::types::Json;
 
 use super::{map_err, PgStore};
 use crate::audit::{entry_hash, hash_time, Checkpoint, Entry, GENESIS};
-use crate::store::{NewAuditEntry, StoreResult};
+use crate::store::*;
+use async_trait::async_trait;
 
-impl PgStore {
-    pub(super) async fn append(&self, entries: &[NewAuditEntry]) -> StoreResult<()> {
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn append_audit(&self, entries: &[NewAuditEntry]) -> StoreResult<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -101,10 +103,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn chain(
-        &self,
-        mesh_id: &str,
-    ) -> StoreResult<(Option<Checkpoint>, Vec<Entry>)> {
+    async fn audit_chain(&self, mesh_id: &str) -> StoreResult<(Option<Checkpoint>, Vec<Entry>)> {
         let c = self.client().await?;
         let cp = c
             .query_opt(
@@ -142,7 +141,7 @@ impl PgStore {
         Ok((cp, entries))
     }
 
-    pub(super) async fn prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+    async fn prune_audit(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
         tx.execute(

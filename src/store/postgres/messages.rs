@@ -10,10 +10,8 @@ use uuid::Uuid;
 
 use super::{map_err, PgStore};
 use crate::protocol::target::Priority;
-use crate::store::{
-    Bucket, ClaimRequest, Claimed, NewDelivery, NewMessage, Notice, Outgoing, SendResult,
-    StoreResult, Stored, StoredMessage,
-};
+use crate::store::*;
+use async_trait::async_trait;
 
 /// Refill-then-take in one statement: no row comes back when the bucket
 /// holds less than one token, and then nothing is written.
@@ -176,68 +174,12 @@ WHERE d.id = picked.id AND m.id = d.message_id
 RETURNING picked.p, d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_session_pubkey,
           m.priority, m.nonce, m.ciphertext, m.created_at, picked.prev IS NOT NULL";
 
-impl PgStore {
-    pub(super) async fn claim_batch(
-        &self,
-        reqs: &[ClaimRequest],
-    ) -> StoreResult<Vec<Vec<Claimed>>> {
-        let Some(first) = reqs.first() else {
-            return Ok(Vec::new());
-        };
-        let c = self.fast_client().await?;
-        let stmt = c.prepare_cached(CLAIM_MANY).await.map_err(map_err)?;
-        let presences: Vec<Uuid> = reqs.iter().map(|r| r.presence).collect();
-        let meshes: Vec<&str> = reqs.iter().map(|r| r.mesh_id.as_str()).collect();
-        let members: Vec<&str> = reqs.iter().map(|r| r.member_id.as_str()).collect();
-        let reclaim: Vec<bool> = reqs.iter().map(|r| r.reclaim_own).collect();
-        let limit = first.limit as i64;
-        let rows = c
-            .query(
-                &stmt,
-                &[
-                    &presences,
-                    &meshes,
-                    &members,
-                    &reclaim,
-                    &first.now,
-                    &limit,
-                    &first.node_id,
-                    &first.lease_until,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
-        let mut out: Vec<Vec<Claimed>> = vec![Vec::new(); reqs.len()];
-        let index: std::collections::HashMap<Uuid, usize> =
-            presences.iter().enumerate().map(|(i, p)| (*p, i)).collect();
-        for r in &rows {
-            let p: Uuid = r.get(0);
-            let Some(&i) = index.get(&p) else { continue };
-            out[i].push(Claimed {
-                delivery_id: r.get(1),
-                message: Arc::new(StoredMessage {
-                    id: r.get(2),
-                    mesh_id: r.get(3),
-                    sender_member_pubkey: r.get(4),
-                    sender_session_pubkey: r.get(5),
-                    priority: Priority::parse(r.get(6)).unwrap_or(Priority::Next),
-                    nonce: r.get(7),
-                    ciphertext: r.get(8),
-                    created_at: r.get(9),
-                }),
-                redelivery: r.get(10),
-            });
-        }
-        for v in &mut out {
-            v.sort_unstable_by_key(|c| c.delivery_id);
-        }
-        Ok(out)
-    }
-
+#[async_trait]
+impl MessageStore for PgStore {
     /// One group commit in one statement (one round trip, one WAL
     /// flush): take tokens for every bucket, then store the sends the
     /// buckets let through with their delivery rows.
-    pub(super) async fn insert_batch(
+    async fn insert_messages(
         &self,
         batch: &[Outgoing],
         notices: &[Notice],
@@ -415,7 +357,80 @@ impl PgStore {
         Ok(Some(Stored { results, notified }))
     }
 
-    pub(super) async fn release_batch(&self, presence: Uuid, ids: &[i64]) -> StoreResult<()> {
+    /// A send batch's routing view of a mesh: the cached one unless
+    /// `fresh` (or none is cached), with the version the batch checks.
+    async fn send_routes(&self, mesh_id: &str, fresh: bool) -> StoreResult<Routes> {
+        if !fresh {
+            if let Some(r) = self.routes.get(mesh_id) {
+                return Ok(r);
+            }
+        }
+        let (targets, token) = self.read_routes(mesh_id).await?;
+        let routes = Routes {
+            targets: Arc::new(targets),
+            version: token.map(Arc::from),
+        };
+        if routes.version.is_some() {
+            self.routes.insert(mesh_id.to_string(), routes.clone());
+        }
+        Ok(routes)
+    }
+
+    async fn claim_many(&self, reqs: &[ClaimRequest]) -> StoreResult<Vec<Vec<Claimed>>> {
+        let Some(first) = reqs.first() else {
+            return Ok(Vec::new());
+        };
+        let c = self.fast_client().await?;
+        let stmt = c.prepare_cached(CLAIM_MANY).await.map_err(map_err)?;
+        let presences: Vec<Uuid> = reqs.iter().map(|r| r.presence).collect();
+        let meshes: Vec<&str> = reqs.iter().map(|r| r.mesh_id.as_str()).collect();
+        let members: Vec<&str> = reqs.iter().map(|r| r.member_id.as_str()).collect();
+        let reclaim: Vec<bool> = reqs.iter().map(|r| r.reclaim_own).collect();
+        let limit = first.limit as i64;
+        let rows = c
+            .query(
+                &stmt,
+                &[
+                    &presences,
+                    &meshes,
+                    &members,
+                    &reclaim,
+                    &first.now,
+                    &limit,
+                    &first.node_id,
+                    &first.lease_until,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        let mut out: Vec<Vec<Claimed>> = vec![Vec::new(); reqs.len()];
+        let index: std::collections::HashMap<Uuid, usize> =
+            presences.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        for r in &rows {
+            let p: Uuid = r.get(0);
+            let Some(&i) = index.get(&p) else { continue };
+            out[i].push(Claimed {
+                delivery_id: r.get(1),
+                message: Arc::new(StoredMessage {
+                    id: r.get(2),
+                    mesh_id: r.get(3),
+                    sender_member_pubkey: r.get(4),
+                    sender_session_pubkey: r.get(5),
+                    priority: Priority::parse(r.get(6)).unwrap_or(Priority::Next),
+                    nonce: r.get(7),
+                    ciphertext: r.get(8),
+                    created_at: r.get(9),
+                }),
+                redelivery: r.get(10),
+            });
+        }
+        for v in &mut out {
+            v.sort_unstable_by_key(|c| c.delivery_id);
+        }
+        Ok(out)
+    }
+
+    async fn release_rows(&self, presence: Uuid, ids: &[i64]) -> StoreResult<()> {
         let c = self.fast_client().await?;
         let stmt = c
             .prepare_cached(
@@ -430,7 +445,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn complete_batch(&self, done: &[(Uuid, i64)]) -> StoreResult<()> {
+    async fn complete_many(&self, done: &[(Uuid, i64)]) -> StoreResult<()> {
         let c = self.fast_client().await?;
         let stmt = c
             .prepare_cached(
@@ -447,7 +462,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn ack(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool> {
+    async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool> {
         let c = self.fast_client().await?;
         let stmt = c
             .prepare_cached(
@@ -462,7 +477,7 @@ impl PgStore {
             == 1)
     }
 
-    pub(super) async fn sweep(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+    async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         let c = self.client().await?;
         let expired = c
             .execute("DELETE FROM message WHERE expires_at <= $1", &[&now])
@@ -480,7 +495,7 @@ impl PgStore {
         Ok(expired + done)
     }
 
-    pub(super) async fn depth(&self) -> StoreResult<i64> {
+    async fn queue_depth(&self) -> StoreResult<i64> {
         let c = self.client().await?;
         let row = c
             .query_one("SELECT count(*) FROM delivery", &[])

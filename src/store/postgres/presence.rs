@@ -10,11 +10,8 @@ use super::rows::{presence_from, PRESENCE_COLS};
 use super::{map_err, PgStore};
 use crate::protocol::status::{decide, Decision, Recorded};
 use crate::protocol::{Source, Status};
-use crate::store::{
-    Attach, MemberState, NewPresence, PatchResult, Presence, PresencePatch, PresenceState,
-    RouteTarget, Routes, StatusWrite, StoreResult,
-};
-use std::sync::Arc;
+use crate::store::*;
+use async_trait::async_trait;
 
 async fn write_presence(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -60,32 +57,12 @@ async fn write_presence(
 }
 
 impl PgStore {
-    pub(super) async fn routes(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>> {
-        Ok(self.read_routes(mesh_id).await?.0)
-    }
-
-    /// A send batch's routing view of a mesh: the cached one unless
-    /// `fresh` (or none is cached), with the version the batch checks.
-    pub(super) async fn cached_routes(&self, mesh_id: &str, fresh: bool) -> StoreResult<Routes> {
-        if !fresh {
-            if let Some(r) = self.routes.get(mesh_id) {
-                return Ok(r);
-            }
-        }
-        let (targets, token) = self.read_routes(mesh_id).await?;
-        let routes = Routes {
-            targets: Arc::new(targets),
-            version: token.map(Arc::from),
-        };
-        if routes.version.is_some() {
-            self.routes.insert(mesh_id.to_string(), routes.clone());
-        }
-        Ok(routes)
-    }
-
     /// The presences of a mesh a send may route to, and their version
     /// (`None` for a mesh without any).
-    async fn read_routes(&self, mesh_id: &str) -> StoreResult<(Vec<RouteTarget>, Option<String>)> {
+    pub(super) async fn read_routes(
+        &self,
+        mesh_id: &str,
+    ) -> StoreResult<(Vec<RouteTarget>, Option<String>)> {
         let c = self.client().await?;
         let sql = format!(
             "WITH p AS MATERIALIZED (
@@ -117,15 +94,11 @@ impl PgStore {
             .collect();
         Ok((targets, token))
     }
+}
 
-    pub(super) async fn by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
-        let c = self.client().await?;
-        let sql = format!("SELECT {PRESENCE_COLS} FROM presence WHERE id = $1");
-        let row = c.query_opt(&sql, &[&id]).await.map_err(map_err)?;
-        Ok(row.as_ref().map(presence_from))
-    }
-
-    pub(super) async fn attach(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
+#[async_trait]
+impl PresenceStore for PgStore {
+    async fn attach_presence(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
         // Locking the mesh row serialises attaches per mesh across nodes,
@@ -216,7 +189,7 @@ impl PgStore {
         Ok(Attach::Created(x))
     }
 
-    pub(super) async fn saved_state(
+    async fn member_state(
         &self,
         mesh_id: &str,
         member_id: &str,
@@ -239,7 +212,7 @@ impl PgStore {
         }))
     }
 
-    pub(super) async fn patch(&self, id: Uuid, patch: &PresencePatch) -> StoreResult<PatchResult> {
+    async fn update_presence(&self, id: Uuid, patch: &PresencePatch) -> StoreResult<PatchResult> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
         let sql = format!("SELECT {PRESENCE_COLS} FROM presence WHERE id = $1 FOR UPDATE");
@@ -255,7 +228,7 @@ impl PgStore {
         Ok(PatchResult::Applied(Box::new(p)))
     }
 
-    pub(super) async fn status(
+    async fn write_status(
         &self,
         id: Uuid,
         status: Status,
@@ -311,7 +284,7 @@ impl PgStore {
         Ok(Some(out))
     }
 
-    pub(super) async fn release(
+    async fn release_presence(
         &self,
         id: Uuid,
         conn_id: Uuid,
@@ -357,7 +330,18 @@ impl PgStore {
         Ok(n == 1)
     }
 
-    pub(super) async fn presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>> {
+    async fn route_targets(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>> {
+        Ok(self.read_routes(mesh_id).await?.0)
+    }
+
+    async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
+        let c = self.client().await?;
+        let sql = format!("SELECT {PRESENCE_COLS} FROM presence WHERE id = $1");
+        let row = c.query_opt(&sql, &[&id]).await.map_err(map_err)?;
+        Ok(row.as_ref().map(presence_from))
+    }
+
+    async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>> {
         let c = self.client().await?;
         let sql = format!(
             "SELECT {PRESENCE_COLS} FROM presence WHERE mesh_id = $1
@@ -367,7 +351,7 @@ impl PgStore {
         Ok(rows.iter().map(presence_from).collect())
     }
 
-    pub(super) async fn expire(&self, now: DateTime<Utc>) -> StoreResult<Vec<Presence>> {
+    async fn expire_grace(&self, now: DateTime<Utc>) -> StoreResult<Vec<Presence>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
         let sql = format!(
@@ -388,5 +372,30 @@ impl PgStore {
         }
         tx.commit().await.map_err(map_err)?;
         Ok(ended)
+    }
+
+    async fn expire_working(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PresenceRef>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "UPDATE presence SET status = 'idle', status_source = 'jsonl', status_updated_at = $2
+                 WHERE status = 'working' AND status_updated_at < $1
+                 RETURNING id, node_id, conn_id",
+                &[&before, &now],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| PresenceRef {
+                id: r.get(0),
+                node_id: r.get(1),
+                conn_id: r.get(2),
+            })
+            .collect())
     }
 }

@@ -1,131 +1,14 @@
-//! Rows and commands exchanged with a [`Store`](super::Store).
+//! Presences: the cluster-wide record of every live or in-grace session,
+//! its status under the status model, and a member's saved state.
 
-use std::sync::Arc;
-
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::StoreResult;
 use crate::protocol::limits::MAX_GROUPS;
-use crate::protocol::target::Priority;
 use crate::protocol::{GroupRef, Profile, Source, Status};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Mesh {
-    pub id: String,
-    pub slug: String,
-    pub name: String,
-    pub owner_pubkey: String,
-    /// Hex secret key (seed || public) that signs invites.
-    pub owner_secret: String,
-    pub root_key: String,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    Member,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Member => "member",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "member" => Some(Role::Member),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Member {
-    pub id: String,
-    pub mesh_id: String,
-    pub pubkey: String,
-    pub display_name: String,
-    pub role: Role,
-    pub default_groups: Vec<GroupRef>,
-    pub revoked_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Invite {
-    pub token: String,
-    pub mesh_id: String,
-    pub role: Role,
-    pub max_uses: i32,
-    pub used_count: i32,
-    pub expires_at: DateTime<Utc>,
-    pub revoked_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A `/join` redemption after the signature and mesh checks passed.
-#[derive(Debug, Clone)]
-pub struct Redeem {
-    pub token: String,
-    pub mesh_id: String,
-    pub pubkey: String,
-    pub display_name: String,
-    /// Id for the member if one is created.
-    pub new_member_id: String,
-    pub now: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Redeemed {
-    pub member_id: String,
-    pub already_member: bool,
-}
-
-/// `/join` refusals decided against the invite row, in PROTOCOL.md order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InviteRefusal {
-    NotFound,
-    MeshMismatch,
-    Revoked,
-    Expired,
-    Exhausted,
-}
-
-impl InviteRefusal {
-    pub fn code(self) -> &'static str {
-        match self {
-            InviteRefusal::NotFound => "invite_not_found",
-            InviteRefusal::MeshMismatch => "invite_mesh_mismatch",
-            InviteRefusal::Revoked => "invite_revoked",
-            InviteRefusal::Expired => "invite_expired",
-            InviteRefusal::Exhausted => "invite_exhausted",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct NodeRow {
-    pub id: Uuid,
-    pub addr: String,
-    pub version: String,
-    pub started_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    pub id: Uuid,
-    pub addr: String,
-    pub version: String,
-    pub started_at: DateTime<Utc>,
-    pub heartbeat_at: DateTime<Utc>,
-    pub draining: bool,
-    pub sockets: i64,
-}
 
 /// A presence is online (a socket holds it) or in grace (waiting for its
 /// session to reconnect). One that ends is deleted, not kept.
@@ -367,175 +250,6 @@ pub enum PatchResult {
     /// No online or in-grace presence has that id.
     Gone,
 }
-
-/// An envelope to store. `nonce` and `ciphertext` are opaque to the broker.
-#[derive(Debug, Clone)]
-pub struct NewMessage {
-    pub id: Uuid,
-    pub mesh_id: String,
-    pub sender_member_id: String,
-    pub sender_member_pubkey: String,
-    pub sender_session_pubkey: Option<String>,
-    pub target_spec: String,
-    pub priority: Priority,
-    pub nonce: String,
-    pub ciphertext: String,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// One recipient of a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewDelivery {
-    pub recipient_member_id: String,
-    /// `None`: any session of the member may claim it.
-    pub recipient_session: Option<Uuid>,
-    /// A member-addressed row that this session must not claim (the sender
-    /// writing to its own member key).
-    pub exclude_session: Option<Uuid>,
-    /// Stored already claimed: the sending node holds a caught-up session
-    /// that may take it now, and pushes it straight after the commit.
-    pub claim: Option<PreClaim>,
-}
-
-/// A claim made as the row is stored (see `NewDelivery::claim`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PreClaim {
-    pub session: Uuid,
-    pub node: Uuid,
-    pub until: DateTime<Utc>,
-}
-
-impl NewDelivery {
-    pub fn to_session(p: &RouteTarget) -> NewDelivery {
-        NewDelivery {
-            recipient_member_id: p.member_id.clone(),
-            recipient_session: Some(p.id),
-            exclude_session: None,
-            claim: None,
-        }
-    }
-}
-
-/// A token bucket shared by every node: `burst` tokens, refilled at
-/// `rate_per_min`.
-#[derive(Debug, Clone)]
-pub struct Bucket {
-    pub key: String,
-    pub rate_per_min: u32,
-    pub burst: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendResult {
-    /// Stored; `claimed` holds the ids of the rows stored pre-claimed, in
-    /// the order of the send's deliveries.
-    Queued {
-        claimed: Vec<i64>,
-    },
-    RateLimited,
-}
-
-/// The presences a send batch routes by. A store that caches them gives a
-/// `version`; a batch routed by a versioned read names it, and is refused
-/// whole (nothing written) if that mesh's presences changed since.
-#[derive(Debug, Clone)]
-pub struct Routes {
-    pub targets: std::sync::Arc<Vec<RouteTarget>>,
-    pub version: Option<std::sync::Arc<str>>,
-}
-
-/// A stored send batch: a verdict per message, and how the notices went
-/// (the batch stands either way).
-#[derive(Debug)]
-pub struct Stored {
-    pub results: Vec<SendResult>,
-    pub notified: Result<u64, super::StoreError>,
-}
-
-/// A NOTIFY to send right after a send batch commits, in its own
-/// transaction, if at least one of `messages` was stored (a wake-up for a
-/// rate-limited send would only cost the recipient's node a claim).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notice {
-    pub channel: String,
-    pub payload: String,
-    pub messages: Vec<Uuid>,
-}
-
-/// "Give me what I may deliver now", for one session.
-#[derive(Debug, Clone)]
-pub struct ClaimRequest {
-    pub presence: Uuid,
-    pub mesh_id: String,
-    pub member_id: String,
-    pub node_id: Uuid,
-    pub now: DateTime<Utc>,
-    pub lease_until: DateTime<Utc>,
-    pub limit: usize,
-    /// Also take rows this session already holds: set
-    /// after a claim whose outcome is unknown (timed out), which may have
-    /// claimed rows nobody pushed.
-    pub reclaim_own: bool,
-}
-
-/// A stored envelope as pushed to recipients.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredMessage {
-    pub id: Uuid,
-    pub mesh_id: String,
-    pub sender_member_pubkey: String,
-    pub sender_session_pubkey: Option<String>,
-    pub priority: Priority,
-    pub nonce: String,
-    pub ciphertext: String,
-    pub created_at: DateTime<Utc>,
-}
-
-impl StoredMessage {
-    pub fn of(m: &NewMessage) -> StoredMessage {
-        StoredMessage {
-            id: m.id,
-            mesh_id: m.mesh_id.clone(),
-            sender_member_pubkey: m.sender_member_pubkey.clone(),
-            sender_session_pubkey: m.sender_session_pubkey.clone(),
-            priority: m.priority,
-            nonce: m.nonce.clone(),
-            ciphertext: m.ciphertext.clone(),
-            created_at: m.created_at,
-        }
-    }
-}
-
-/// One claimed delivery row, oldest first.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    pub delivery_id: i64,
-    pub message: Arc<StoredMessage>,
-    /// The row had been claimed before (lease lapsed, session re-attached):
-    /// this push is a redelivery.
-    pub redelivery: bool,
-}
-
-/// An audit event before it is chained (seq and hashes come at append).
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewAuditEntry {
-    pub mesh_id: String,
-    pub event_type: &'static str,
-    pub actor_member_id: Option<String>,
-    pub actor_name: Option<String>,
-    pub payload: Value,
-    pub created_at: DateTime<Utc>,
-}
-
-/// One message to store with its rows and its sender's bucket.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub message: NewMessage,
-    pub deliveries: Vec<NewDelivery>,
-    pub bucket: Bucket,
-}
-
 /// What routing needs of a live or in-grace presence: a lean read, done
 /// once per mesh per send batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -570,4 +284,65 @@ impl RouteTarget {
             status_updated_at: p.status_updated_at,
         }
     }
+}
+
+/// Presences and member state.
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Attaches a hello to a presence: re-attaches one in grace, takes over
+    /// one still online (the caller closes the old socket), or creates one
+    /// if the mesh is under `max_per_mesh` non-gone presences.
+    async fn attach_presence(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach>;
+
+    async fn member_state(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<MemberState>>;
+
+    /// Applies a field change to an online or in-grace presence.
+    async fn update_presence(&self, id: Uuid, patch: &PresencePatch) -> StoreResult<PatchResult>;
+
+    /// Applies a status write under the status model. `None` when the
+    /// presence is gone; else the status now recorded and whether it changed.
+    async fn write_status(
+        &self,
+        id: Uuid,
+        status: Status,
+        source: Source,
+        now: DateTime<Utc>,
+        fresh_window_ms: i64,
+    ) -> StoreResult<Option<StatusWrite>>;
+
+    /// Socket closed: online → grace until `grace_until`, if `conn_id` is
+    /// still the attached socket. Saves the member's state for `restored`.
+    async fn release_presence(
+        &self,
+        id: Uuid,
+        conn_id: Uuid,
+        grace_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Routing view of a mesh's online and in-grace presences.
+    async fn route_targets(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>>;
+
+    /// One online or in-grace presence.
+    async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>>;
+
+    /// Online and in-grace presences of a mesh, oldest first.
+    async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>>;
+
+    /// Ends (deletes) presences whose grace ran out; returns them as they
+    /// were. Their undelivered rows become member-addressed, so the
+    /// member's next session gets them.
+    async fn expire_grace(&self, now: DateTime<Utc>) -> StoreResult<Vec<Presence>>;
+
+    /// Flips presences `working` since before `before` to idle (`jsonl`);
+    /// returns them with the node holding each.
+    async fn expire_working(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PresenceRef>>;
 }

@@ -1,10 +1,38 @@
-//! Token buckets, shared by every node through the store: `burst` tokens,
-//! refilled continuously at `rate_per_min`.
+//! Token buckets shared by every node (send budgets, hook budgets):
+//! `burst` tokens, refilled continuously at `rate_per_min`.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::StoreResult;
+
+/// A token bucket shared by every node: `burst` tokens, refilled at
+/// `rate_per_min`.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub key: String,
+    pub rate_per_min: u32,
+    pub burst: u32,
+}
+
+/// Shared token buckets.
+#[async_trait]
+pub trait RateStore: Send + Sync + 'static {
+    /// Takes one token from a shared bucket (hooks); `false` when empty.
+    async fn take_token(
+        &self,
+        scope: &str,
+        bucket: &Bucket,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Drops buckets untouched since `before` (they would be full again,
+    /// which is what a missing bucket means). Returns how many went.
+    async fn sweep_rate_buckets(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+}
+
 /// Refills then takes one token; `None` when the bucket is empty.
-pub fn take_token(
+pub fn refill_and_take(
     tokens: f64,
     updated: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -22,7 +50,7 @@ pub fn take_token(
 
 #[cfg(test)]
 mod tests {
-    use super::take_token;
+    use super::refill_and_take as take_token;
     use chrono::{Duration, Utc};
 
     #[test]

@@ -1,0 +1,249 @@
+//! The presence table's bookkeeping: the by-mesh index kept in step with
+//! the map, and a member's saved state when its last session goes.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use async_trait::async_trait;
+
+use super::{MemoryStore, State};
+use crate::protocol::status::{decide, Decision, Recorded};
+use crate::protocol::{Source, Status};
+use crate::store::*;
+
+pub(super) fn add_presence(s: &mut State, p: Presence) {
+    s.presences_by_mesh
+        .entry(p.mesh_id.clone())
+        .or_default()
+        .insert(p.id);
+    s.presences.insert(p.id, p);
+}
+
+pub(super) fn remove_presence(s: &mut State, id: Uuid) -> Option<Presence> {
+    let p = s.presences.remove(&id)?;
+    if let Some(ids) = s.presences_by_mesh.get_mut(&p.mesh_id) {
+        ids.remove(&id);
+        if ids.is_empty() {
+            s.presences_by_mesh.remove(&p.mesh_id);
+        }
+    }
+    Some(p)
+}
+
+/// The presences of one mesh, in no order.
+pub(super) fn mesh_presences<'a>(
+    s: &'a State,
+    mesh_id: &str,
+) -> impl Iterator<Item = &'a Presence> {
+    s.presences_by_mesh
+        .get(mesh_id)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| s.presences.get(id))
+}
+
+pub(super) fn save_member_state(s: &mut State, p: &Presence, now: DateTime<Utc>) {
+    s.member_states.insert(
+        (p.mesh_id.clone(), p.member_id.clone()),
+        MemberState {
+            groups: p.groups.clone(),
+            profile: p.profile.clone(),
+            visible: p.visible,
+            last_summary: p.summary.clone(),
+            last_seen_at: now,
+        },
+    );
+}
+
+impl State {
+    pub(super) fn expire_working(
+        &mut self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Vec<PresenceRef> {
+        let mut out = Vec::new();
+        for p in self.presences.values_mut() {
+            if p.status == Status::Working && p.status_updated_at < before {
+                p.status = Status::Idle;
+                p.status_source = Source::Jsonl;
+                p.status_updated_at = now;
+                out.push(PresenceRef {
+                    id: p.id,
+                    node_id: p.node_id,
+                    conn_id: p.conn_id,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl PresenceStore for MemoryStore {
+    async fn attach_presence(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
+        let mut s = self.lock();
+        let existing = mesh_presences(&s, &p.mesh_id)
+            .find(|x| {
+                x.member_id == p.member_id
+                    && (x.session_id == p.session_id
+                        || (p.session_pubkey.is_some() && x.session_pubkey == p.session_pubkey))
+            })
+            .map(|x| x.id);
+        if let Some(x) = existing.and_then(|id| s.presences.get_mut(&id)) {
+            let was = x.state;
+            let (old_node, old_conn) = (x.node_id, x.conn_id);
+            x.reattach(p);
+            let presence = x.clone();
+            return Ok(match was {
+                PresenceState::Online => Attach::Replaced {
+                    presence,
+                    old_node,
+                    old_conn,
+                },
+                _ => Attach::Reattached(presence),
+            });
+        }
+        let count = s
+            .presences_by_mesh
+            .get(&p.mesh_id)
+            .map_or(0, |ids| ids.len());
+        if count >= max_per_mesh as usize {
+            return Ok(Attach::Capacity);
+        }
+        let presence = Presence::from_new(p);
+        add_presence(&mut s, presence.clone());
+        Ok(Attach::Created(presence))
+    }
+
+    async fn member_state(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<MemberState>> {
+        Ok(self
+            .lock()
+            .member_states
+            .get(&(mesh_id.to_string(), member_id.to_string()))
+            .cloned())
+    }
+
+    async fn update_presence(&self, id: Uuid, patch: &PresencePatch) -> StoreResult<PatchResult> {
+        let mut s = self.lock();
+        Ok(match s.presences.get_mut(&id) {
+            None => PatchResult::Gone,
+            Some(p) => {
+                if patch.apply(p) {
+                    PatchResult::Applied(Box::new(p.clone()))
+                } else {
+                    PatchResult::Refused
+                }
+            }
+        })
+    }
+
+    async fn write_status(
+        &self,
+        id: Uuid,
+        status: Status,
+        source: Source,
+        now: DateTime<Utc>,
+        fresh_window_ms: i64,
+    ) -> StoreResult<Option<StatusWrite>> {
+        let mut s = self.lock();
+        let Some(p) = s.presences.get_mut(&id) else {
+            return Ok(None);
+        };
+        let rec = Recorded {
+            status: p.status,
+            source: p.status_source,
+            age_ms: (now - p.status_updated_at).num_milliseconds(),
+        };
+        Ok(Some(match decide(rec, status, source, fresh_window_ms) {
+            Decision::Record(st, src) => {
+                let changed = st != p.status;
+                p.status = st;
+                p.status_source = src;
+                p.status_updated_at = now;
+                StatusWrite {
+                    status: st,
+                    source: src,
+                    changed,
+                    node_id: p.node_id,
+                }
+            }
+            Decision::Keep => StatusWrite {
+                status: p.status,
+                source: p.status_source,
+                changed: false,
+                node_id: p.node_id,
+            },
+        }))
+    }
+
+    async fn release_presence(
+        &self,
+        id: Uuid,
+        conn_id: Uuid,
+        grace_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut s = self.lock();
+        let Some(p) = s.presences.get_mut(&id) else {
+            return Ok(false);
+        };
+        if p.conn_id != conn_id || p.state != PresenceState::Online {
+            return Ok(false);
+        }
+        p.state = PresenceState::Grace;
+        p.grace_until = Some(grace_until);
+        p.last_seen_at = now;
+        let snapshot = p.clone();
+        save_member_state(&mut s, &snapshot, now);
+        s.queue.release_claims(id);
+        Ok(true)
+    }
+
+    async fn route_targets(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>> {
+        let s = self.lock();
+        let mut v: Vec<&Presence> = mesh_presences(&s, mesh_id).collect();
+        v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
+        Ok(v.into_iter().map(RouteTarget::of).collect())
+    }
+
+    async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
+        Ok(self.lock().presences.get(&id).cloned())
+    }
+
+    async fn list_presences(&self, mesh_id: &str) -> StoreResult<Vec<Presence>> {
+        let s = self.lock();
+        let mut v: Vec<Presence> = mesh_presences(&s, mesh_id).cloned().collect();
+        v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    async fn expire_grace(&self, now: DateTime<Utc>) -> StoreResult<Vec<Presence>> {
+        let mut s = self.lock();
+        let ids: Vec<Uuid> = s
+            .presences
+            .values()
+            .filter(|p| p.state == PresenceState::Grace && p.grace_until.is_some_and(|t| t <= now))
+            .map(|p| p.id)
+            .collect();
+        let mut ended = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = remove_presence(&mut s, id) {
+                s.queue.orphan_session(id);
+                ended.push(p);
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn expire_working(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PresenceRef>> {
+        Ok(self.lock().expire_working(before, now))
+    }
+}

@@ -1,0 +1,57 @@
+//! The node registry: one row per running node, its heartbeat, and the
+//! takeover of a node that stopped beating.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::StoreResult;
+
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    pub id: Uuid,
+    pub addr: String,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub id: Uuid,
+    pub addr: String,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub draining: bool,
+    pub sockets: i64,
+}
+
+/// The nodes of the cluster and their leases.
+#[async_trait]
+pub trait NodeStore: Send + Sync + 'static {
+    async fn register_node(&self, node: &NodeRow) -> StoreResult<()>;
+
+    /// `false` when the node's row is gone: another node declared it dead.
+    async fn heartbeat_node(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        draining: bool,
+    ) -> StoreResult<bool>;
+
+    /// Declares nodes silent since before `dead_before` dead, under a
+    /// cluster-wide lock (one reaper at a time): their online presences go
+    /// to grace until `grace_until`, their claims are released and their
+    /// rows removed. Returns the dead nodes' ids.
+    async fn reap_dead_nodes(
+        &self,
+        dead_before: DateTime<Utc>,
+        grace_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Uuid>>;
+
+    async fn remove_node(&self, id: Uuid) -> StoreResult<()>;
+
+    /// Nodes with the number of online presences each holds.
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeInfo>>;
+}
