@@ -89,7 +89,7 @@ pub async fn run_sweeper(node: Arc<Node>, stop: CancellationToken) {
         let grace = chrono::Duration::seconds(settings.presence_grace_seconds as i64);
         match node
             .store
-            .reap_dead_nodes(now - lease, now + grace, now)
+            .reap_dead_nodes(node.id, now - lease, now + grace, now)
             .await
         {
             Ok(dead) if !dead.is_empty() => {

@@ -200,8 +200,9 @@ pub trait MessageStore: Send + Sync + 'static {
     /// `false` when it holds none (unknown id, or another session's).
     async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool>;
 
-    /// Deletes expired messages (with their rows) and messages no row
-    /// needs any more. Returns how many messages went.
+    /// Deletes messages no row needs any more (every recipient has them),
+    /// then expired messages with their rows. Returns how many expired
+    /// undelivered: a delivered message is not counted, whenever it goes.
     async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64>;
 
     /// Undelivered rows, all meshes.

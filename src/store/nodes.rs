@@ -29,6 +29,9 @@ pub struct NodeInfo {
 /// The nodes of the cluster and their leases.
 #[async_trait]
 pub trait NodeStore: Send + Sync + 'static {
+    /// Writes the node's row, replacing any row of that id whole (a node
+    /// whose lease was lost registers again): not draining, heartbeat at
+    /// `started_at`.
     async fn register_node(&self, node: &NodeRow) -> StoreResult<()>;
 
     /// `false` when the node's row is gone: another node declared it dead.
@@ -42,9 +45,12 @@ pub trait NodeStore: Send + Sync + 'static {
     /// Declares nodes silent since before `dead_before` dead, under a
     /// cluster-wide lock (one reaper at a time): their online presences go
     /// to grace until `grace_until`, their claims are released and their
-    /// rows removed. Returns the dead nodes' ids.
+    /// rows removed. Returns the dead nodes' ids. `reaper`, the node
+    /// asking, is never among them: a node never declares itself dead (a
+    /// stalled process may sweep before it heartbeats).
     async fn reap_dead_nodes(
         &self,
+        reaper: Uuid,
         dead_before: DateTime<Utc>,
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,

@@ -26,3 +26,4 @@ mod node_death;
 mod outage;
 mod presence;
 mod process;
+mod store;

@@ -22,6 +22,8 @@ pub(super) struct Row {
     exclude: Option<Uuid>,
     priority: Priority,
     claimed_session: Option<Uuid>,
+    /// The node that made the claim, so a dead node's claims can be freed.
+    claimed_by: Option<Uuid>,
     claim_until: Option<DateTime<Utc>>,
 }
 
@@ -101,6 +103,17 @@ impl Queue {
         for r in self.rows.values_mut() {
             if r.claimed_session == Some(presence) {
                 // `claimed_session` stays: the next push is a redelivery.
+                r.claimed_by = None;
+                r.claim_until = None;
+            }
+        }
+    }
+
+    /// Frees every claim made by these (dead) nodes.
+    pub fn release_node_claims(&mut self, nodes: &[Uuid]) {
+        for r in self.rows.values_mut() {
+            if r.claimed_by.is_some_and(|n| nodes.contains(&n)) {
+                r.claimed_by = None;
                 r.claim_until = None;
             }
         }
@@ -169,6 +182,7 @@ impl State {
                     exclude: d.exclude_session,
                     priority: m.priority,
                     claimed_session: d.claim.map(|c| c.session),
+                    claimed_by: d.claim.map(|c| c.node),
                     claim_until: d.claim.map(|c| c.until),
                 },
             );
@@ -209,6 +223,7 @@ impl State {
             }
             let redelivery = r.claimed_session.is_some();
             r.claimed_session = Some(req.presence);
+            r.claimed_by = Some(req.node_id);
             r.claim_until = Some(req.lease_until);
             let message = q.messages[&r.message_id].message.clone();
             out.push(Claimed {
@@ -224,6 +239,7 @@ impl State {
         for id in ids {
             if let Some(r) = self.queue.rows.get_mut(id) {
                 if r.claimed_session == Some(presence) {
+                    r.claimed_by = None;
                     r.claim_until = None;
                 }
             }

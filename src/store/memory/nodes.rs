@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::presence::save_member_state;
 use super::MemoryStore;
 use crate::store::*;
 
@@ -43,12 +44,42 @@ impl NodeStore for MemoryStore {
 
     async fn reap_dead_nodes(
         &self,
-        _dead_before: DateTime<Utc>,
-        _grace_until: DateTime<Utc>,
-        _now: DateTime<Utc>,
+        reaper: Uuid,
+        dead_before: DateTime<Utc>,
+        grace_until: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> StoreResult<Vec<Uuid>> {
-        // One process, one node: the node that would reap is the only one.
-        Ok(Vec::new())
+        let mut s = self.lock();
+        let dead: Vec<Uuid> = s
+            .nodes
+            .values()
+            .filter(|n| n.id != reaper && n.heartbeat_at < dead_before)
+            .map(|n| n.id)
+            .collect();
+        if dead.is_empty() {
+            return Ok(dead);
+        }
+        for id in &dead {
+            s.nodes.remove(id);
+        }
+        let orphans: Vec<Uuid> = s
+            .presences
+            .values()
+            .filter(|p| p.state == PresenceState::Online && dead.contains(&p.node_id))
+            .map(|p| p.id)
+            .collect();
+        for id in orphans {
+            let Some(p) = s.presences.get_mut(&id) else {
+                continue;
+            };
+            p.state = PresenceState::Grace;
+            p.grace_until = Some(grace_until);
+            p.last_seen_at = now;
+            let snapshot = p.clone();
+            save_member_state(&mut s, &snapshot, now);
+        }
+        s.queue.release_node_claims(&dead);
+        Ok(dead)
     }
 
     async fn remove_node(&self, id: Uuid) -> StoreResult<()> {

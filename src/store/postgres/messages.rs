@@ -130,8 +130,8 @@ struct NoticeParams<'a> {
 }
 
 /// Oldest-first claims for one or many sessions in one statement: each
-/// request's rows picked by a LATERAL subquery (its own limit, SKIP
-/// LOCKED), a row wanted by two sessions of one member given to one of
+/// request's rows picked by a LATERAL subquery (its own limit, time and lease,
+/// SKIP LOCKED), a row wanted by two sessions of one member given to one of
 /// them. `next` and `low` only while the session's recorded status is idle
 /// (read live, so a hook on another node gates immediately). Session rows
 /// and member rows come from two ordered index scans (a UNION of locked
@@ -140,35 +140,37 @@ struct NoticeParams<'a> {
 /// as they pass, so churn between vacuums does not slow claims down.
 const CLAIM_MANY: &str = "
 WITH req AS (
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[]) AS r(p, mesh, member, reclaim)),
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::timestamptz[],
+                       $6::int8[], $7::uuid[], $8::timestamptz[])
+    AS r(p, mesh, member, reclaim, now, lim, node, lease)),
 picked AS (
-  SELECT DISTINCT ON (x.id) r.p, x.id, x.prev
+  SELECT DISTINCT ON (x.id) r.p, r.node, r.lease, x.id, x.prev
   FROM req r CROSS JOIN LATERAL (
     SELECT id, prev FROM (
       SELECT * FROM (
         SELECT d.id, d.claimed_session AS prev FROM delivery d
         WHERE d.recipient_session = r.p
-          AND (d.claim_until IS NULL OR d.claim_until < $5
+          AND (d.claim_until IS NULL OR d.claim_until < r.now
                OR (r.reclaim AND d.claimed_session = r.p))
           AND (d.priority = 'now' OR (SELECT status FROM presence WHERE id = r.p) = 'idle')
-        ORDER BY d.id LIMIT $6
+        ORDER BY d.id LIMIT r.lim
         FOR UPDATE SKIP LOCKED) s
       UNION ALL
       SELECT * FROM (
         SELECT d.id, d.claimed_session AS prev FROM delivery d
         WHERE d.recipient_session IS NULL AND d.mesh_id = r.mesh AND d.recipient_member_id = r.member
           AND d.exclude_session IS DISTINCT FROM r.p
-          AND (d.claim_until IS NULL OR d.claim_until < $5
+          AND (d.claim_until IS NULL OR d.claim_until < r.now
                OR (r.reclaim AND d.claimed_session = r.p))
           AND (d.priority = 'now' OR (SELECT status FROM presence WHERE id = r.p) = 'idle')
-        ORDER BY d.id LIMIT $6
+        ORDER BY d.id LIMIT r.lim
         FOR UPDATE SKIP LOCKED) m
     ) u
     ORDER BY id
-    LIMIT $6) x
+    LIMIT r.lim) x
   ORDER BY x.id, r.p)
 UPDATE delivery d
-SET claimed_by = $7, claimed_session = picked.p, claim_until = $8
+SET claimed_by = picked.node, claimed_session = picked.p, claim_until = picked.lease
 FROM picked, message m
 WHERE d.id = picked.id AND m.id = d.message_id
 RETURNING picked.p, d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_session_pubkey,
@@ -377,28 +379,24 @@ impl MessageStore for PgStore {
     }
 
     async fn claim_many(&self, reqs: &[ClaimRequest]) -> StoreResult<Vec<Vec<Claimed>>> {
-        let Some(first) = reqs.first() else {
+        if reqs.is_empty() {
             return Ok(Vec::new());
-        };
+        }
         let c = self.fast_client().await?;
         let stmt = c.prepare_cached(CLAIM_MANY).await.map_err(map_err)?;
         let presences: Vec<Uuid> = reqs.iter().map(|r| r.presence).collect();
         let meshes: Vec<&str> = reqs.iter().map(|r| r.mesh_id.as_str()).collect();
         let members: Vec<&str> = reqs.iter().map(|r| r.member_id.as_str()).collect();
         let reclaim: Vec<bool> = reqs.iter().map(|r| r.reclaim_own).collect();
-        let limit = first.limit as i64;
+        let now: Vec<DateTime<Utc>> = reqs.iter().map(|r| r.now).collect();
+        let limit: Vec<i64> = reqs.iter().map(|r| r.limit as i64).collect();
+        let node: Vec<Uuid> = reqs.iter().map(|r| r.node_id).collect();
+        let lease: Vec<DateTime<Utc>> = reqs.iter().map(|r| r.lease_until).collect();
         let rows = c
             .query(
                 &stmt,
                 &[
-                    &presences,
-                    &meshes,
-                    &members,
-                    &reclaim,
-                    &first.now,
-                    &limit,
-                    &first.node_id,
-                    &first.lease_until,
+                    &presences, &meshes, &members, &reclaim, &now, &limit, &node, &lease,
                 ],
             )
             .await
@@ -479,20 +477,18 @@ impl MessageStore for PgStore {
 
     async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         let c = self.client().await?;
-        let expired = c
-            .execute("DELETE FROM message WHERE expires_at <= $1", &[&now])
-            .await
-            .map_err(map_err)?;
         // Every row of these was delivered: the envelope has no reader left.
-        let done = c
-            .execute(
-                "DELETE FROM message m WHERE NOT EXISTS
-                   (SELECT 1 FROM delivery d WHERE d.message_id = m.id)",
-                &[],
-            )
+        // First, so that only undelivered messages count as expired.
+        c.execute(
+            "DELETE FROM message m WHERE NOT EXISTS
+               (SELECT 1 FROM delivery d WHERE d.message_id = m.id)",
+            &[],
+        )
+        .await
+        .map_err(map_err)?;
+        c.execute("DELETE FROM message WHERE expires_at <= $1", &[&now])
             .await
-            .map_err(map_err)?;
-        Ok(expired + done)
+            .map_err(map_err)
     }
 
     async fn queue_depth(&self) -> StoreResult<i64> {

@@ -21,7 +21,9 @@ impl NodeStore for PgStore {
         c.execute(
             "INSERT INTO broker_node (id, addr, version, started_at, heartbeat_at)
              VALUES ($1,$2,$3,$4,$4)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+             ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, version = excluded.version,
+               started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
+               draining = false",
             &[&n.id, &n.addr, &n.version, &n.started_at],
         )
         .await
@@ -48,6 +50,7 @@ impl NodeStore for PgStore {
 
     async fn reap_dead_nodes(
         &self,
+        reaper: Uuid,
         dead_before: DateTime<Utc>,
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -64,8 +67,8 @@ impl NodeStore for PgStore {
         }
         let dead: Vec<Uuid> = tx
             .query(
-                "DELETE FROM broker_node WHERE heartbeat_at < $1 RETURNING id",
-                &[&dead_before],
+                "DELETE FROM broker_node WHERE heartbeat_at < $1 AND id <> $2 RETURNING id",
+                &[&dead_before, &reaper],
             )
             .await
             .map_err(map_err)?

@@ -1,0 +1,313 @@
+//! Presences: attach, release, patches, the status model, grace expiry.
+
+use claudemesh_broker::protocol::{GroupRef, Source, Status};
+use claudemesh_broker::store::*;
+use uuid::Uuid;
+
+use super::*;
+
+async fn attach_creates_reattaches_replaces_and_stops_at_capacity(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let alice = member(s, &m, "alice").await;
+    let (n1, n2) = (Uuid::now_v7(), Uuid::now_v7());
+    let first = hello(&alice, "s1", n1, t0());
+    let p = attach(s, &first).await;
+    assert_eq!(
+        (p.id, p.state, p.status),
+        (first.id, PresenceState::Online, Status::Idle)
+    );
+    assert_eq!(s.presence_by_id(p.id).await.unwrap(), Some(p.clone()));
+
+    // Live elsewhere: taken over, same id, the old socket named.
+    let mut again = hello(&alice, "s1", n2, t0() + secs(1));
+    again.display_name = "renamed".into();
+    match s.attach_presence(&again, 100).await.unwrap() {
+        Attach::Replaced {
+            presence,
+            old_node,
+            old_conn,
+        } => {
+            assert_eq!((presence.id, old_node, old_conn), (p.id, n1, p.conn_id));
+            assert_eq!((presence.node_id, presence.conn_id), (n2, again.conn_id));
+            assert_eq!(presence.display_name, "renamed");
+            assert_eq!(presence.connected_at, p.connected_at, "identity kept");
+        }
+        other => panic!("expected a replacement, got {other:?}"),
+    }
+    // In grace: re-attached silently.
+    assert!(s
+        .release_presence(p.id, again.conn_id, t0() + secs(60), t0() + secs(2))
+        .await
+        .unwrap());
+    let back = hello(&alice, "s1", n1, t0() + secs(3));
+    match s.attach_presence(&back, 100).await.unwrap() {
+        Attach::Reattached(x) => {
+            assert_eq!(
+                (x.id, x.state, x.grace_until),
+                (p.id, PresenceState::Online, None)
+            );
+        }
+        other => panic!("expected a re-attach, got {other:?}"),
+    }
+    // A mesh at capacity takes no new session, but still its own again.
+    attach(s, &hello(&alice, "s2", n1, t0())).await;
+    let third = hello(&alice, "s3", n1, t0());
+    assert!(matches!(
+        s.attach_presence(&third, 2).await.unwrap(),
+        Attach::Capacity
+    ));
+    assert_eq!(s.presence_by_id(third.id).await.unwrap(), None);
+    assert!(matches!(
+        s.attach_presence(&hello(&alice, "s2", n2, t0()), 2)
+            .await
+            .unwrap(),
+        Attach::Replaced { .. }
+    ));
+}
+
+async fn release_needs_the_attached_socket_and_saves_member_state(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let alice = member(s, &m, "alice").await;
+    let p = attach(s, &hello(&alice, "s1", Uuid::now_v7(), t0())).await;
+    s.update_presence(p.id, &PresencePatch::Summary("busy".into()))
+        .await
+        .unwrap();
+    s.update_presence(p.id, &PresencePatch::Visible(false))
+        .await
+        .unwrap();
+    assert_eq!(s.member_state(&m.id, &alice.id).await.unwrap(), None);
+    let until = t0() + secs(90);
+    assert!(
+        !s.release_presence(p.id, Uuid::now_v7(), until, t0())
+            .await
+            .unwrap(),
+        "another socket's close releases nothing"
+    );
+    assert!(s
+        .release_presence(p.id, p.conn_id, until, t0())
+        .await
+        .unwrap());
+    assert!(
+        !s.release_presence(p.id, p.conn_id, until, t0())
+            .await
+            .unwrap(),
+        "once"
+    );
+    let now = s.presence_by_id(p.id).await.unwrap().unwrap();
+    assert_eq!(
+        (now.state, now.grace_until),
+        (PresenceState::Grace, Some(until))
+    );
+    let saved = s.member_state(&m.id, &alice.id).await.unwrap().unwrap();
+    assert_eq!(saved.last_summary.as_deref(), Some("busy"));
+    assert!(!saved.visible);
+    assert_eq!(saved.groups, p.groups);
+    assert_eq!(saved.last_seen_at, t0());
+}
+
+async fn patches_apply_refuse_past_the_group_cap_and_miss_ended_presences(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let alice = member(s, &m, "alice").await;
+    let p = attach(s, &hello(&alice, "s1", Uuid::now_v7(), t0())).await;
+    let group = |name: &str, role: Option<&str>| GroupRef {
+        name: name.into(),
+        role: role.map(String::from),
+    };
+    let join = |g| PresencePatch::JoinGroup(g);
+    let PatchResult::Applied(after) = s
+        .update_presence(p.id, &join(group("g", Some("lead"))))
+        .await
+        .unwrap()
+    else {
+        panic!("applied")
+    };
+    assert_eq!(
+        after.groups,
+        [group("g", Some("lead"))],
+        "a role change, not a second entry"
+    );
+    let cap = claudemesh_broker::protocol::limits::MAX_GROUPS;
+    for i in 1..cap {
+        let r = s
+            .update_presence(p.id, &join(group(&format!("x{i}"), None)))
+            .await;
+        assert!(matches!(r.unwrap(), PatchResult::Applied(_)));
+    }
+    assert_eq!(
+        s.update_presence(p.id, &join(group("one-too-many", None)))
+            .await
+            .unwrap(),
+        PatchResult::Refused
+    );
+    let stored = s.presence_by_id(p.id).await.unwrap().unwrap();
+    assert_eq!(stored.groups.len(), cap, "a refused patch changes nothing");
+    let r = s
+        .update_presence(p.id, &PresencePatch::LeaveGroup("g".into()))
+        .await
+        .unwrap();
+    let PatchResult::Applied(after) = r else {
+        panic!("applied")
+    };
+    assert!(after.groups.iter().all(|g| g.name != "g"));
+    assert_eq!(
+        s.update_presence(Uuid::now_v7(), &PresencePatch::Visible(false))
+            .await
+            .unwrap(),
+        PatchResult::Gone
+    );
+}
+
+/// PROTOCOL.md's status model, as recorded by the store.
+async fn status_writes_follow_the_status_model(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let alice = member(s, &m, "alice").await;
+    let node = Uuid::now_v7();
+    let p = attach(s, &hello(&alice, "s1", node, t0())).await;
+    let fresh_ms = 30_000;
+    let write = |status, source, at| s.write_status(p.id, status, source, at, fresh_ms);
+    let w = write(Status::Working, Source::Hook, t0() + secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        w,
+        StatusWrite {
+            status: Status::Working,
+            source: Source::Hook,
+            changed: true,
+            node_id: node
+        }
+    );
+    // Same status, lower rank, while the hook is fresh: the hook stays.
+    let w = write(Status::Working, Source::Manual, t0() + secs(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((w.source, w.changed), (Source::Hook, false));
+    // Once stale, the lower source is recorded.
+    let w = write(Status::Working, Source::Manual, t0() + secs(40))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((w.source, w.changed), (Source::Manual, false));
+    // dnd is never cleared by a hook.
+    write(Status::Dnd, Source::Manual, t0() + secs(41))
+        .await
+        .unwrap();
+    let w = write(Status::Idle, Source::Hook, t0() + secs(42))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((w.status, w.changed), (Status::Dnd, false));
+    let stored = s.presence_by_id(p.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.status_source),
+        (Status::Dnd, Source::Manual)
+    );
+    assert_eq!(stored.status_updated_at, t0() + secs(41));
+    assert_eq!(
+        s.write_status(Uuid::now_v7(), Status::Idle, Source::Hook, t0(), fresh_ms)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn stuck_working_flips_to_idle(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let alice = member(s, &m, "alice").await;
+    let node = Uuid::now_v7();
+    let stuck = attach(s, &hello(&alice, "s1", node, t0())).await;
+    let recent = attach(s, &hello(&alice, "s2", node, t0())).await;
+    s.write_status(stuck.id, Status::Working, Source::Hook, t0(), 0)
+        .await
+        .unwrap();
+    s.write_status(recent.id, Status::Working, Source::Hook, t0() + secs(50), 0)
+        .await
+        .unwrap();
+    let now = t0() + secs(70);
+    let flipped = s.expire_working(now - secs(60), now).await.unwrap();
+    assert_eq!(
+        flipped,
+        [PresenceRef {
+            id: stuck.id,
+            node_id: node,
+            conn_id: stuck.conn_id
+        }]
+    );
+    let p = s.presence_by_id(stuck.id).await.unwrap().unwrap();
+    assert_eq!(
+        (p.status, p.status_source, p.status_updated_at),
+        (Status::Idle, Source::Jsonl, now)
+    );
+    let r = s.presence_by_id(recent.id).await.unwrap().unwrap();
+    assert_eq!(r.status, Status::Working);
+}
+
+/// Ended presences are returned once; rows waiting for them become their
+/// member's, so the member's next session gets them.
+async fn grace_expiry_ends_presences_and_hands_their_rows_to_the_member(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let (alice, bob) = (member(s, &m, "alice").await, member(s, &m, "bob").await);
+    let node = Uuid::now_v7();
+    let a = attach(s, &hello(&alice, "a1", node, t0())).await;
+    let b = attach(s, &hello(&bob, "b1", node, t0())).await;
+    let kept = attach(s, &hello(&bob, "b-kept", node, t0())).await;
+    let mid = store_all(s, &[outgoing(&a, t0(), vec![to_session(&b)])]).await;
+    s.release_presence(b.id, b.conn_id, t0() + secs(10), t0())
+        .await
+        .unwrap();
+    s.release_presence(kept.id, kept.conn_id, t0() + secs(100), t0())
+        .await
+        .unwrap();
+    assert!(s.expire_grace(t0() + secs(5)).await.unwrap().is_empty());
+    let ended = s.expire_grace(t0() + secs(10)).await.unwrap();
+    assert_eq!(ended.iter().map(|p| p.id).collect::<Vec<_>>(), [b.id]);
+    assert_eq!(s.presence_by_id(b.id).await.unwrap(), None);
+    assert!(s.expire_grace(t0() + secs(10)).await.unwrap().is_empty());
+    let b2 = attach(s, &hello(&bob, "b2", node, t0() + secs(11))).await;
+    assert_eq!(
+        claim_ids(s, claim_for(&b2, t0() + secs(11), 30, 10)).await,
+        mid
+    );
+}
+
+async fn routes_and_listings_are_oldest_first(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let other = mesh(s, "other").await;
+    let alice = member(s, &m, "alice").await;
+    let carol = member(s, &other, "carol").await;
+    let node = Uuid::now_v7();
+    let late = attach(s, &hello(&alice, "late", node, t0() + secs(2))).await;
+    let early = attach(s, &hello(&alice, "early", node, t0())).await;
+    attach(s, &hello(&carol, "c", node, t0())).await;
+    s.release_presence(late.id, late.conn_id, t0() + secs(60), t0())
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = s
+        .list_presences(&m.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(
+        ids,
+        [early.id, late.id],
+        "in grace counts; another mesh does not"
+    );
+    let routes = s.route_targets(&m.id).await.unwrap();
+    assert_eq!(routes, [RouteTarget::of(&early), RouteTarget::of(&late)]);
+    let view = s.send_routes(&m.id, true).await.unwrap();
+    assert_eq!(*view.targets, routes);
+}
+
+crate::conformance!(
+    attach_creates_reattaches_replaces_and_stops_at_capacity,
+    release_needs_the_attached_socket_and_saves_member_state,
+    patches_apply_refuse_past_the_group_cap_and_miss_ended_presences,
+    status_writes_follow_the_status_model,
+    stuck_working_flips_to_idle,
+    grace_expiry_ends_presences_and_hands_their_rows_to_the_member,
+    routes_and_listings_are_oldest_first,
+);
