@@ -5,9 +5,9 @@ use std::hint::black_box;
 
 use chrono::Utc;
 use claudemesh_broker::engine::delivery::push_frame;
-use claudemesh_broker::engine::messaging::route;
+use claudemesh_broker::engine::dispatch::{parse, Parsed};
+use claudemesh_broker::engine::routing::route;
 use claudemesh_broker::protocol::crypto::{sign_hex, KeyPair};
-use claudemesh_broker::protocol::frames::{parse, ClientFrame};
 use claudemesh_broker::protocol::hello::verify;
 use claudemesh_broker::protocol::target::{Priority, Target};
 use claudemesh_broker::protocol::GroupRef;
@@ -31,7 +31,7 @@ fn benches(c: &mut Criterion) {
     let hello = hello_text(&keys, now);
     c.bench_function("hello: parse + verify signature", |b| {
         b.iter(|| {
-            let ClientFrame::Hello(h) = parse(black_box(&hello)).unwrap().frame else {
+            let Parsed::Hello(_, Ok(h)) = parse(black_box(&hello)) else {
                 unreachable!()
             };
             verify(&h, now).unwrap();
@@ -43,7 +43,12 @@ fn benches(c: &mut Criterion) {
                       "nonce": "bm9uY2Vub25jZW5vbmNl", "ciphertext": "A".repeat(344)})
         .to_string();
     c.bench_function("frame: parse a 256-byte send", |b| {
-        b.iter(|| parse(black_box(&send)).unwrap())
+        b.iter(|| {
+            let Parsed::Frame { request: Ok(r), .. } = parse(black_box(&send)) else {
+                unreachable!()
+            };
+            r
+        })
     });
 
     let message = StoredMessage {

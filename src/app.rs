@@ -1,7 +1,6 @@
-//! Wires one node together: store, listener, router, background loops and
-//! the shutdown sequence. The only place that knows every layer.
+//! Wires one node together: store, bus, engine, listener, router and the
+//! shutdown sequence. The only place that knows every layer.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,24 +8,22 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::Node;
+use crate::engine::clock::{Clock, SystemClock};
+use crate::engine::{self, Engine, Running};
 use crate::store::memory::MemoryStore;
 use crate::store::postgres::PgStore;
-use crate::store::{NodeRow, Store};
+use crate::store::Store;
 
 /// How long shutdown waits for session tasks after closing their sockets.
 const SESSION_EXIT_WAIT: Duration = Duration::from_secs(3);
 
 pub struct Application {
-    node: Arc<Node>,
+    engine: Arc<Engine>,
+    running: Running,
     listener: TcpListener,
     port: u16,
     stop: CancellationToken,
-    /// Database URL and the bus's outgoing queue (cluster mode only).
-    bus: Option<(String, BusReceiver)>,
 }
-
-type BusReceiver = tokio::sync::mpsc::UnboundedReceiver<(String, crate::cluster::bus::Signal)>;
 
 /// Opens the configured store, migrating Postgres first.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -51,42 +48,65 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 impl Application {
-    /// Binds the listener and registers the node. Port 0 picks a free port
-    /// (tests); `port()` tells which.
+    /// Binds the listener, registers the node and starts its engine (and,
+    /// with a database, its bus). Port 0 picks a free port (tests); `port()`
+    /// tells which.
     pub async fn build(
         config: Config,
         store: Arc<dyn Store>,
         admin_token: Option<String>,
+    ) -> anyhow::Result<Application> {
+        Self::build_with_clock(config, store, admin_token, Arc::new(SystemClock)).await
+    }
+
+    /// [`build`](Application::build) with the clock the engine reads
+    /// (tests move a [`TestClock`](crate::engine::clock::TestClock)).
+    pub async fn build_with_clock(
+        config: Config,
+        store: Arc<dyn Store>,
+        admin_token: Option<String>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
         let listener = TcpListener::bind((config.bind, config.settings.port)).await?;
         let addr = listener.local_addr()?;
         let public_url = config.public_url(addr.port());
         let admin_token = admin_token.or_else(|| config.settings.admin_token.clone());
         // The bus needs the database; memory mode is one node and needs none.
-        let bus_url = config.settings.database_url.clone();
-        let (bus, bus_rx) = match &bus_url {
+        let database_url = config.settings.database_url.clone();
+        let node_id = uuid::Uuid::now_v7();
+        let (bus, queue) = match &database_url {
             Some(_) => {
-                let (bus, rx) = crate::cluster::bus::channel();
-                (Some(bus), Some(rx))
+                let (bus, queue) = crate::cluster::bus::channel(node_id);
+                (
+                    Some(Arc::new(bus) as Arc<dyn engine::signal::Bus>),
+                    Some(queue),
+                )
             }
             None => (None, None),
         };
-        let node = Arc::new(Node::new(config, store, public_url, admin_token, bus));
-        node.store
-            .register_node(&NodeRow {
-                id: node.id,
-                addr: addr.to_string(),
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                started_at: node.now(),
-            })
-            .await?;
-        tracing::info!(node_id = %node.id, %addr, store = node.store.backend(), "node listening");
+        let (engine, mut running) = engine::start(engine::Parts {
+            node_id,
+            config,
+            store,
+            clock,
+            listen_addr: addr.to_string(),
+            public_url,
+            admin_token,
+            bus,
+        })
+        .await?;
+        if let (Some(url), Some(queue)) = (database_url, queue) {
+            let tasks =
+                crate::cluster::bus::start(engine.ctx.clone(), url, queue, running.loops_token());
+            running.adopt(tasks);
+        }
+        tracing::info!(node_id = %engine.node_id, %addr, store = engine.store.backend(), "node listening");
         Ok(Application {
-            node,
+            engine,
+            running,
             listener,
             port: addr.port(),
             stop: CancellationToken::new(),
-            bus: bus_url.zip(bus_rx),
         })
     }
 
@@ -94,8 +114,8 @@ impl Application {
         self.port
     }
 
-    pub fn node(&self) -> Arc<Node> {
-        self.node.clone()
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
     }
 
     /// Cancel to begin a graceful shutdown (what SIGTERM does).
@@ -109,99 +129,28 @@ impl Application {
     /// is removed.
     pub async fn run(self) -> anyhow::Result<()> {
         let Application {
-            node,
+            engine,
+            running,
             listener,
             stop,
-            bus,
             ..
         } = self;
-        let loops_stop = CancellationToken::new();
-        let mut bus_tasks = Vec::new();
-        if let Some((url, rx)) = bus {
-            use crate::cluster::bus::{run_listener, run_notifier};
-            bus_tasks.push(tokio::spawn(run_notifier(
-                node.clone(),
-                url.clone(),
-                rx,
-                loops_stop.clone(),
-            )));
-            bus_tasks.push(tokio::spawn(run_listener(
-                node.clone(),
-                url,
-                loops_stop.clone(),
-            )));
-        }
-        let heartbeat = tokio::spawn(crate::cluster::run_heartbeat(
-            node.clone(),
-            loops_stop.clone(),
-        ));
-        let audit_rx = node
-            .audit_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .expect("a node runs once");
-        let send_rx = node
-            .send_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .expect("a node runs once");
-        let claim_rx = node
-            .claim_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .expect("a node runs once");
-        let complete_rx = node
-            .complete_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .expect("a node runs once");
-        let batcher_stop = CancellationToken::new();
-        let completer = tokio::spawn(crate::engine::completer::run(
-            node.clone(),
-            complete_rx,
-            batcher_stop.clone(),
-        ));
-        let claimer = tokio::spawn(crate::engine::claims::run(
-            node.clone(),
-            claim_rx,
-            batcher_stop.clone(),
-        ));
-        let batcher = tokio::spawn(crate::engine::batcher::run(
-            node.clone(),
-            send_rx,
-            batcher_stop.clone(),
-        ));
-        let appender = tokio::spawn(crate::engine::audit::run_appender(
-            node.clone(),
-            audit_rx,
-            loops_stop.clone(),
-        ));
-        let sweeper = tokio::spawn(crate::cluster::run_sweeper(
-            node.clone(),
-            loops_stop.clone(),
-        ));
-
         let serve_stop = CancellationToken::new();
         let drain = {
-            let node = node.clone();
+            let ctx = engine.ctx.clone();
             let serve_stop = serve_stop.clone();
             tokio::spawn(async move {
                 stop.cancelled().await;
-                node.draining.store(true, Ordering::Relaxed);
-                tracing::info!(node_id = %node.id, "draining");
-                let _ = node.store.heartbeat_node(node.id, node.now(), true).await;
-                let drain = Duration::from_secs(node.config.settings.shutdown_drain_seconds);
+                let _ = engine::node::begin_drain(&ctx).await;
+                let drain = Duration::from_secs(ctx.config.settings.shutdown_drain_seconds);
                 tokio::time::sleep(drain).await;
-                node.close_sockets.cancel();
+                ctx.node.close_sockets.cancel();
                 serve_stop.cancel();
             })
         };
 
-        let router = crate::http::router(node.clone());
+        let admin = crate::admin::api::router(engine.clone());
+        let router = crate::http::router(engine.clone(), admin);
         // Small frames must not wait for Nagle's algorithm (~40 ms tails).
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
@@ -213,28 +162,17 @@ impl Application {
             .with_graceful_shutdown(serve_stop.cancelled_owned())
             .await?;
         let _ = drain.await;
-        node.tracker.close();
-        if tokio::time::timeout(SESSION_EXIT_WAIT, node.tracker.wait())
+        let tracker = &engine.node.tracker;
+        tracker.close();
+        if tokio::time::timeout(SESSION_EXIT_WAIT, tracker.wait())
             .await
             .is_err()
         {
-            tracing::warn!(node_id = %node.id, "some sessions did not finish in time");
+            tracing::warn!(node_id = %engine.node_id, "some sessions did not finish in time");
         }
-        batcher_stop.cancel();
-        let _ = batcher.await;
-        let _ = claimer.await;
-        let _ = completer.await;
-        loops_stop.cancel();
-        let _ = heartbeat.await;
-        let _ = sweeper.await;
-        let _ = appender.await;
-        for t in bus_tasks {
-            let _ = t.await;
-        }
-        if let Err(e) = node.store.remove_node(node.id).await {
-            tracing::warn!(node_id = %node.id, error = %e, "could not remove node row");
-        }
-        tracing::info!(node_id = %node.id, "stopped");
+        running.stop().await;
+        engine::node::deregister(&engine).await;
+        tracing::info!(node_id = %engine.node_id, "stopped");
         Ok(())
     }
 }

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use crate::engine::admin::AdminError;
-use crate::engine::Node;
+use crate::engine::admin::{self, AdminError};
+use crate::engine::Ctx;
 use crate::protocol::crypto::KeyPair;
 
 /// What a claudemesh client keeps for a joined mesh.
@@ -22,25 +22,24 @@ pub struct ClientConfig {
 /// Slug of the mesh `--dev` creates (or reuses, against a database).
 pub const DEMO_SLUG: &str = "demo";
 
-pub async fn bootstrap(node: &Node) -> Result<Vec<ClientConfig>, AdminError> {
-    let mesh = match node.create_mesh(DEMO_SLUG, Some("Demo mesh")).await {
+pub async fn bootstrap(node: &Ctx) -> Result<Vec<ClientConfig>, AdminError> {
+    let mesh = match admin::create_mesh(node, DEMO_SLUG, Some("Demo mesh")).await {
         Ok(m) => m,
-        Err(AdminError::Conflict(_)) => node.mesh(DEMO_SLUG).await?,
+        Err(AdminError::Conflict(_)) => admin::mesh(node, DEMO_SLUG).await?,
         Err(e) => return Err(e),
     };
     let mut out = Vec::new();
     for name in ["alice", "bob"] {
         let keys = KeyPair::generate();
-        let member = node
-            .add_member(DEMO_SLUG, &keys.public_hex, name, None, Vec::new())
-            .await?;
+        let member =
+            admin::add_member(node, DEMO_SLUG, &keys.public_hex, name, None, Vec::new()).await?;
         out.push(ClientConfig {
             mesh_id: mesh.id.clone(),
             member_id: member.id,
             slug: mesh.slug.clone(),
             pubkey: keys.public_hex,
             secret_key: keys.secret_hex,
-            broker_url: node.public_url.clone(),
+            broker_url: node.node.public_url.clone(),
         });
     }
     Ok(out)

@@ -154,11 +154,11 @@ async fn serve(config: Option<PathBuf>, overrides: CliOverrides, dev: bool) -> a
     };
     let store = open_store(&config).await?;
     let app = Application::build(config, store, admin_token).await?;
-    let node = app.node();
+    let node = app.engine();
     if node.config.dev {
         let clients = dev::bootstrap(&node).await?;
-        println!("claudemesh-broker dev mode on {}", node.public_url);
-        if let Some(token) = &node.admin_token {
+        println!("claudemesh-broker dev mode on {}", node.node.public_url);
+        if let Some(token) = &node.node.admin_token {
             if node.config.settings.admin_token.is_none() {
                 println!("admin token: {token}");
             }

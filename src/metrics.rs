@@ -24,6 +24,13 @@ pub struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// A registered frame type: a fixed set.
+    pub r#type: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub route: String,
     pub method: String,
@@ -36,6 +43,8 @@ pub struct Metrics {
     pub connections: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub hellos: Family<ResultLabel, Counter<u64, AtomicU64>>,
     pub http_requests: Family<HttpLabels, Counter<u64, AtomicU64>>,
+    /// Fire-and-forget frames refused without an answer (no `_reqId`).
+    pub ws_refused: Family<RefusedLabels, Counter<u64, AtomicU64>>,
     /// Frames answered with `bad_request`.
     pub bad_frames: Counter<u64, AtomicU64>,
     /// Sockets closed for missing pongs.
@@ -95,6 +104,7 @@ impl Metrics {
         let hellos = Family::default();
         let http_requests = Family::default();
         let bad_frames = Counter::default();
+        let ws_refused = Family::default();
         let pong_timeouts = Counter::default();
         let oversized_frames = Counter::default();
         let messages = Family::default();
@@ -259,6 +269,11 @@ impl Metrics {
             bad_frames.clone(),
         );
         registry.register(
+            "ws_refused",
+            "Fire-and-forget frames refused without an answer, by type and code",
+            ws_refused.clone(),
+        );
+        registry.register(
             "pong_timeouts",
             "Sockets closed because pongs stopped",
             pong_timeouts.clone(),
@@ -274,6 +289,7 @@ impl Metrics {
             hellos,
             http_requests,
             bad_frames,
+            ws_refused,
             pong_timeouts,
             oversized_frames,
             messages,

@@ -24,7 +24,7 @@ const ALLOWED: &[(&str, &str)] = &[
         "a `const &str` aggregate expression in src/store/postgres/messages.rs: fixed text",
     ),
     (
-        "node_channel(node.id)",
+        "node_channel(ctx.node_id)",
         "`node_<uuid>`: this node's own id as 32 hex digits (src/cluster/bus.rs)",
     ),
     (
@@ -563,7 +563,7 @@ fn the_scanner_catches_interpolated_values() {
 fn the_scanner_leaves_safe_code_alone() {
     let good = [
         r#"let q = format!("SELECT {PRESENCE_COLS} FROM presence WHERE id = $1");"#,
-        r#"let l = format!("LISTEN \"{}\"; LISTEN \"{}\"", node_channel(node.id), CLUSTER_CHANNEL);"#,
+        r#"let l = format!("LISTEN \"{}\"; LISTEN \"{}\"", node_channel(ctx.node_id), CLUSTER_CHANNEL);"#,
         r#"let m = format!("mesh {slug} has {n} members");"#,
         r#"let m = format!("`{name}` is over {max} characters");"#,
         r#"// let q = format!("SELECT * FROM t WHERE x = '{user}'");"#,

@@ -14,16 +14,15 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::engine::admin::{AdminError, NewInvite};
-use crate::engine::peers::AdminPeerView;
-use crate::engine::Node;
+use crate::engine::admin::{self, AdminError, Member, Mesh, NewInvite};
+use crate::engine::presence::AdminPeerView;
+use crate::engine::Engine;
 use crate::http::{parse_body, ApiError};
-use crate::protocol::frames::de_groups;
+use crate::protocol::types::de_groups;
 use crate::protocol::GroupRef;
-use crate::store::{Member, Mesh};
 use crate::time::iso;
 
-pub fn router(node: Arc<Node>) -> Router<Arc<Node>> {
+pub fn router(node: Arc<Engine>) -> Router<Arc<Engine>> {
     Router::new()
         .route("/meshes", post(create_mesh).get(list_meshes))
         .route("/meshes/{slug}/members", post(add_member).get(list_members))
@@ -36,8 +35,8 @@ pub fn router(node: Arc<Node>) -> Router<Arc<Node>> {
         .layer(axum::middleware::from_fn_with_state(node, require_token))
 }
 
-async fn require_token(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
-    let Some(expected) = node.admin_token.as_deref() else {
+async fn require_token(State(node): State<Arc<Engine>>, req: Request, next: Next) -> Response {
+    let Some(expected) = node.node.admin_token.as_deref() else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "admin API is disabled")
             .into_response();
     };
@@ -140,9 +139,9 @@ struct CreateMesh {
     show_owner_secret: bool,
 }
 
-async fn create_mesh(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+async fn create_mesh(State(node): State<Arc<Engine>>, body: Bytes) -> Result<Response, ApiError> {
     let b: CreateMesh = parse_body(&body).map_err(ApiError::bad_request)?;
-    let mesh = node.create_mesh(&b.slug, b.name.as_deref()).await?;
+    let mesh = admin::create_mesh(&node, &b.slug, b.name.as_deref()).await?;
     Ok((
         StatusCode::CREATED,
         Json(MeshJson::of(mesh, b.show_owner_secret)),
@@ -150,8 +149,8 @@ async fn create_mesh(State(node): State<Arc<Node>>, body: Bytes) -> Result<Respo
         .into_response())
 }
 
-async fn list_meshes(State(node): State<Arc<Node>>) -> Result<Json<Vec<MeshJson>>, ApiError> {
-    let meshes = node.store.list_meshes().await.map_err(AdminError::from)?;
+async fn list_meshes(State(node): State<Arc<Engine>>) -> Result<Json<Vec<MeshJson>>, ApiError> {
+    let meshes = admin::list_meshes(&node).await?;
     Ok(Json(
         meshes.into_iter().map(|m| MeshJson::of(m, false)).collect(),
     ))
@@ -169,41 +168,36 @@ struct AddMember {
 }
 
 async fn add_member(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Engine>>,
     Path(slug): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: AddMember = parse_body(&body).map_err(ApiError::bad_request)?;
-    let member = node
-        .add_member(
-            &slug,
-            &b.pubkey,
-            &b.display_name,
-            b.role.as_deref(),
-            b.groups.unwrap_or_default(),
-        )
-        .await?;
+    let member = admin::add_member(
+        &node,
+        &slug,
+        &b.pubkey,
+        &b.display_name,
+        b.role.as_deref(),
+        b.groups.unwrap_or_default(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(MemberJson::of(member))).into_response())
 }
 
 async fn list_members(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Engine>>,
     Path(slug): Path<String>,
 ) -> Result<Json<Vec<MemberJson>>, ApiError> {
-    let mesh = node.mesh(&slug).await?;
-    let members = node
-        .store
-        .list_members(&mesh.id)
-        .await
-        .map_err(AdminError::from)?;
+    let members = admin::list_members(&node, &slug).await?;
     Ok(Json(members.into_iter().map(MemberJson::of).collect()))
 }
 
 async fn revoke_member(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Engine>>,
     Path((slug, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    node.revoke_member(&slug, &id).await?;
+    admin::revoke_member(&node, &slug, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -221,7 +215,7 @@ struct CreateInvite {
 }
 
 async fn create_invite(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Engine>>,
     Path(slug): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -232,17 +226,17 @@ async fn create_invite(
         parse_body(&body)
     }
     .map_err(ApiError::bad_request)?;
-    let created = node
-        .create_invite(
-            &slug,
-            NewInvite {
-                max_uses: b.max_uses,
-                ttl_seconds: b.ttl_seconds,
-                role: b.role,
-                broker_url: b.broker_url,
-            },
-        )
-        .await?;
+    let created = admin::create_invite(
+        &node,
+        &slug,
+        NewInvite {
+            max_uses: b.max_uses,
+            ttl_seconds: b.ttl_seconds,
+            role: b.role,
+            broker_url: b.broker_url,
+        },
+    )
+    .await?;
     let inv = created.invite;
     let json = serde_json::json!({
         "link": created.link,
@@ -256,30 +250,25 @@ async fn create_invite(
 }
 
 async fn revoke_invite(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Engine>>,
     Path(token): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    node.revoke_invite(&token).await?;
+    admin::revoke_invite(&node, &token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn peers(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Engine>>,
     Path(slug): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mesh = node.mesh(&slug).await?;
-    let all = node
-        .store
-        .list_presences(&mesh.id)
-        .await
-        .map_err(AdminError::from)?;
+    let all = admin::peers(&node, &slug).await?;
     let views: Vec<AdminPeerView> = all.iter().map(AdminPeerView::of).collect();
     Ok(Json(views).into_response())
 }
 
-async fn nodes(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+async fn nodes(State(node): State<Arc<Engine>>) -> Result<Response, ApiError> {
     let now = node.now();
-    let nodes = node.store.list_nodes().await.map_err(AdminError::from)?;
+    let nodes = admin::nodes(&node).await?;
     let json: Vec<serde_json::Value> = nodes
         .into_iter()
         .map(|n| {
@@ -299,14 +288,10 @@ async fn nodes(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
 }
 
 async fn verify_audit(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Engine>>,
     Path(slug): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mesh = node.mesh(&slug).await?;
-    let v = node
-        .verify_audit(&mesh.id)
-        .await
-        .map_err(AdminError::from)?;
+    let v = admin::verify_audit(&node, &slug).await?;
     let mut body = serde_json::json!({"valid": v.valid, "entries": v.entries});
     if let Some(seq) = v.broken_at {
         body["brokenAt"] = serde_json::json!(seq);

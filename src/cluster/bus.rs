@@ -17,34 +17,13 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::engine::Node;
-use crate::store::Notice;
-
-/// Postgres refuses NOTIFY payloads of 8000 bytes or more; stay clear.
-pub const MAX_PAYLOAD: usize = 7900;
+use crate::engine::signal::{self, Notice, Signal, MAX_PAYLOAD};
+use crate::engine::Ctx;
 /// Channel every node listens on.
 pub const CLUSTER_CHANNEL: &str = "cluster";
 /// First and longest pause between reconnect attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// What one node asks of another (or of all).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "k", rename_all = "snake_case")]
-pub enum Signal {
-    /// These sessions may have something to claim.
-    Wake { p: Vec<Uuid> },
-    /// Every local session of these (mesh, member) pairs may.
-    WakeMember { m: Vec<(String, String)> },
-    /// Close a socket (replaced elsewhere, member revoked).
-    Close { p: Uuid, c: Uuid, code: u16 },
-    /// A system event frame for a mesh's sessions, except `skip`'s.
-    Event {
-        mesh: String,
-        skip: String,
-        frame: String,
-    },
-}
 
 /// A signal plus the node that sent it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,27 +37,54 @@ pub fn node_channel(id: Uuid) -> String {
     format!("node_{}", id.simple())
 }
 
-/// Sending half, held by the engine. Cheap to clone.
-#[derive(Clone)]
+/// Sending half, held by the engine.
 pub struct Bus {
+    /// This node, named as the origin of every envelope it sends.
+    origin: Uuid,
     tx: mpsc::UnboundedSender<(String, Signal)>,
 }
 
-impl Bus {
+impl signal::Bus for Bus {
     /// Queues `signal` for `node` (fire and forget).
-    pub fn to_node(&self, node: Uuid, signal: Signal) {
+    fn to_node(&self, node: Uuid, signal: Signal) {
         let _ = self.tx.send((node_channel(node), signal));
     }
 
-    pub fn to_cluster(&self, signal: Signal) {
+    fn to_cluster(&self, signal: Signal) {
         let _ = self.tx.send((CLUSTER_CHANNEL.to_string(), signal));
+    }
+
+    fn notices(&self, wakes: &[(Uuid, Signal, Uuid)]) -> Vec<Notice> {
+        notices(self.origin, wakes)
     }
 }
 
-/// Creates the bus; run `run_notifier` with the receiver.
-pub fn channel() -> (Bus, mpsc::UnboundedReceiver<(String, Signal)>) {
+/// The bus's outgoing queue, drained by [`start`]'s notifier.
+pub struct Queue(mpsc::UnboundedReceiver<(String, Signal)>);
+
+/// Creates the bus for node `origin`; [`start`] it once the node runs.
+pub fn channel(origin: Uuid) -> (Bus, Queue) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Bus { tx }, rx)
+    (Bus { origin, tx }, Queue(rx))
+}
+
+/// Starts the notifier and the listener of `ctx`'s node; they run until
+/// `stop`.
+pub fn start(
+    ctx: Arc<Ctx>,
+    url: String,
+    queue: Queue,
+    stop: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(run_notifier(
+            ctx.clone(),
+            url.clone(),
+            queue.0,
+            stop.clone(),
+        )),
+        tokio::spawn(run_listener(ctx, url, stop)),
+    ]
 }
 
 /// Merges signals bound for one channel so a batch needs one NOTIFY per
@@ -163,8 +169,8 @@ fn coalesce_tagged<T: Clone>(
 
 /// Sends queued signals until the bus is dropped or `stop`. Everything
 /// waiting when a send starts goes in the same statement.
-pub async fn run_notifier(
-    node: Arc<Node>,
+async fn run_notifier(
+    ctx: Arc<Ctx>,
     url: String,
     mut rx: mpsc::UnboundedReceiver<(String, Signal)>,
     stop: CancellationToken,
@@ -180,7 +186,7 @@ pub async fn run_notifier(
         while let Ok(m) = rx.try_recv() {
             batch.push(m);
         }
-        let notes = coalesce(node.id, batch);
+        let notes = coalesce(ctx.node_id, batch);
         let (channels, payloads): (Vec<String>, Vec<String>) = notes.into_iter().unzip();
         // Two tries: the second on a fresh connection. Past that the batch
         // is dropped: every session polls, so a lost wake-up only delays.
@@ -192,13 +198,13 @@ pub async fn run_notifier(
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(node_id = %node.id, error = %e, "notify failed");
+                    tracing::warn!(node_id = %ctx.node_id, error = %e, "notify failed");
                     client = None;
                 }
             }
         }
         if sent {
-            node.metrics.notify_sent.inc_by(channels.len() as u64);
+            ctx.metrics.notify_sent.inc_by(channels.len() as u64);
             backoff = BACKOFF_MIN;
         } else {
             tokio::select! {
@@ -243,21 +249,21 @@ async fn send_batch(
 
 /// One notification: this node's own events were already delivered
 /// locally when they were sent; anything else is applied.
-fn received(node: &Node, payload: &str) {
-    node.metrics.notify_received.inc();
+fn received(ctx: &Ctx, payload: &str) {
+    ctx.metrics.notify_received.inc();
     match serde_json::from_str::<Envelope>(payload) {
-        Ok(env) if env.o != node.id || !matches!(env.s, Signal::Event { .. }) => {
-            node.apply_signal(env.s)
+        Ok(env) if env.o != ctx.node_id || !matches!(env.s, Signal::Event { .. }) => {
+            ctx.sessions.apply(env.s)
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(node_id = %node.id, error = %e, "bad bus payload"),
+        Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "bad bus payload"),
     }
 }
 
 /// Listens on this node's channel and the cluster channel until `stop`,
 /// reconnecting with backoff. After every (re)connect all local sessions
 /// are woken: notifications sent while the link was down are gone.
-pub async fn run_listener(node: Arc<Node>, url: String, stop: CancellationToken) {
+async fn run_listener(ctx: Arc<Ctx>, url: String, stop: CancellationToken) {
     let mut backoff = BACKOFF_MIN;
     let mut first = true;
     loop {
@@ -269,13 +275,13 @@ pub async fn run_listener(node: Arc<Node>, url: String, stop: CancellationToken)
                 // Signals are applied where the connection is driven: no
                 // hop to another task on the cross-node path.
                 let mut driver = {
-                    let node = node.clone();
+                    let ctx = ctx.clone();
                     tokio::spawn(async move {
                         let mut messages =
                             futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
                         while let Some(m) = messages.next().await {
                             match m {
-                                Ok(AsyncMessage::Notification(n)) => received(&node, n.payload()),
+                                Ok(AsyncMessage::Notification(n)) => received(&ctx, n.payload()),
                                 Ok(_) => {}
                                 Err(_) => break,
                             }
@@ -284,20 +290,20 @@ pub async fn run_listener(node: Arc<Node>, url: String, stop: CancellationToken)
                 };
                 let listen = format!(
                     "LISTEN \"{}\"; LISTEN \"{}\"",
-                    node_channel(node.id),
+                    node_channel(ctx.node_id),
                     CLUSTER_CHANNEL
                 );
                 if let Err(e) = client.batch_execute(&listen).await {
-                    tracing::warn!(node_id = %node.id, error = %e, "LISTEN failed");
+                    tracing::warn!(node_id = %ctx.node_id, error = %e, "LISTEN failed");
                     driver.abort();
                 } else {
                     backoff = BACKOFF_MIN;
                     if !first {
-                        node.metrics.listen_reconnects.inc();
-                        tracing::info!(node_id = %node.id, "LISTEN connection restored; catching up");
+                        ctx.metrics.listen_reconnects.inc();
+                        tracing::info!(node_id = %ctx.node_id, "LISTEN connection restored; catching up");
                     }
                     first = false;
-                    node.sessions.wake_all();
+                    ctx.sessions.wake_all();
                     tokio::select! {
                         _ = stop.cancelled() => {
                             driver.abort();
@@ -306,10 +312,10 @@ pub async fn run_listener(node: Arc<Node>, url: String, stop: CancellationToken)
                         _ = &mut driver => {}
                     }
                     drop(client);
-                    tracing::warn!(node_id = %node.id, "LISTEN connection lost");
+                    tracing::warn!(node_id = %ctx.node_id, "LISTEN connection lost");
                 }
             }
-            Err(e) => tracing::warn!(node_id = %node.id, error = %e, "LISTEN connect failed"),
+            Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "LISTEN connect failed"),
         }
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -1,17 +1,20 @@
-//! Audit events: recorded off the hot path into a bounded queue, appended
-//! by one task per node in batches (one transaction per batch, one chain
-//! per mesh serialised in the store). Metadata only: never a nonce or a
-//! ciphertext.
+//! Audit events: recorded off the hot path into a bounded queue
+//! ([`AuditLog`]), appended by one task per node in batches (one
+//! transaction per batch, one chain per mesh serialised in the store).
+//! Metadata only: never a nonce or a ciphertext.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::Node;
-use crate::audit::verify;
+use super::clock::Clock;
+use super::Ctx;
+use crate::audit::{verify, Verdict};
 use crate::store::{NewAuditEntry, StoreError};
 
 /// Entries waiting for the appender. A database outage longer than this
@@ -29,8 +32,16 @@ const RETRY: Duration = Duration::from_millis(500);
 
 pub type AuditRx = mpsc::Receiver<NewAuditEntry>;
 
-pub fn channel() -> (mpsc::Sender<NewAuditEntry>, AuditRx) {
-    mpsc::channel(AUDIT_QUEUE)
+/// The appender's queue, shared by everything that audits.
+pub struct AuditLog {
+    tx: mpsc::Sender<NewAuditEntry>,
+    clock: Arc<dyn Clock>,
+    dropped: Counter<u64, AtomicU64>,
+}
+
+pub fn channel(clock: Arc<dyn Clock>, dropped: Counter<u64, AtomicU64>) -> (AuditLog, AuditRx) {
+    let (tx, rx) = mpsc::channel(AUDIT_QUEUE);
+    (AuditLog { tx, clock, dropped }, rx)
 }
 
 /// Who did it, for the entry's actor fields.
@@ -39,9 +50,9 @@ pub struct Actor<'a> {
     pub name: &'a str,
 }
 
-impl Node {
+impl AuditLog {
     /// Queues one audit entry; never waits.
-    pub fn audit(
+    pub fn record(
         &self,
         mesh_id: &str,
         event_type: &'static str,
@@ -54,22 +65,22 @@ impl Node {
             actor_member_id: actor.as_ref().map(|a| a.member_id.to_string()),
             actor_name: actor.as_ref().map(|a| a.name.to_string()),
             payload,
-            created_at: self.now(),
+            created_at: self.clock.now(),
         };
-        if self.audit_tx.try_send(entry).is_err() {
-            self.metrics.audit_dropped.inc();
+        if self.tx.try_send(entry).is_err() {
+            self.dropped.inc();
         }
-    }
-
-    /// Walks a mesh's chain.
-    pub async fn verify_audit(&self, mesh_id: &str) -> Result<crate::audit::Verdict, StoreError> {
-        let (checkpoint, entries) = self.store.audit_chain(mesh_id).await?;
-        Ok(verify(checkpoint.as_ref(), &entries))
     }
 }
 
+/// Walks a mesh's chain.
+pub async fn verify_chain(ctx: &Ctx, mesh_id: &str) -> Result<Verdict, StoreError> {
+    let (checkpoint, entries) = ctx.store.audit_chain(mesh_id).await?;
+    Ok(verify(checkpoint.as_ref(), &entries))
+}
+
 /// Appends queued entries until `stop`, then flushes what is left.
-pub async fn run_appender(node: Arc<Node>, mut rx: AuditRx, stop: CancellationToken) {
+pub async fn run_appender(ctx: Arc<Ctx>, mut rx: AuditRx, stop: CancellationToken) {
     let mut batch = Vec::with_capacity(AUDIT_BATCH);
     loop {
         if batch.is_empty() {
@@ -105,18 +116,18 @@ pub async fn run_appender(node: Arc<Node>, mut rx: AuditRx, stop: CancellationTo
             continue;
         }
         let started = Instant::now();
-        match super::bounded(node.store.append_audit(&batch)).await {
+        match super::bounded(ctx.store.append_audit(&batch)).await {
             Ok(()) => {
-                node.metrics
+                ctx.metrics
                     .audit_append
                     .observe(started.elapsed().as_secs_f64());
                 batch.clear();
             }
             Err(e) => {
-                tracing::warn!(node_id = %node.id, error = %e, entries = batch.len(), "audit append failed; retrying");
+                tracing::warn!(node_id = %ctx.node_id, error = %e, entries = batch.len(), "audit append failed; retrying");
                 if stop.is_cancelled() {
                     // Shutting down with the database gone: nothing to wait for.
-                    node.metrics.audit_dropped.inc_by(batch.len() as u64);
+                    ctx.metrics.audit_dropped.inc_by(batch.len() as u64);
                     return;
                 }
                 tokio::time::sleep(RETRY).await;

@@ -1,26 +1,30 @@
-//! Group commit for `send`: every send of a node goes through one queue;
-//! one task takes whatever is waiting (up to `MAX_BATCH`), routes it with
-//! one presence read per mesh, stores the lot in one transaction (rate
-//! tokens, envelopes, delivery rows), then answers each send and wakes the
-//! recipients with one signal per node. Under load batches grow by
-//! themselves: fewer, larger commits, which is what Postgres (and its
-//! NOTIFY lock) wants. Jobs are handled in queue order, so one session's
-//! sends keep their order and their rate-limit verdicts.
+//! The send batcher: group commit for `send`. Every send of a node goes
+//! through one queue ([`Sends`]); one task takes whatever is waiting (up to
+//! `MAX_BATCH`), routes it with one presence read per mesh, stores the lot
+//! in one transaction (rate tokens, envelopes, delivery rows), then answers
+//! each send and wakes the recipients with one signal per node. Under load
+//! batches grow by themselves: fewer, larger commits, which is what
+//! Postgres (and its NOTIFY lock) wants. Jobs are handled in queue order,
+//! so one session's sends keep their order and their rate-limit verdicts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::handoff::Takers;
-use super::messaging::{route, SendOutcome, SendRefusal, WakeRouter};
-use super::Node;
-use crate::cluster::bus::Signal;
-use crate::protocol::frames::SendFrame;
+use super::audit::Actor;
+use super::dispatch::Refusal;
+use super::handoff::{collect_handed, hand_over, preclaim, takers, Takers};
+use super::routing::{route, validate, WakeRouter};
+use super::signal::Signal;
+use super::Ctx;
+use crate::protocol::messaging::SendFrame;
 use crate::protocol::target::{Priority, Target};
-use crate::store::{Bucket, Outgoing, Presence, Routes, SendResult, StoreError};
+use crate::store::{Bucket, NewMessage, Outgoing, Presence, Routes, SendResult, StoreError};
 
 /// Sends per transaction at most: bounds one transaction's size and the
 /// wait of the last send in it.
@@ -29,67 +33,93 @@ pub const MAX_BATCH: usize = 512;
 /// (backpressure instead of memory).
 pub const QUEUE: usize = 8_192;
 
+/// What a `send` resolves to: the message id, or the refusal.
+pub type SendOutcome = Result<Uuid, Refusal>;
+
 /// One validated `send` waiting to be stored.
-pub struct SendJob {
-    pub sender: Arc<Presence>,
-    pub frame: SendFrame,
-    pub target: Target,
-    pub priority: Priority,
-    pub reply: oneshot::Sender<SendOutcome>,
+struct SendJob {
+    sender: Arc<Presence>,
+    frame: SendFrame,
+    target: Target,
+    priority: Priority,
+    reply: oneshot::Sender<SendOutcome>,
 }
 
-pub type SendQueue = mpsc::Receiver<SendJob>;
-
-pub fn channel() -> (mpsc::Sender<SendJob>, SendQueue) {
-    mpsc::channel(QUEUE)
+/// The batcher's queue.
+#[derive(Clone)]
+pub struct Sends {
+    tx: mpsc::Sender<SendJob>,
 }
 
-/// Stores batches until `stop`; what is queued then is refused.
-pub async fn run(node: Arc<Node>, mut rx: SendQueue, stop: CancellationToken) {
-    loop {
-        let first = tokio::select! {
-            biased;
-            j = rx.recv() => match j { Some(j) => j, None => return },
-            _ = stop.cancelled() => {
-                rx.close();
-                while let Ok(job) = rx.try_recv() {
-                    let r = SendRefusal::from(StoreError::Unavailable("the node is shutting down".into()));
-                    node.finish(&job.sender, Err(r), job.reply);
+impl Sends {
+    /// Queues a `send` for the batcher. The receiver yields its outcome;
+    /// outcomes of one session's sends resolve in submission order.
+    pub async fn submit(
+        &self,
+        ctx: &Ctx,
+        sender: Arc<Presence>,
+        s: SendFrame,
+    ) -> oneshot::Receiver<SendOutcome> {
+        let (reply, rx) = oneshot::channel();
+        match validate(&s, ctx.config.settings.max_message_bytes) {
+            Err(r) => finish(ctx, &sender, Err(r), reply),
+            Ok((target, priority)) => {
+                let job = SendJob {
+                    sender,
+                    frame: s,
+                    target,
+                    priority,
+                    reply,
+                };
+                if let Err(e) = self.tx.send(job).await {
+                    // Only during shutdown: the batcher has stopped.
+                    let job = e.0;
+                    let refusal = Refusal::new("unavailable", "the node is shutting down");
+                    finish(ctx, &job.sender, Err(refusal), job.reply);
                 }
-                return;
-            }
-        };
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
             }
         }
-        node.store_batch(jobs).await;
+        rx
     }
 }
 
-/// What one send in a batch comes to before the commit.
-enum Verdict {
-    /// Stored as `outgoing[i]` if its bucket lets it through.
-    Store(usize),
-    NoRecipient,
-    Unavailable,
+pub struct Batcher {
+    ctx: Arc<Ctx>,
+    rx: mpsc::Receiver<SendJob>,
 }
 
-/// A batch routed from one view of its meshes, ready to store.
-struct Plan {
-    verdicts: Vec<Verdict>,
-    outgoing: Vec<Outgoing>,
-    /// Per outgoing send: its wake-ups for this node; those for other
-    /// nodes go out right after the commit (see `notices`).
-    local_wakes: Vec<Vec<Signal>>,
-    remote_wakes: Vec<(Uuid, Signal, Uuid)>,
-    takers: Takers,
-}
+impl Batcher {
+    pub fn new(ctx: Arc<Ctx>) -> (Sends, Batcher) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Sends { tx }, Batcher { ctx, rx })
+    }
 
-impl Node {
+    /// Stores batches until `stop`; what is queued then is refused.
+    pub async fn run(mut self, stop: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                j = self.rx.recv() => match j { Some(j) => j, None => return },
+                _ = stop.cancelled() => {
+                    self.rx.close();
+                    while let Ok(job) = self.rx.try_recv() {
+                        let r = Refusal::from(StoreError::Unavailable("the node is shutting down".into()));
+                        finish(&self.ctx, &job.sender, Err(r), job.reply);
+                    }
+                    return;
+                }
+            };
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.store_batch(jobs).await;
+        }
+    }
+
     async fn store_batch(&self, jobs: Vec<SendJob>) {
         let started = std::time::Instant::now();
         let mut fresh = false;
@@ -122,19 +152,24 @@ impl Node {
                 self.finish_batch(jobs, plan, Vec::new()).await;
                 return;
             }
-            let notices = crate::cluster::bus::notices(self.id, &plan.remote_wakes);
+            let notices = self.ctx.notices(&plan.remote_wakes);
             let stored = self
+                .ctx
                 .store
                 .insert_messages(&plan.outgoing, &notices, &checks);
             match super::bounded(stored).await {
                 Ok(Some(stored)) => {
-                    self.metrics.send_batch.observe(plan.outgoing.len() as f64);
-                    self.metrics
+                    self.ctx
+                        .metrics
+                        .send_batch
+                        .observe(plan.outgoing.len() as f64);
+                    self.ctx
+                        .metrics
                         .send_commit
                         .observe(started.elapsed().as_secs_f64());
                     match stored.notified {
                         Ok(n) => {
-                            self.metrics.notify_sent.inc_by(n);
+                            self.ctx.metrics.notify_sent.inc_by(n);
                         }
                         Err(e) => {
                             // Through the bus instead, which retries; a
@@ -142,7 +177,7 @@ impl Node {
                             // claim.
                             tracing::warn!(error = %e, "notify after send failed; using the bus");
                             for (node, signal, _) in std::mem::take(&mut plan.remote_wakes) {
-                                self.signal(node, signal);
+                                self.ctx.signal(node, signal);
                             }
                         }
                     };
@@ -156,8 +191,8 @@ impl Node {
                 Err(e) => {
                     tracing::warn!(error = %e, sends = jobs.len(), "send batch failed; nothing stored");
                     for job in jobs {
-                        let r = SendRefusal::from(StoreError::Unavailable(e.to_string()));
-                        self.finish(&job.sender, Err(r), job.reply);
+                        let r = Refusal::from(StoreError::Unavailable(e.to_string()));
+                        finish(&self.ctx, &job.sender, Err(r), job.reply);
                     }
                     return;
                 }
@@ -174,7 +209,8 @@ impl Node {
         let mut meshes: HashMap<String, Result<Routes, ()>> = HashMap::new();
         for job in jobs {
             if !meshes.contains_key(&job.sender.mesh_id) {
-                let read = super::bounded(self.store.send_routes(&job.sender.mesh_id, fresh)).await;
+                let read =
+                    super::bounded(self.ctx.store.send_routes(&job.sender.mesh_id, fresh)).await;
                 meshes.insert(
                     job.sender.mesh_id.clone(),
                     read.map_err(|e| {
@@ -188,8 +224,8 @@ impl Node {
 
     /// Routes every send of the batch by `meshes`; writes nothing.
     fn plan(&self, jobs: &[SendJob], meshes: &HashMap<String, Result<Routes, ()>>) -> Plan {
-        let now = self.now();
-        let settings = &self.config.settings;
+        let now = self.ctx.now();
+        let settings = &self.ctx.config.settings;
         let lease_until = now + chrono::Duration::seconds(settings.claim_lease_seconds as i64);
         let all = || {
             meshes
@@ -202,7 +238,7 @@ impl Node {
             outgoing: Vec::with_capacity(jobs.len()),
             local_wakes: Vec::with_capacity(jobs.len()),
             remote_wakes: Vec::new(),
-            takers: self.takers(all()),
+            takers: takers(&self.ctx, all()),
         };
         let router = WakeRouter::new(all());
         for job in jobs {
@@ -212,16 +248,22 @@ impl Node {
             };
             let mut deliveries = route(&job.target, &job.sender, &routes.targets);
             if !plan.takers.is_empty() {
-                self.preclaim(&mut deliveries, &plan.takers, job.priority, lease_until);
+                preclaim(
+                    &self.ctx,
+                    &mut deliveries,
+                    &plan.takers,
+                    job.priority,
+                    lease_until,
+                );
             }
             if deliveries.is_empty() && matches!(job.target, Target::Key(_)) {
                 plan.verdicts.push(Verdict::NoRecipient);
                 continue;
             }
-            let message = self.new_message(job, now);
+            let message = new_message(&self.ctx, job, now);
             let mut local = Vec::new();
             for (node, signal) in router.signals(&job.sender.mesh_id, &deliveries) {
-                if node == self.id {
+                if node == self.ctx.node_id {
                     local.push(signal);
                 } else {
                     plan.remote_wakes.push((node, signal, message.id));
@@ -264,17 +306,16 @@ impl Node {
             let i = match verdict {
                 Verdict::Store(i) => i,
                 Verdict::NoRecipient => {
-                    let r = SendRefusal {
-                        code: "no_recipient",
-                        sentence: "no live or in-grace session matches that key".into(),
-                    };
-                    self.finish(&job.sender, Err(r), job.reply);
+                    let r = Refusal::new(
+                        "no_recipient",
+                        "no live or in-grace session matches that key",
+                    );
+                    finish(&self.ctx, &job.sender, Err(r), job.reply);
                     continue;
                 }
                 Verdict::Unavailable => {
-                    let r =
-                        SendRefusal::from(StoreError::Unavailable("presence read failed".into()));
-                    self.finish(&job.sender, Err(r), job.reply);
+                    let r = Refusal::from(StoreError::Unavailable("presence read failed".into()));
+                    finish(&self.ctx, &job.sender, Err(r), job.reply);
                     continue;
                 }
             };
@@ -284,20 +325,111 @@ impl Node {
             match result {
                 SendResult::Queued { claimed } => {
                     let id: Uuid = out.message.id;
-                    self.audit_sent(&job, id, out.deliveries.len());
-                    self.collect_handed(&out.message, &out.deliveries, claimed, &mut handed);
+                    audit_sent(&self.ctx, &job, id, out.deliveries.len());
+                    collect_handed(&out.message, &out.deliveries, claimed, &mut handed);
                     woken.extend(local);
-                    self.finish(&job.sender, Ok(id), job.reply);
+                    finish(&self.ctx, &job.sender, Ok(id), job.reply);
                 }
                 SendResult::RateLimited => {
-                    let r = self.rate_limited();
-                    self.finish(&job.sender, Err(r), job.reply);
+                    let r = rate_limited(&self.ctx);
+                    finish(&self.ctx, &job.sender, Err(r), job.reply);
                 }
             }
         }
-        self.hand_over(handed, &takers).await;
+        hand_over(&self.ctx, handed, &takers).await;
         for signal in woken {
-            self.apply_signal(signal);
+            self.ctx.sessions.apply(signal);
         }
     }
+}
+
+/// What one send in a batch comes to before the commit.
+enum Verdict {
+    /// Stored as `outgoing[i]` if its bucket lets it through.
+    Store(usize),
+    NoRecipient,
+    Unavailable,
+}
+
+/// A batch routed from one view of its meshes, ready to store.
+struct Plan {
+    verdicts: Vec<Verdict>,
+    outgoing: Vec<Outgoing>,
+    /// Per outgoing send: its wake-ups for this node; those for other
+    /// nodes go out right after the commit (see `notices`).
+    local_wakes: Vec<Vec<Signal>>,
+    remote_wakes: Vec<(Uuid, Signal, Uuid)>,
+    takers: Takers,
+}
+
+/// Records an outcome (metrics, audit of refusals) and hands it back.
+fn finish(ctx: &Ctx, sender: &Presence, outcome: SendOutcome, reply: oneshot::Sender<SendOutcome>) {
+    let label = match &outcome {
+        Ok(_) => "queued",
+        Err(r) => r.code,
+    };
+    ctx.metrics.message(label);
+    if let Err(r) = &outcome {
+        ctx.audit.record(
+            &sender.mesh_id,
+            "message_rejected",
+            Some(Actor {
+                member_id: &sender.member_id,
+                name: &sender.display_name,
+            }),
+            json!({"code": r.code, "presence_id": sender.id}),
+        );
+    }
+    let _ = reply.send(outcome);
+}
+
+/// The refusal for a member over its budget.
+fn rate_limited(ctx: &Ctx) -> Refusal {
+    let s = &ctx.config.settings;
+    Refusal::new(
+        "rate_limit",
+        format!(
+            "over the send budget of {} per minute (burst {})",
+            s.send_rate_per_min, s.send_burst
+        ),
+    )
+}
+
+/// The stored form of a job's message.
+fn new_message(ctx: &Ctx, job: &SendJob, now: DateTime<Utc>) -> NewMessage {
+    let sender = &job.sender;
+    NewMessage {
+        id: Uuid::now_v7(),
+        mesh_id: sender.mesh_id.clone(),
+        sender_member_id: sender.member_id.clone(),
+        sender_member_pubkey: sender.member_pubkey.clone(),
+        sender_session_pubkey: sender.session_pubkey.clone(),
+        target_spec: job.frame.target_spec.clone(),
+        priority: job.priority,
+        nonce: job.frame.nonce.clone(),
+        ciphertext: job.frame.ciphertext.clone(),
+        created_at: now,
+        expires_at: now + Duration::seconds(ctx.config.settings.queue_ttl_seconds as i64),
+    }
+}
+
+/// Audits a stored message: sizes only, never the envelope.
+fn audit_sent(ctx: &Ctx, job: &SendJob, message_id: Uuid, recipients: usize) {
+    let sender = &job.sender;
+    ctx.audit.record(
+        &sender.mesh_id,
+        "message_sent",
+        Some(Actor {
+            member_id: &sender.member_id,
+            name: &sender.display_name,
+        }),
+        json!({
+            "message_id": message_id,
+            "target_kind": job.target.kind(),
+            "target_spec": job.frame.target_spec,
+            "priority": job.priority.as_str(),
+            "size_bytes": job.frame.nonce.len() + job.frame.ciphertext.len(),
+            "recipients": recipients,
+        }),
+    );
 }

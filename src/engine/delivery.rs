@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::outbound::OutboundTx;
 use super::sessions::{Mailbox, Outbound};
-use super::Node;
+use super::Engine;
 use crate::store::{ClaimRequest, Claimed, StoredMessage};
 use crate::time::iso;
 
@@ -63,6 +63,69 @@ pub fn push_frame(m: &StoredMessage) -> Utf8Bytes {
         .into()
 }
 
+/// Bytes of push frames kept for sharing between recipients. A multicast
+/// is claimed by all its local recipients within moments, so a small,
+/// short-lived cache catches nearly every repeat.
+const PUSH_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Idle time after which a cached push frame is dropped: local recipients
+/// claim within milliseconds, so seconds are plenty.
+const PUSH_CACHE_IDLE: Duration = Duration::from_secs(5);
+
+/// Serialised `push` frames by message id, so every local recipient of a
+/// multicast shares one allocation.
+pub struct Pushes {
+    cache: moka::sync::Cache<Uuid, Utf8Bytes>,
+}
+
+impl Pushes {
+    pub fn new() -> Pushes {
+        Pushes {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(PUSH_CACHE_BYTES)
+                .weigher(|_, v: &Utf8Bytes| v.len().try_into().unwrap_or(u32::MAX))
+                .time_to_idle(PUSH_CACHE_IDLE)
+                .build(),
+        }
+    }
+
+    /// The serialised push of `m`, shared across recipients.
+    pub fn bytes(&self, m: &StoredMessage) -> Utf8Bytes {
+        self.cache.get_with(m.id, || push_frame(m))
+    }
+}
+
+impl Default for Pushes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A session's running delivery loop.
+pub struct Deliverer {
+    task: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+impl Deliverer {
+    pub fn start(
+        engine: Arc<Engine>,
+        who: Recipient,
+        tx: OutboundTx,
+        mailbox: Arc<Mailbox>,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(engine, who, tx, mailbox, stop.clone()));
+        Deliverer { task, stop }
+    }
+
+    /// Stops the loop once its in-flight completions are done, so written
+    /// pushes are not delivered twice when the presence is released.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 /// What a delivery loop needs to know about its session.
 pub struct Recipient {
     pub presence: Uuid,
@@ -71,15 +134,15 @@ pub struct Recipient {
     pub client_ack: bool,
 }
 
-pub async fn run(
-    node: Arc<Node>,
+async fn run(
+    engine: Arc<Engine>,
     who: Recipient,
     tx: OutboundTx,
     mailbox: Arc<Mailbox>,
     stop: CancellationToken,
 ) {
-    let poll = Duration::from_secs(node.config.settings.sweep_interval_seconds);
-    let lease = chrono::Duration::seconds(node.config.settings.claim_lease_seconds as i64);
+    let poll = Duration::from_secs(engine.config.settings.sweep_interval_seconds);
+    let lease = chrono::Duration::seconds(engine.config.settings.claim_lease_seconds as i64);
     let mut must_claim = true;
     let mut unsure = false;
     // Claims and pushes are boxed: the loop spends its life waiting, and
@@ -88,16 +151,16 @@ pub async fn run(
         // Rows the batcher stored already claimed for us: push them
         // without a claim round trip.
         let handed = mailbox.take_handed();
-        if !handed.is_empty() && !Box::pin(push(&node, &who, &tx, handed)).await {
+        if !handed.is_empty() && !Box::pin(push(&engine, &who, &tx, handed)).await {
             return;
         }
         if must_claim || mailbox.take_claim_wanted() {
-            let now = node.now();
+            let now = engine.now();
             let req = ClaimRequest {
                 presence: who.presence,
                 mesh_id: who.mesh_id.clone(),
                 member_id: who.member_id.clone(),
-                node_id: node.id,
+                node_id: engine.node_id,
                 now,
                 lease_until: now + lease,
                 limit: CLAIM_BATCH,
@@ -105,10 +168,10 @@ pub async fn run(
             };
             let claimed = tokio::select! {
                 _ = stop.cancelled() => {
-                    node.flush_completions().await;
+                    engine.completions.flush().await;
                     return;
                 }
-                r = Box::pin(super::bounded(node.claim(req))) => r,
+                r = Box::pin(super::bounded(engine.claims.claim(req))) => r,
             };
             let claimed = match claimed {
                 Ok(c) => {
@@ -122,7 +185,7 @@ pub async fn run(
                     tracing::warn!(presence_id = %who.presence, error = %e, "claim failed");
                     tokio::select! {
                         _ = stop.cancelled() => {
-                            node.flush_completions().await;
+                            engine.completions.flush().await;
                             return;
                         }
                         _ = tokio::time::sleep(RETRY_AFTER_ERROR) => {
@@ -133,7 +196,7 @@ pub async fn run(
                 }
             };
             let full = claimed.len() == CLAIM_BATCH;
-            if !claimed.is_empty() && !Box::pin(push(&node, &who, &tx, claimed)).await {
+            if !claimed.is_empty() && !Box::pin(push(&engine, &who, &tx, claimed)).await {
                 return;
             }
             if full {
@@ -150,7 +213,7 @@ pub async fn run(
         tokio::select! {
             _ = stop.cancelled() => {
                 mailbox.set_caught_up(false);
-                node.flush_completions().await;
+                engine.completions.flush().await;
                 return;
             }
             _ = mailbox.notified() => {}
@@ -163,21 +226,21 @@ pub async fn run(
 /// Writes claimed rows as pushes; without `client_ack` they are completed
 /// once the writer has put them on the socket. `false`: the socket is
 /// gone (the rows lapse or are released with the presence: no loss).
-async fn push(node: &Node, who: &Recipient, tx: &OutboundTx, rows: Vec<Claimed>) -> bool {
+async fn push(engine: &Engine, who: &Recipient, tx: &OutboundTx, rows: Vec<Claimed>) -> bool {
     let mut ids = Vec::with_capacity(rows.len());
     for c in &rows {
-        let frame = node.push_bytes(&c.message);
+        let frame = engine.pushes.bytes(&c.message);
         if tx.send(Outbound::Text(frame)).await.is_err() {
             return false;
         }
         ids.push(c.delivery_id);
         if c.redelivery {
-            node.metrics.redeliveries.inc();
+            engine.metrics.redeliveries.inc();
         }
-        let age = (node.now() - c.message.created_at)
+        let age = (engine.now() - c.message.created_at)
             .num_microseconds()
             .unwrap_or(0);
-        node.metrics.delivered(age as f64 / 1e6);
+        engine.metrics.delivered(age as f64 / 1e6);
     }
     if !who.client_ack {
         // Complete only once the writer has put every push on the
@@ -186,7 +249,7 @@ async fn push(node: &Node, who: &Recipient, tx: &OutboundTx, rows: Vec<Claimed>)
         if tx.send(Outbound::Marker(done)).await.is_err() || on_socket.await.is_err() {
             return false;
         }
-        node.complete_later(who.presence, ids).await;
+        engine.completions.later(who.presence, ids).await;
     }
     true
 }

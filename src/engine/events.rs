@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::Node;
-use crate::cluster::bus::{Signal, MAX_PAYLOAD};
+use super::signal::{Signal, MAX_PAYLOAD};
+use super::Ctx;
 use crate::store::{MemberState, Presence};
 use crate::time::iso;
 
@@ -69,26 +69,24 @@ pub fn event_frame(
     .to_string()
 }
 
-impl Node {
-    /// Tells the mesh's other members about `p`. Hidden sessions announce
-    /// nothing but their own visibility changes.
-    pub fn announce(&self, event: PeerEvent, p: &Presence, saved: Option<&MemberState>) {
-        let hidden_ok = matches!(event, PeerEvent::Hidden | PeerEvent::Visible);
-        if !p.visible && !hidden_ok {
-            return;
-        }
-        let mut frame = event_frame(event, p, saved, self.now());
-        if frame.len() > MAX_PAYLOAD {
-            // Groups are the only unbounded part; the bus cannot carry
-            // more, and list_peers has them anyway.
-            let mut lean = p.clone();
-            lean.groups.clear();
-            frame = event_frame(event, &lean, saved, self.now());
-        }
-        self.signal_cluster(Signal::Event {
-            mesh: p.mesh_id.clone(),
-            skip: p.member_id.clone(),
-            frame,
-        });
+/// Tells the mesh's other members about `p`. Hidden sessions announce
+/// nothing but their own visibility changes.
+pub fn announce(ctx: &Ctx, event: PeerEvent, p: &Presence, saved: Option<&MemberState>) {
+    let hidden_ok = matches!(event, PeerEvent::Hidden | PeerEvent::Visible);
+    if !p.visible && !hidden_ok {
+        return;
     }
+    let mut frame = event_frame(event, p, saved, ctx.now());
+    if frame.len() > MAX_PAYLOAD {
+        // Groups are the only unbounded part; the bus cannot carry more,
+        // and list_peers has them anyway.
+        let mut lean = p.clone();
+        lean.groups.clear();
+        frame = event_frame(event, &lean, saved, ctx.now());
+    }
+    ctx.signal_cluster(Signal::Event {
+        mesh: p.mesh_id.clone(),
+        skip: p.member_id.clone(),
+        frame,
+    });
 }

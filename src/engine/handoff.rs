@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::sessions::Mailbox;
-use super::Node;
-use crate::protocol::frames::Status;
+use super::Ctx;
 use crate::protocol::target::Priority;
+use crate::protocol::Status;
 use crate::store::{Claimed, NewDelivery, NewMessage, PreClaim, RouteTarget, StoredMessage};
 
 /// Local sessions able to take a handoff in this batch: caught up, with
@@ -63,117 +63,114 @@ impl Takers {
 /// wrote the status (a hook may land anywhere) and this one.
 const STATUS_SETTLED: chrono::Duration = chrono::Duration::seconds(1);
 
-impl Node {
-    /// The caught-up local sessions among `presences`.
-    pub(super) fn takers<'a>(&self, presences: impl Iterator<Item = &'a RouteTarget>) -> Takers {
-        let local: Vec<&RouteTarget> = presences.filter(|p| p.node_id == self.id).collect();
-        let mut mailboxes = self.sessions.handoff_targets(local.iter().map(|p| p.id));
-        let mut takers = Takers::default();
-        for p in local {
-            let Some(mailbox) = mailboxes.remove(&p.id) else {
-                continue;
-            };
-            let settled = mailbox
-                .claimed_all()
-                .is_some_and(|at| p.status_updated_at + STATUS_SETTLED < at);
-            if !settled {
-                continue;
-            }
-            takers
-                .by_member
-                .entry(p.member_id.clone())
-                .or_default()
-                .push(p.id);
-            takers.by_session.insert(
-                p.id,
-                Taker {
-                    mailbox,
-                    status: p.status,
-                },
-            );
+/// The caught-up local sessions among `presences`.
+pub(super) fn takers<'a>(ctx: &Ctx, presences: impl Iterator<Item = &'a RouteTarget>) -> Takers {
+    let local: Vec<&RouteTarget> = presences.filter(|p| p.node_id == ctx.node_id).collect();
+    let mut mailboxes = ctx.sessions.handoff_targets(local.iter().map(|p| p.id));
+    let mut takers = Takers::default();
+    for p in local {
+        let Some(mailbox) = mailboxes.remove(&p.id) else {
+            continue;
+        };
+        let settled = mailbox
+            .claimed_all()
+            .is_some_and(|at| p.status_updated_at + STATUS_SETTLED < at);
+        if !settled {
+            continue;
         }
         takers
+            .by_member
+            .entry(p.member_id.clone())
+            .or_default()
+            .push(p.id);
+        takers.by_session.insert(
+            p.id,
+            Taker {
+                mailbox,
+                status: p.status,
+            },
+        );
     }
+    takers
+}
 
-    /// Marks each delivery a local caught-up session may take now as
-    /// claimed by it.
-    pub(super) fn preclaim(
-        &self,
-        deliveries: &mut [NewDelivery],
-        takers: &Takers,
-        priority: Priority,
-        until: DateTime<Utc>,
-    ) {
-        for d in deliveries.iter_mut() {
-            if let Some(session) = takers.pick(d, priority) {
-                d.claim = Some(PreClaim {
-                    session,
-                    node: self.id,
-                    until,
-                });
-            }
-        }
-    }
-
-    /// Hands the stored pre-claimed rows of one message to their sessions'
-    /// mailboxes (collected in `out`, in batch order). `claimed` holds the
-    /// row ids in the order of the pre-claimed deliveries.
-    pub(super) fn collect_handed(
-        &self,
-        message: &NewMessage,
-        deliveries: &[NewDelivery],
-        claimed: Vec<i64>,
-        out: &mut Vec<(Uuid, Claimed)>,
-    ) {
-        let wanted = deliveries.iter().filter(|d| d.claim.is_some()).count();
-        if wanted != claimed.len() {
-            // Not expected from either store; the rows stay claimed until
-            // their lease lapses, then any claim takes them.
-            tracing::error!(message_id = %message.id, wanted, got = claimed.len(),
-                "pre-claimed rows do not match; they will be delivered after the lease");
-            return;
-        }
-        if wanted == 0 {
-            return;
-        }
-        let stored = Arc::new(StoredMessage::of(message));
-        let sessions = deliveries.iter().filter_map(|d| d.claim.map(|c| c.session));
-        for (session, delivery_id) in sessions.zip(claimed) {
-            out.push((
+/// Marks each delivery a local caught-up session may take now as
+/// claimed by it.
+pub(super) fn preclaim(
+    ctx: &Ctx,
+    deliveries: &mut [NewDelivery],
+    takers: &Takers,
+    priority: Priority,
+    until: DateTime<Utc>,
+) {
+    for d in deliveries.iter_mut() {
+        if let Some(session) = takers.pick(d, priority) {
+            d.claim = Some(PreClaim {
                 session,
-                Claimed {
-                    delivery_id,
-                    message: stored.clone(),
-                    redelivery: false,
-                },
-            ));
+                node: ctx.node_id,
+                until,
+            });
         }
     }
+}
 
-    /// Delivers collected handoffs. A session that ended (or was replaced)
-    /// while the batch was stored gets its rows released instead: its
-    /// presence's claims were released before ours landed.
-    pub(super) async fn hand_over(&self, handed: Vec<(Uuid, Claimed)>, takers: &Takers) {
-        // Order matters within a session, not between sessions.
-        let mut by: HashMap<Uuid, Vec<Claimed>> = HashMap::new();
-        for (session, row) in handed {
-            by.entry(session).or_default().push(row);
-        }
-        for (session, rows) in by {
-            let current = self.sessions.mailbox(session);
-            match (takers.by_session.get(&session), current) {
-                (Some(Taker { mailbox: mb, .. }), Some(cur)) if Arc::ptr_eq(mb, &cur) => {
-                    self.metrics.handoffs.inc_by(rows.len() as u64);
-                    mb.hand(rows);
+/// Hands the stored pre-claimed rows of one message to their sessions'
+/// mailboxes (collected in `out`, in batch order). `claimed` holds the
+/// row ids in the order of the pre-claimed deliveries.
+pub(super) fn collect_handed(
+    message: &NewMessage,
+    deliveries: &[NewDelivery],
+    claimed: Vec<i64>,
+    out: &mut Vec<(Uuid, Claimed)>,
+) {
+    let wanted = deliveries.iter().filter(|d| d.claim.is_some()).count();
+    if wanted != claimed.len() {
+        // Not expected from either store; the rows stay claimed until
+        // their lease lapses, then any claim takes them.
+        tracing::error!(message_id = %message.id, wanted, got = claimed.len(),
+            "pre-claimed rows do not match; they will be delivered after the lease");
+        return;
+    }
+    if wanted == 0 {
+        return;
+    }
+    let stored = Arc::new(StoredMessage::of(message));
+    let sessions = deliveries.iter().filter_map(|d| d.claim.map(|c| c.session));
+    for (session, delivery_id) in sessions.zip(claimed) {
+        out.push((
+            session,
+            Claimed {
+                delivery_id,
+                message: stored.clone(),
+                redelivery: false,
+            },
+        ));
+    }
+}
+
+/// Delivers collected handoffs. A session that ended (or was replaced)
+/// while the batch was stored gets its rows released instead: its
+/// presence's claims were released before ours landed.
+pub(super) async fn hand_over(ctx: &Ctx, handed: Vec<(Uuid, Claimed)>, takers: &Takers) {
+    // Order matters within a session, not between sessions.
+    let mut by: HashMap<Uuid, Vec<Claimed>> = HashMap::new();
+    for (session, row) in handed {
+        by.entry(session).or_default().push(row);
+    }
+    for (session, rows) in by {
+        let current = ctx.sessions.mailbox(session);
+        match (takers.by_session.get(&session), current) {
+            (Some(Taker { mailbox: mb, .. }), Some(cur)) if Arc::ptr_eq(mb, &cur) => {
+                ctx.metrics.handoffs.inc_by(rows.len() as u64);
+                mb.hand(rows);
+            }
+            _ => {
+                let ids: Vec<i64> = rows.iter().map(|r| r.delivery_id).collect();
+                if let Err(e) = super::bounded(ctx.store.release_rows(session, &ids)).await {
+                    tracing::warn!(presence_id = %session, error = %e,
+                        "could not release pre-claimed rows; they return after the lease");
                 }
-                _ => {
-                    let ids: Vec<i64> = rows.iter().map(|r| r.delivery_id).collect();
-                    if let Err(e) = super::bounded(self.store.release_rows(session, &ids)).await {
-                        tracing::warn!(presence_id = %session, error = %e,
-                            "could not release pre-claimed rows; they return after the lease");
-                    }
-                    self.sessions.wake(session);
-                }
+                ctx.sessions.wake(session);
             }
         }
     }

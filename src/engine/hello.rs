@@ -1,25 +1,33 @@
 //! The handshake: from a parsed `hello` to an attached presence and the
-//! `hello_ack` bytes, or a refusal with its PROTOCOL.md code.
+//! `hello_ack` bytes, or a refusal with its PROTOCOL.md code; then the
+//! session put to work, and released to grace when its socket closes.
+
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use tokio::sync::watch;
+
 use super::audit::Actor;
-use super::events::PeerEvent;
-use super::sessions::close;
-use super::Node;
-use crate::cluster::bus::Signal;
-use crate::protocol::frames::Hello;
-use crate::protocol::hello::{verify, HelloRefusal};
+use super::delivery::{Deliverer, Recipient};
+use super::dispatch::Session;
+use super::events::{announce, PeerEvent};
+use super::outbound::OutboundTx;
+use super::sessions::{close, Mailbox, Outbound, SessionHandle};
+use super::signal::Signal;
+use super::{Ctx, Engine};
+use crate::protocol::hello::{verify, Hello, HelloRefusal};
+use crate::protocol::wire::with_req_id;
 use crate::protocol::{crypto, GroupRef, PROTOCOL_VERSION};
 use crate::store::{Attach, MemberState, NewPresence, Presence};
 
 /// A successful handshake.
 pub struct Welcome {
     pub presence: Presence,
-    /// Serialised `hello_ack`.
+    /// Serialised `hello_ack`, without `_reqId`.
     pub ack: String,
     pub client_ack: bool,
     /// What to tell the mesh: nothing for a silent re-attach.
@@ -47,45 +55,41 @@ struct HelloAck<'a> {
     hook_token: &'a str,
     node_id: String,
     protocol: u32,
-    #[serde(rename = "_reqId", skip_serializing_if = "Option::is_none")]
-    req_id: Option<&'a str>,
 }
 
-impl Node {
-    /// `sessionPubkey` is not covered by the hello signature (v1), so a
-    /// session may not claim a key that routes to someone else: another
-    /// member's key, or another member's live session key. Otherwise
-    /// direct sends to that key would reach it.
-    async fn check_session_key(
-        &self,
-        member_id: &str,
-        mesh_id: &str,
-        key: &str,
-    ) -> Result<(), HelloRefusal> {
-        let taken = HelloRefusal::new("unauthorized", "sessionPubkey belongs to another member");
-        if let Some(owner) = self
-            .store
-            .member_by_pubkey(mesh_id, key)
-            .await
-            .map_err(unavailable)?
-        {
-            if owner.id != member_id {
-                return Err(taken);
-            }
-        }
-        let live = self
-            .store
-            .route_targets(mesh_id)
-            .await
-            .map_err(unavailable)?;
-        if live
-            .iter()
-            .any(|t| t.session_pubkey.as_deref() == Some(key) && t.member_id != member_id)
-        {
+/// `sessionPubkey` is not covered by the hello signature (v1), so a
+/// session may not claim a key that routes to someone else: another
+/// member's key, or another member's live session key. Otherwise
+/// direct sends to that key would reach it.
+async fn check_session_key(
+    ctx: &Ctx,
+    member_id: &str,
+    mesh_id: &str,
+    key: &str,
+) -> Result<(), HelloRefusal> {
+    let taken = HelloRefusal::new("unauthorized", "sessionPubkey belongs to another member");
+    if let Some(owner) = ctx
+        .store
+        .member_by_pubkey(mesh_id, key)
+        .await
+        .map_err(unavailable)?
+    {
+        if owner.id != member_id {
             return Err(taken);
         }
-        Ok(())
     }
+    let live = ctx
+        .store
+        .route_targets(mesh_id)
+        .await
+        .map_err(unavailable)?;
+    if live
+        .iter()
+        .any(|t| t.session_pubkey.as_deref() == Some(key) && t.member_id != member_id)
+    {
+        return Err(taken);
+    }
+    Ok(())
 }
 
 /// SHA-256 of a hook token: only the hash is stored, so a database leak
@@ -99,168 +103,217 @@ fn unavailable(e: impl std::fmt::Display) -> HelloRefusal {
     HelloRefusal::new("unavailable", "the broker cannot reach its database; retry")
 }
 
-impl Node {
-    /// Runs every hello check in PROTOCOL.md order and attaches the
-    /// presence. `conn_id` names the socket asking.
-    pub async fn hello(
-        &self,
-        h: &Hello,
-        conn_id: Uuid,
-        req_id: Option<&str>,
-    ) -> Result<Welcome, HelloRefusal> {
-        match tokio::time::timeout(super::DB_TIMEOUT, self.hello_inner(h, conn_id, req_id)).await {
-            Ok(r) => r,
-            Err(_) => Err(unavailable("the database did not answer in time")),
-        }
+/// Runs every hello check in PROTOCOL.md order and attaches the
+/// presence. `conn_id` names the socket asking.
+pub async fn hello(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, HelloRefusal> {
+    match tokio::time::timeout(super::DB_TIMEOUT, hello_inner(ctx, h, conn_id)).await {
+        Ok(r) => r,
+        Err(_) => Err(unavailable("the database did not answer in time")),
     }
+}
 
-    async fn hello_inner(
-        &self,
-        h: &Hello,
-        conn_id: Uuid,
-        req_id: Option<&str>,
-    ) -> Result<Welcome, HelloRefusal> {
-        verify(h, self.now().timestamp_millis())?;
-        let unauthorized = || HelloRefusal::new("unauthorized", "not a member of this mesh");
-        let member = self
-            .store
-            .member_by_id(&h.mesh_id, &h.member_id)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(unauthorized)?;
-        if member.revoked_at.is_some() || !member.pubkey.eq_ignore_ascii_case(&h.pubkey) {
-            return Err(unauthorized());
+async fn hello_inner(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, HelloRefusal> {
+    verify(h, ctx.now().timestamp_millis())?;
+    let unauthorized = || HelloRefusal::new("unauthorized", "not a member of this mesh");
+    let member = ctx
+        .store
+        .member_by_id(&h.mesh_id, &h.member_id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(unauthorized)?;
+    if member.revoked_at.is_some() || !member.pubkey.eq_ignore_ascii_case(&h.pubkey) {
+        return Err(unauthorized());
+    }
+    if let Some(sp) = &h.session_pubkey {
+        check_session_key(ctx, &member.id, &h.mesh_id, &sp.to_ascii_lowercase()).await?;
+    }
+    let saved = ctx
+        .store
+        .member_state(&h.mesh_id, &h.member_id)
+        .await
+        .map_err(unavailable)?;
+    let groups = match &h.groups {
+        Some(g) if !g.is_empty() => g.clone(),
+        _ => match &saved {
+            Some(s) if !s.groups.is_empty() => s.groups.clone(),
+            _ => member.default_groups.clone(),
+        },
+    };
+    let hook_token = crypto::random_token(32);
+    let now = ctx.now();
+    let new = NewPresence {
+        id: Uuid::now_v7(),
+        mesh_id: h.mesh_id.clone(),
+        member_id: member.id.clone(),
+        member_pubkey: member.pubkey.clone(),
+        node_id: ctx.node_id,
+        conn_id,
+        session_id: h.session_id.clone(),
+        session_pubkey: h.session_pubkey.as_ref().map(|s| s.to_ascii_lowercase()),
+        display_name: h
+            .display_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| member.display_name.clone()),
+        pid: h.pid,
+        cwd: h.cwd.clone(),
+        hostname: h.hostname.clone(),
+        peer_type: h.peer_type.clone(),
+        channel: h.channel.clone(),
+        model: h.model.clone(),
+        capabilities: h.capabilities.clone().unwrap_or_default(),
+        groups,
+        profile: saved
+            .as_ref()
+            .map(|s| s.profile.clone())
+            .unwrap_or_default(),
+        visible: saved.as_ref().is_none_or(|s| s.visible),
+        summary: saved.as_ref().and_then(|s| s.last_summary.clone()),
+        hook_token_hash: hook_token_hash(&hook_token),
+        now,
+    };
+    let max = ctx.config.settings.max_connections_per_mesh;
+    let mut announce = None;
+    let presence = match ctx
+        .store
+        .attach_presence(&new, max)
+        .await
+        .map_err(unavailable)?
+    {
+        Attach::Created(p) => {
+            announce = Some(if saved.is_some() {
+                PeerEvent::Returned
+            } else {
+                PeerEvent::Joined
+            });
+            p
         }
-        if let Some(sp) = &h.session_pubkey {
-            self.check_session_key(&member.id, &h.mesh_id, &sp.to_ascii_lowercase())
-                .await?;
+        Attach::Reattached(p) => p,
+        Attach::Replaced {
+            presence,
+            old_node,
+            old_conn,
+        } => {
+            let close = Signal::Close {
+                p: presence.id,
+                c: old_conn,
+                code: close::REPLACED,
+            };
+            ctx.signal(old_node, close);
+            presence
         }
-        let saved = self
-            .store
-            .member_state(&h.mesh_id, &h.member_id)
+        Attach::Capacity => {
+            return Err(HelloRefusal::new(
+                "capacity",
+                format!("mesh already has {max} live sessions"),
+            ))
+        }
+    };
+    if let (Some(pid), Some(cwd)) = (h.pid, h.cwd.as_deref()) {
+        // A hook may have beaten its session's hello here.
+        super::status::apply_pending_hook(ctx, presence.id, pid, cwd)
             .await
             .map_err(unavailable)?;
-        let groups = match &h.groups {
-            Some(g) if !g.is_empty() => g.clone(),
-            _ => match &saved {
-                Some(s) if !s.groups.is_empty() => s.groups.clone(),
-                _ => member.default_groups.clone(),
-            },
-        };
-        let hook_token = crypto::random_token(32);
-        let now = self.now();
-        let new = NewPresence {
-            id: Uuid::now_v7(),
-            mesh_id: h.mesh_id.clone(),
-            member_id: member.id.clone(),
-            member_pubkey: member.pubkey.clone(),
-            node_id: self.id,
-            conn_id,
-            session_id: h.session_id.clone(),
-            session_pubkey: h.session_pubkey.as_ref().map(|s| s.to_ascii_lowercase()),
-            display_name: h
-                .display_name
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| member.display_name.clone()),
-            pid: h.pid,
-            cwd: h.cwd.clone(),
-            hostname: h.hostname.clone(),
-            peer_type: h.peer_type.clone(),
-            channel: h.channel.clone(),
-            model: h.model.clone(),
-            capabilities: h.capabilities.clone().unwrap_or_default(),
-            groups,
-            profile: saved
-                .as_ref()
-                .map(|s| s.profile.clone())
-                .unwrap_or_default(),
-            visible: saved.as_ref().is_none_or(|s| s.visible),
-            summary: saved.as_ref().and_then(|s| s.last_summary.clone()),
-            hook_token_hash: hook_token_hash(&hook_token),
-            now,
-        };
-        let max = self.config.settings.max_connections_per_mesh;
-        let mut announce = None;
-        let presence = match self
-            .store
-            .attach_presence(&new, max)
-            .await
-            .map_err(unavailable)?
-        {
-            Attach::Created(p) => {
-                announce = Some(if saved.is_some() {
-                    PeerEvent::Returned
-                } else {
-                    PeerEvent::Joined
-                });
-                p
-            }
-            Attach::Reattached(p) => p,
-            Attach::Replaced {
-                presence,
-                old_node,
-                old_conn,
-            } => {
-                let close = Signal::Close {
-                    p: presence.id,
-                    c: old_conn,
-                    code: close::REPLACED,
-                };
-                self.signal(old_node, close);
-                presence
-            }
-            Attach::Capacity => {
-                return Err(HelloRefusal::new(
-                    "capacity",
-                    format!("mesh already has {max} live sessions"),
-                ))
-            }
-        };
-        if let (Some(pid), Some(cwd)) = (h.pid, h.cwd.as_deref()) {
-            // A hook may have beaten its session's hello here.
-            self.apply_pending_hook(presence.id, pid, cwd)
-                .await
-                .map_err(unavailable)?;
-        }
-        let ack = HelloAck {
-            ty: "hello_ack",
-            presence_id: presence.id.to_string(),
-            member_display_name: &member.display_name,
-            member_profile: json!({
-                "roleTag": null,
-                "groups": presence.groups,
-                "messageMode": "push",
+    }
+    let ack = HelloAck {
+        ty: "hello_ack",
+        presence_id: presence.id.to_string(),
+        member_display_name: &member.display_name,
+        member_profile: json!({
+            "roleTag": null,
+            "groups": presence.groups,
+            "messageMode": "push",
+        }),
+        restored: saved.as_ref().map(|_| true),
+        last_summary: saved.as_ref().and_then(|s| s.last_summary.as_deref()),
+        last_seen_at: saved.as_ref().map(|s| crate::time::iso(s.last_seen_at)),
+        restored_groups: saved.as_ref().map(|s| s.groups.as_slice()),
+        hook_token: &hook_token,
+        node_id: ctx.node_id.to_string(),
+        protocol: PROTOCOL_VERSION,
+    };
+    let ack = serde_json::to_string(&ack).expect("hello_ack serialises");
+    let client_ack = presence.capabilities.iter().any(|c| c == "client_ack");
+    if let Some(event) = announce {
+        ctx.audit.record(
+            &presence.mesh_id,
+            event.as_str(),
+            Some(Actor {
+                member_id: &presence.member_id,
+                name: &presence.display_name,
             }),
-            restored: saved.as_ref().map(|_| true),
-            last_summary: saved.as_ref().and_then(|s| s.last_summary.as_deref()),
-            last_seen_at: saved.as_ref().map(|s| crate::time::iso(s.last_seen_at)),
-            restored_groups: saved.as_ref().map(|s| s.groups.as_slice()),
-            hook_token: &hook_token,
-            node_id: self.id.to_string(),
-            protocol: PROTOCOL_VERSION,
-            req_id,
-        };
-        let ack = serde_json::to_string(&ack).expect("hello_ack serialises");
-        let client_ack = presence.capabilities.iter().any(|c| c == "client_ack");
-        if let Some(event) = announce {
-            self.audit(
-                &presence.mesh_id,
-                event.as_str(),
-                Some(Actor {
-                    member_id: &presence.member_id,
-                    name: &presence.display_name,
-                }),
-                serde_json::json!({"presence_id": presence.id, "session_id": presence.session_id,
-                                   "node_id": self.id}),
-            );
-        }
-        Ok(Welcome {
-            presence,
-            ack,
-            client_ack,
-            announce,
-            saved,
-        })
+            serde_json::json!({"presence_id": presence.id, "session_id": presence.session_id,
+                               "node_id": ctx.node_id}),
+        );
+    }
+    Ok(Welcome {
+        presence,
+        ack,
+        client_ack,
+        announce,
+        saved,
+    })
+}
+
+/// The socket a session is started on, as the socket layer owns it.
+pub struct Socket {
+    pub conn_id: Uuid,
+    pub tx: OutboundTx,
+    pub closer: watch::Sender<Option<(u16, &'static str)>>,
+}
+
+/// Puts an accepted hello to work: registers the socket in the session
+/// table, writes `hello_ack` (first: queued pushes follow it), announces
+/// the session, and starts its delivery loop.
+pub async fn start_session(
+    engine: &Arc<Engine>,
+    welcome: Welcome,
+    socket: &Socket,
+    req_id: Option<&str>,
+) -> (Session, Deliverer) {
+    let p = &welcome.presence;
+    let mailbox = Arc::new(Mailbox::default());
+    let handle = SessionHandle {
+        conn_id: socket.conn_id,
+        mesh_id: p.mesh_id.clone(),
+        member_id: p.member_id.clone(),
+        tx: socket.tx.clone(),
+        mailbox: mailbox.clone(),
+        closer: socket.closer.clone(),
+    };
+    engine.sessions.insert(p.id, handle);
+    tracing::info!(conn_id = %socket.conn_id, presence_id = %p.id,
+        mesh_id = %p.mesh_id, member_id = %p.member_id, node_id = %engine.node_id,
+        "hello accepted");
+    let ack = with_req_id(welcome.ack, req_id);
+    let _ = socket.tx.send(Outbound::Text(ack.into())).await;
+    if let Some(event) = welcome.announce {
+        announce(engine, event, p, welcome.saved.as_ref());
+    }
+    let who = Recipient {
+        presence: p.id,
+        mesh_id: p.mesh_id.clone(),
+        member_id: p.member_id.clone(),
+        client_ack: welcome.client_ack,
+    };
+    let deliverer = Deliverer::start(engine.clone(), who, socket.tx.clone(), mailbox);
+    let session = Session {
+        engine: engine.clone(),
+        presence: Arc::new(welcome.presence),
+        client_ack: welcome.client_ack,
+    };
+    (session, deliverer)
+}
+
+/// The socket of `presence` closed: keep it in grace for re-attach.
+pub async fn release(ctx: &Ctx, presence: Uuid, conn_id: Uuid) {
+    ctx.sessions.remove(presence, conn_id);
+    let now = ctx.now();
+    let grace = chrono::Duration::seconds(ctx.config.settings.presence_grace_seconds as i64);
+    let released = ctx
+        .store
+        .release_presence(presence, conn_id, now + grace, now);
+    if let Err(e) = super::bounded(released).await {
+        tracing::warn!(presence_id = %presence, error = %e, "could not move presence to grace");
     }
 }

@@ -1,90 +1,200 @@
-//! The protocol rules of PROTOCOL.md, written once over the Store and this
-//! node's session table. Knows the `Store` trait, never SQL; knows session
-//! handles, never raw sockets.
+//! The protocol rules of PROTOCOL.md, written once over the store traits
+//! and this node's session table. Knows the store traits, never SQL; knows
+//! session handles, never raw sockets; knows the [`Bus`](signal::Bus) it is
+//! given, never Postgres.
+//!
+//! Two kinds of parts:
+//! - **families** (`hello`, `presence`, `messaging`, …): the handlers of
+//!   one group of frames, registered in `dispatch`, plus the HTTP-facing
+//!   actions (`status` for hooks, `join`, `admin`);
+//! - **components** (`batcher`, `claims`, `completer`, `audit`, `sweeper`,
+//!   `heartbeat`): each owns its queue and its loop, is started by
+//!   [`start`] and reached through the handle it returns.
+//!
+//! [`Ctx`] is what every part shares; [`Engine`] adds the component
+//! handles the socket-facing families need.
 
 pub mod admin;
 pub mod audit;
 pub mod batcher;
 pub mod claims;
+pub mod clock;
 pub mod completer;
 pub mod delivery;
+pub mod dispatch;
 pub mod events;
 pub mod handoff;
+pub mod heartbeat;
 pub mod hello;
 pub mod join;
 pub mod messaging;
+pub mod node;
 pub mod outbound;
-pub mod peers;
+pub mod presence;
+pub mod routing;
 pub mod sessions;
+pub mod signal;
 pub mod status;
+pub mod sweeper;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::cluster::bus::{Bus, Signal};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::protocol::{Source, Status};
-use crate::store::{PatchResult, PresencePatch, Store, StoreError, StoredMessage};
+use crate::store::{NodeRow, Store, StoreError};
+use clock::Clock;
+use node::NodeState;
 use sessions::Sessions;
+use signal::Bus;
 
-/// One admitted socket, counted in `broker_connections` while it lives.
-pub struct ConnSlot(Arc<Node>);
+/// What every family and component of one node shares.
+pub struct Ctx {
+    /// This node's id: its row in the registry, its bus channel.
+    pub node_id: Uuid,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    pub store: Arc<dyn Store>,
+    /// The sockets this node holds.
+    pub sessions: Sessions,
+    /// The audit appender's queue.
+    pub audit: audit::AuditLog,
+    pub node: NodeState,
+    /// Wake-ups to other nodes; `None` in memory mode (one node).
+    bus: Option<Arc<dyn Bus>>,
+}
 
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        self.0.metrics.connections.dec();
+impl Ctx {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 }
 
-/// One broker node: its identity, its store and the sockets it holds.
-pub struct Node {
-    pub id: Uuid,
+/// The context plus the handles of the components sessions use.
+pub struct Engine {
+    pub ctx: Arc<Ctx>,
+    pub sends: batcher::Sends,
+    pub claims: claims::Claims,
+    pub completions: completer::Completions,
+    pub pushes: delivery::Pushes,
+}
+
+impl std::ops::Deref for Engine {
+    type Target = Ctx;
+    fn deref(&self) -> &Ctx {
+        &self.ctx
+    }
+}
+
+/// What a node is made of before it starts.
+pub struct Parts {
+    /// Chosen by the caller, so a bus can be built for it first.
+    pub node_id: Uuid,
     pub config: Config,
     pub store: Arc<dyn Store>,
-    pub sessions: Sessions,
-    pub metrics: Metrics,
-    /// What invites name as `broker_url`.
+    pub clock: Arc<dyn Clock>,
+    /// Where the node listens, as its registry row records it.
+    pub listen_addr: String,
     pub public_url: String,
-    /// Set at SIGTERM: readiness answers 503 and new sockets are refused.
-    pub draining: AtomicBool,
-    /// Last known database health, kept by the heartbeat loop.
-    pub db_up: AtomicBool,
-    /// Cancelled when the drain period ends: every socket closes with 1001.
-    pub close_sockets: CancellationToken,
-    /// Session tasks, so shutdown can wait for them (axum does not).
-    pub tracker: TaskTracker,
-    /// The admin token in force (configured, or made up by `--dev`).
     pub admin_token: Option<String>,
-    /// Wake-ups to other nodes; `None` in memory mode (one node).
-    bus: Option<Bus>,
-    /// Claims on their way to the claim hub.
-    claim_queue: tokio::sync::mpsc::Sender<claims::ClaimJob>,
-    /// The hub's end, taken once by the app when it starts the task.
-    pub claim_rx: std::sync::Mutex<Option<claims::ClaimQueue>>,
-    /// Written rows on their way to the completer.
-    complete_queue: tokio::sync::mpsc::Sender<completer::Job>,
-    /// The completer's end, taken once by the app when it starts the task.
-    pub complete_rx: std::sync::Mutex<Option<completer::CompleteQueue>>,
-    /// Sends on their way to the batcher.
-    send_queue: tokio::sync::mpsc::Sender<batcher::SendJob>,
-    /// The batcher's end, taken once by the app when it starts the task.
-    pub send_rx: std::sync::Mutex<Option<batcher::SendQueue>>,
-    /// Audit entries on their way to the appender task.
-    audit_tx: tokio::sync::mpsc::Sender<crate::store::NewAuditEntry>,
-    /// The appender's end, taken once by the app when it starts the task.
-    pub audit_rx: std::sync::Mutex<Option<audit::AuditRx>>,
-    /// New-connection token bucket: (tokens, last refill).
-    conn_rate: std::sync::Mutex<(f64, std::time::Instant)>,
-    /// Serialised `push` frames by message id, so every local recipient of
-    /// a multicast shares one allocation.
-    push_cache: moka::sync::Cache<Uuid, Utf8Bytes>,
+    pub bus: Option<Arc<dyn Bus>>,
+}
+
+/// Registers the node and starts every component. The returned
+/// [`Running`] stops them in order.
+pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
+    let node_id = parts.node_id;
+    let metrics = Metrics::new(&node_id.to_string(), parts.store.backend());
+    let (audit, audit_rx) = audit::channel(parts.clock.clone(), metrics.audit_dropped.clone());
+    let conn_burst = f64::from(parts.config.settings.max_new_connections_per_second);
+    let ctx = Arc::new(Ctx {
+        node_id,
+        config: parts.config,
+        clock: parts.clock,
+        metrics,
+        store: parts.store,
+        sessions: Sessions::default(),
+        audit,
+        node: NodeState::new(
+            parts.listen_addr,
+            parts.public_url,
+            parts.admin_token,
+            conn_burst,
+        ),
+        bus: parts.bus,
+    });
+    ctx.store
+        .register_node(&NodeRow {
+            id: node_id,
+            addr: ctx.node.listen_addr.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: ctx.now(),
+        })
+        .await?;
+
+    let mut running = Running::default();
+    let (sends, batcher) = batcher::Batcher::new(ctx.clone());
+    let (claims, hub) = claims::ClaimHub::new(ctx.clone());
+    let (completions, completer) = completer::Completer::new(ctx.clone());
+    let stop = running.sends_stop.clone();
+    running.sends.push(tokio::spawn(batcher.run(stop.clone())));
+    running.sends.push(tokio::spawn(hub.run(stop.clone())));
+    running.sends.push(tokio::spawn(completer.run(stop)));
+    let stop = running.loops_stop.clone();
+    let loops = [
+        tokio::spawn(audit::run_appender(ctx.clone(), audit_rx, stop.clone())),
+        tokio::spawn(sweeper::run(ctx.clone(), stop.clone())),
+        tokio::spawn(heartbeat::run(ctx.clone(), stop)),
+    ];
+    running.loops.extend(loops);
+    let engine = Arc::new(Engine {
+        ctx,
+        sends,
+        claims,
+        completions,
+        pushes: delivery::Pushes::new(),
+    });
+    Ok((engine, running))
+}
+
+/// The tasks of a started node, in two groups: the send side (batcher,
+/// claim hub, completer), stopped once sessions have ended so what they
+/// still queue is answered; then the loops (appender, sweeper, heartbeat,
+/// and whatever was [`adopt`](Running::adopt)ed, such as the bus).
+#[derive(Default)]
+pub struct Running {
+    sends_stop: CancellationToken,
+    sends: Vec<JoinHandle<()>>,
+    loops_stop: CancellationToken,
+    loops: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Cancelled when the loops are stopped: for tasks started elsewhere.
+    pub fn loops_token(&self) -> CancellationToken {
+        self.loops_stop.clone()
+    }
+
+    /// Stops `tasks` with the loops.
+    pub fn adopt(&mut self, tasks: impl IntoIterator<Item = JoinHandle<()>>) {
+        self.loops.extend(tasks);
+    }
+
+    pub async fn stop(self) {
+        self.sends_stop.cancel();
+        for t in self.sends {
+            let _ = t.await;
+        }
+        self.loops_stop.cancel();
+        for t in self.loops {
+            let _ = t.await;
+        }
+    }
 }
 
 /// Longest wait for one database operation on a client's behalf. A
@@ -106,168 +216,4 @@ pub fn bounded<T>(
             "the database did not answer in time".into(),
         )),
     })
-}
-
-/// Bytes of push frames kept for sharing between recipients. A multicast
-/// is claimed by all its local recipients within moments, so a small,
-/// short-lived cache catches nearly every repeat.
-const PUSH_CACHE_BYTES: u64 = 16 * 1024 * 1024;
-/// Idle time after which a cached push frame is dropped: local recipients
-/// claim within milliseconds, so seconds are plenty.
-const PUSH_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl Node {
-    pub fn new(
-        config: Config,
-        store: Arc<dyn Store>,
-        public_url: String,
-        admin_token: Option<String>,
-        bus: Option<Bus>,
-    ) -> Node {
-        let id = Uuid::now_v7();
-        let metrics = Metrics::new(&id.to_string(), store.backend());
-        let (audit_tx, audit_rx) = audit::channel();
-        let conn_burst = f64::from(config.settings.max_new_connections_per_second);
-        let (send_queue, send_rx) = batcher::channel();
-        let (claim_queue, claim_rx) = claims::channel();
-        let (complete_queue, complete_rx) = completer::channel();
-        Node {
-            id,
-            config,
-            store,
-            sessions: Sessions::default(),
-            metrics,
-            public_url,
-            draining: AtomicBool::new(false),
-            db_up: AtomicBool::new(true),
-            close_sockets: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            admin_token,
-            bus,
-            audit_tx,
-            audit_rx: std::sync::Mutex::new(Some(audit_rx)),
-            send_queue,
-            send_rx: std::sync::Mutex::new(Some(send_rx)),
-            claim_queue,
-            claim_rx: std::sync::Mutex::new(Some(claim_rx)),
-            complete_queue,
-            complete_rx: std::sync::Mutex::new(Some(complete_rx)),
-            conn_rate: std::sync::Mutex::new((conn_burst, std::time::Instant::now())),
-            push_cache: moka::sync::Cache::builder()
-                .max_capacity(PUSH_CACHE_BYTES)
-                .weigher(|_, v: &Utf8Bytes| v.len().try_into().unwrap_or(u32::MAX))
-                .time_to_idle(PUSH_CACHE_IDLE)
-                .build(),
-        }
-    }
-
-    /// Acts on a signal from the bus (or from this node itself).
-    pub fn apply_signal(&self, signal: Signal) {
-        match signal {
-            Signal::Wake { p } => p.into_iter().for_each(|id| self.sessions.wake(id)),
-            Signal::WakeMember { m } => {
-                for (_, member) in m {
-                    self.sessions.wake_member(&member);
-                }
-            }
-            Signal::Close { p, c, code } => {
-                let reason = match code {
-                    sessions::close::REPLACED => "replaced",
-                    sessions::close::REVOKED => "revoked",
-                    _ => "closed",
-                };
-                self.sessions.close(p, Some(c), code, reason);
-            }
-            Signal::Event { mesh, skip, frame } => {
-                self.sessions.broadcast(&mesh, &skip, &frame.into())
-            }
-        }
-    }
-
-    /// Delivers `signal` to `node`: directly when it is this one.
-    pub fn signal(&self, node: Uuid, signal: Signal) {
-        if node == self.id {
-            self.apply_signal(signal);
-        } else if let Some(bus) = &self.bus {
-            bus.to_node(node, signal);
-        }
-    }
-
-    /// Applies `signal` here and sends it to every other node.
-    pub fn signal_cluster(&self, signal: Signal) {
-        if let Some(bus) = &self.bus {
-            bus.to_cluster(signal.clone());
-        }
-        self.apply_signal(signal);
-    }
-
-    /// The serialised push of `m`, shared across recipients.
-    pub fn push_bytes(&self, m: &StoredMessage) -> Utf8Bytes {
-        self.push_cache.get_with(m.id, || delivery::push_frame(m))
-    }
-
-    /// Admits a new socket under the node's caps (concurrent sockets and
-    /// new sockets per second). The slot is counted from admission, not
-    /// from when the session starts, so concurrent upgrades cannot slip
-    /// past the cap; dropping it (socket closed, or upgrade never
-    /// completed) frees it. `None` means answer 503.
-    pub fn admit_connection(self: &Arc<Self>) -> Option<ConnSlot> {
-        let s = &self.config.settings;
-        let rate = f64::from(s.max_new_connections_per_second);
-        // The bucket's lock also serialises the count check and increment.
-        let mut b = self.conn_rate.lock().unwrap_or_else(|e| e.into_inner());
-        if self.metrics.connections.get() >= i64::from(s.max_connections_per_node) {
-            return None;
-        }
-        let now = std::time::Instant::now();
-        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(rate);
-        b.1 = now;
-        if b.0 < 1.0 {
-            return None;
-        }
-        b.0 -= 1.0;
-        self.metrics.connections.inc();
-        Some(ConnSlot(self.clone()))
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    pub fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-
-    /// A manual `set_status` from the session itself.
-    pub async fn set_status(&self, presence: Uuid, status: Status) -> Result<(), StoreError> {
-        bounded(self.write_status(presence, status, Source::Manual)).await
-    }
-
-    pub async fn patch(
-        &self,
-        presence: Uuid,
-        patch: PresencePatch,
-    ) -> Result<PatchResult, StoreError> {
-        bounded(self.store.update_presence(presence, &patch)).await
-    }
-
-    /// `client_ack` from the session holding `presence`.
-    pub async fn ack(&self, presence: Uuid, message_id: Uuid) -> Result<bool, StoreError> {
-        bounded(self.store.ack_delivery(presence, message_id)).await
-    }
-
-    /// The socket of `presence` closed: keep it in grace for re-attach.
-    pub async fn release(&self, presence: Uuid, conn_id: Uuid) {
-        self.sessions.remove(presence, conn_id);
-        let now = self.now();
-        let grace = chrono::Duration::seconds(self.config.settings.presence_grace_seconds as i64);
-        if let Err(e) = bounded(
-            self.store
-                .release_presence(presence, conn_id, now + grace, now),
-        )
-        .await
-        {
-            tracing::warn!(presence_id = %presence, error = %e, "could not move presence to grace");
-        }
-    }
 }

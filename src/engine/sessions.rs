@@ -187,6 +187,28 @@ impl Sessions {
         }
     }
 
+    /// Acts on a signal from the bus (or from this node itself).
+    pub fn apply(&self, signal: super::signal::Signal) {
+        use super::signal::Signal;
+        match signal {
+            Signal::Wake { p } => p.into_iter().for_each(|id| self.wake(id)),
+            Signal::WakeMember { m } => {
+                for (_, member) in m {
+                    self.wake_member(&member);
+                }
+            }
+            Signal::Close { p, c, code } => {
+                let reason = match code {
+                    close::REPLACED => "replaced",
+                    close::REVOKED => "revoked",
+                    _ => "closed",
+                };
+                self.close(p, Some(c), code, reason);
+            }
+            Signal::Event { mesh, skip, frame } => self.broadcast(&mesh, &skip, &frame.into()),
+        }
+    }
+
     /// Wakes the delivery loop of `presence` if this node holds it.
     pub fn wake(&self, presence: Uuid) {
         if let Some(h) = self.lock().by_presence.get(&presence) {

@@ -4,8 +4,9 @@
 use chrono::Duration;
 use uuid::Uuid;
 
-use super::Node;
-use crate::cluster::bus::Signal;
+use super::audit::Actor;
+use super::signal::Signal;
+use super::Ctx;
 use crate::config::HookAuth;
 use crate::protocol::{Source, Status};
 use crate::store::{Bucket, StoreError};
@@ -47,127 +48,123 @@ impl From<StoreError> for HookError {
     }
 }
 
-impl Node {
-    fn fresh_window_ms(&self) -> i64 {
-        (self.config.settings.hook_fresh_window_seconds * 1000) as i64
-    }
+fn fresh_window_ms(ctx: &Ctx) -> i64 {
+    (ctx.config.settings.hook_fresh_window_seconds * 1000) as i64
+}
 
-    pub async fn hook(&self, req: HookRequest) -> Result<HookOutcome, HookError> {
-        match tokio::time::timeout(super::DB_TIMEOUT, self.hook_inner(req)).await {
-            Ok(r) => r,
-            Err(_) => Err(HookError::Unavailable),
-        }
+pub async fn hook(ctx: &Ctx, req: HookRequest) -> Result<HookOutcome, HookError> {
+    match tokio::time::timeout(super::DB_TIMEOUT, hook_inner(ctx, req)).await {
+        Ok(r) => r,
+        Err(_) => Err(HookError::Unavailable),
     }
+}
 
-    async fn hook_inner(&self, req: HookRequest) -> Result<HookOutcome, HookError> {
-        let targets = match self.config.hook_auth {
-            HookAuth::Token => {
-                let token = req.bearer.as_deref().ok_or(HookError::Unauthorized)?;
-                let hash = super::hello::hook_token_hash(token);
-                let p = self
-                    .store
-                    .presence_by_hook_token(&hash)
-                    .await?
-                    .ok_or(HookError::Unauthorized)?;
-                vec![p.id]
-            }
-            HookAuth::None => self.store.hook_targets(Some(req.pid), &req.cwd).await?,
-        };
-        let now = self.now();
-        let rate = self.config.settings.hook_rate_limit_per_min;
-        let bucket = Bucket {
-            key: format!("{}:{}", req.pid, req.cwd),
-            rate_per_min: rate,
-            burst: rate,
-        };
-        if !self
-            .store
-            .take_token(HOOK_BUCKET_SCOPE, &bucket, now)
-            .await?
-        {
-            return Err(HookError::RateLimited);
+async fn hook_inner(ctx: &Ctx, req: HookRequest) -> Result<HookOutcome, HookError> {
+    let targets = match ctx.config.hook_auth {
+        HookAuth::Token => {
+            let token = req.bearer.as_deref().ok_or(HookError::Unauthorized)?;
+            let hash = super::hello::hook_token_hash(token);
+            let p = ctx
+                .store
+                .presence_by_hook_token(&hash)
+                .await?
+                .ok_or(HookError::Unauthorized)?;
+            vec![p.id]
         }
-        if targets.is_empty() {
-            self.store
-                .insert_pending_status(req.pid, &req.cwd, req.status, now)
-                .await?;
-            return Ok(HookOutcome::Pending);
-        }
-        for id in &targets {
-            self.write_status(*id, req.status, Source::Hook).await?;
-        }
-        Ok(HookOutcome::Applied(targets))
+        HookAuth::None => ctx.store.hook_targets(Some(req.pid), &req.cwd).await?,
+    };
+    let now = ctx.now();
+    let rate = ctx.config.settings.hook_rate_limit_per_min;
+    let bucket = Bucket {
+        key: format!("{}:{}", req.pid, req.cwd),
+        rate_per_min: rate,
+        burst: rate,
+    };
+    if !ctx
+        .store
+        .take_token(HOOK_BUCKET_SCOPE, &bucket, now)
+        .await?
+    {
+        return Err(HookError::RateLimited);
     }
-
-    /// A hook's status write; wakes the session if it just became idle.
-    /// One status write under the status model, from any source. Wakes
-    /// the session (on whichever node holds it) when it turns idle, and
-    /// audits hook changes when configured to.
-    pub async fn write_status(
-        &self,
-        presence: Uuid,
-        status: Status,
-        source: Source,
-    ) -> Result<(), StoreError> {
-        let written = self
-            .store
-            .write_status(presence, status, source, self.now(), self.fresh_window_ms())
+    if targets.is_empty() {
+        ctx.store
+            .insert_pending_status(req.pid, &req.cwd, req.status, now)
             .await?;
-        let audited = source == Source::Hook && self.config.settings.audit_status_changes;
-        if let Some(w) = written.filter(|w| w.changed && audited) {
-            // The hook names no member: look the presence up for the chain.
-            if let Ok(Some(p)) = self.store.presence_by_id(presence).await {
-                self.audit(
-                    &p.mesh_id,
-                    "status_changed",
-                    Some(super::audit::Actor {
-                        member_id: &p.member_id,
-                        name: &p.display_name,
-                    }),
-                    serde_json::json!({"presence_id": presence, "status": w.status.as_str(), "source": "hook"}),
-                );
-            }
-        }
-        if let Some(w) = written.filter(|w| w.changed && w.status == Status::Idle) {
-            // Held `next`/`low` messages are deliverable now.
-            self.signal(w.node_id, Signal::Wake { p: vec![presence] });
-        }
-        Ok(())
+        return Ok(HookOutcome::Pending);
     }
+    for id in &targets {
+        write_status(ctx, *id, req.status, Source::Hook).await?;
+    }
+    Ok(HookOutcome::Applied(targets))
+}
 
-    /// A hello with (pid, cwd): applies a hook that arrived first.
-    pub async fn apply_pending_hook(
-        &self,
-        presence: Uuid,
-        pid: i64,
-        cwd: &str,
-    ) -> Result<(), StoreError> {
-        let since = self.now() - Duration::seconds(PENDING_HOOK_SECONDS);
-        if let Some(status) = self.store.take_pending_status(pid, cwd, since).await? {
-            self.write_status(presence, status, Source::Hook).await?;
+/// One status write under the status model, from any source. Wakes
+/// the session (on whichever node holds it) when it turns idle, and
+/// audits hook changes when configured to.
+pub async fn write_status(
+    ctx: &Ctx,
+    presence: Uuid,
+    status: Status,
+    source: Source,
+) -> Result<(), StoreError> {
+    let written = ctx
+        .store
+        .write_status(presence, status, source, ctx.now(), fresh_window_ms(ctx))
+        .await?;
+    let audited = source == Source::Hook && ctx.config.settings.audit_status_changes;
+    if let Some(w) = written.filter(|w| w.changed && audited) {
+        // The hook names no member: look the presence up for the chain.
+        if let Ok(Some(p)) = ctx.store.presence_by_id(presence).await {
+            ctx.audit.record(
+                &p.mesh_id,
+                "status_changed",
+                Some(Actor {
+                    member_id: &p.member_id,
+                    name: &p.display_name,
+                }),
+                serde_json::json!({"presence_id": presence, "status": w.status.as_str(), "source": "hook"}),
+            );
         }
-        Ok(())
     }
+    if let Some(w) = written.filter(|w| w.changed && w.status == Status::Idle) {
+        // Held `next`/`low` messages are deliverable now.
+        ctx.signal(w.node_id, Signal::Wake { p: vec![presence] });
+    }
+    Ok(())
+}
 
-    /// Sweeper step: stuck `working` → idle, and stale pending hooks.
-    pub async fn sweep_status(&self) -> Result<(), StoreError> {
-        let now = self.now();
-        let ttl = Duration::seconds(self.config.settings.status_ttl_seconds as i64);
-        for r in self.store.expire_working(now - ttl, now).await? {
-            self.signal(r.node_id, Signal::Wake { p: vec![r.id] });
-        }
-        self.store
-            .sweep_pending_status(now - Duration::seconds(PENDING_HOOK_SECONDS))
-            .await?;
-        // A bucket idle for its full refill time is full: the same as none.
-        let s = &self.config.settings;
-        let refill =
-            |burst: u32, per_min: u32| i64::from(burst) * 60 / i64::from(per_min.max(1)) + 1;
-        let idle = refill(s.send_burst, s.send_rate_per_min)
-            .max(refill(s.hook_rate_limit_per_min, s.hook_rate_limit_per_min));
-        self.store
-            .sweep_rate_buckets(now - Duration::seconds(idle))
-            .await?;
-        Ok(())
+/// A hello with (pid, cwd): applies a hook that arrived first.
+pub async fn apply_pending_hook(
+    ctx: &Ctx,
+    presence: Uuid,
+    pid: i64,
+    cwd: &str,
+) -> Result<(), StoreError> {
+    let since = ctx.now() - Duration::seconds(PENDING_HOOK_SECONDS);
+    if let Some(status) = ctx.store.take_pending_status(pid, cwd, since).await? {
+        write_status(ctx, presence, status, Source::Hook).await?;
     }
+    Ok(())
+}
+
+/// Sweeper step: stuck `working` → idle, and stale pending hooks.
+pub async fn sweep_status(ctx: &Ctx) -> Result<(), StoreError> {
+    let now = ctx.now();
+    let ttl = Duration::seconds(ctx.config.settings.status_ttl_seconds as i64);
+    for r in ctx.store.expire_working(now - ttl, now).await? {
+        ctx.signal(r.node_id, Signal::Wake { p: vec![r.id] });
+    }
+    ctx.store
+        .sweep_pending_status(now - Duration::seconds(PENDING_HOOK_SECONDS))
+        .await?;
+    // A bucket idle for its full refill time is full: the same as none.
+    let s = &ctx.config.settings;
+    let refill = |burst: u32, per_min: u32| i64::from(burst) * 60 / i64::from(per_min.max(1)) + 1;
+    let idle = refill(s.send_burst, s.send_rate_per_min)
+        .max(refill(s.hook_rate_limit_per_min, s.hook_rate_limit_per_min));
+    ctx.store
+        .sweep_rate_buckets(now - Duration::seconds(idle))
+        .await?;
+    Ok(())
 }

@@ -1,8 +1,6 @@
 //! Liveness, readiness and metrics.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -10,38 +8,29 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use crate::engine::Node;
-
-/// A readiness probe must answer well inside Kubernetes' 1 s default
-/// timeout even when the database hangs.
-const DB_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
-
-async fn db_up(node: &Node) -> bool {
-    let up = matches!(
-        tokio::time::timeout(DB_PROBE_TIMEOUT, node.store.ping()).await,
-        Ok(Ok(()))
-    );
-    node.db_up.store(up, Ordering::Relaxed);
-    up
-}
+use crate::engine::{node, Engine};
 
 /// 200 while the process serves, whatever the database says.
-pub async fn live(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let db = if db_up(&node).await { "up" } else { "down" };
+pub async fn live(State(node): State<Arc<Engine>>) -> impl IntoResponse {
+    let db = if node::probe_db(&node).await {
+        "up"
+    } else {
+        "down"
+    };
     Json(json!({
         "status": "ok",
         "db": db,
         "version": env!("CARGO_PKG_VERSION"),
-        "nodeId": node.id.to_string(),
-        "store": node.store.backend(),
-        "draining": node.is_draining(),
+        "nodeId": node.node_id.to_string(),
+        "store": node::store_backend(&node),
+        "draining": node.node.is_draining(),
     }))
 }
 
 /// 200 only when the database answers and the node is not draining.
-pub async fn ready(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let draining = node.is_draining();
-    let db = db_up(&node).await;
+pub async fn ready(State(node): State<Arc<Engine>>) -> impl IntoResponse {
+    let draining = node.node.is_draining();
+    let db = node::probe_db(&node).await;
     let status = if db && !draining {
         StatusCode::OK
     } else {
@@ -57,16 +46,8 @@ pub async fn ready(State(node): State<Arc<Node>>) -> impl IntoResponse {
     )
 }
 
-pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    if let Some((in_use, idle, waiting)) = node.store.pool_status() {
-        use crate::metrics::StateLabel;
-        let pool = &node.metrics.db_pool;
-        pool.get_or_create(&StateLabel { state: "in_use" })
-            .set(in_use);
-        pool.get_or_create(&StateLabel { state: "idle" }).set(idle);
-        pool.get_or_create(&StateLabel { state: "waiting" })
-            .set(waiting);
-    }
+pub async fn metrics(State(node): State<Arc<Engine>>) -> impl IntoResponse {
+    node::sample_pools(&node);
     (
         [(
             header::CONTENT_TYPE,

@@ -11,8 +11,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::engine::status::{HookError, HookOutcome, HookRequest};
-use crate::engine::Node;
+use crate::engine::status::{self, HookError, HookOutcome, HookRequest};
+use crate::engine::Engine;
 use crate::protocol::limits::{within, MAX_CWD, MAX_SESSION_ID};
 use crate::protocol::Status;
 
@@ -26,7 +26,7 @@ struct HookBody {
 }
 
 fn reply(
-    node: &Node,
+    node: &Engine,
     status: StatusCode,
     result: &'static str,
     body: serde_json::Value,
@@ -35,7 +35,7 @@ fn reply(
     (status, Json(body)).into_response()
 }
 
-fn refuse(node: &Node, status: StatusCode, code: &'static str, message: &str) -> Response {
+fn refuse(node: &Engine, status: StatusCode, code: &'static str, message: &str) -> Response {
     reply(
         node,
         status,
@@ -67,7 +67,7 @@ fn acceptable_type(headers: &HeaderMap) -> bool {
 }
 
 pub async fn set_status(
-    State(node): State<Arc<Node>>,
+    State(node): State<Arc<Engine>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -152,7 +152,7 @@ pub async fn set_status(
         status,
         bearer,
     };
-    match node.hook(req).await {
+    match status::hook(&node, req).await {
         Ok(HookOutcome::Applied(ids)) => reply(
             &node,
             StatusCode::OK,

@@ -11,8 +11,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::engine::join::{JoinError, JoinRequest};
-use crate::engine::Node;
+use crate::engine::join::{self, JoinError, JoinRequest};
+use crate::engine::Engine;
 use crate::protocol::invite::InvitePayload;
 
 #[derive(Deserialize)]
@@ -28,7 +28,7 @@ fn refuse(status: StatusCode, code: &str) -> Response {
     (status, Json(json!({"ok": false, "error": code}))).into_response()
 }
 
-pub async fn join(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+pub async fn join(State(node): State<Arc<Engine>>, body: Bytes) -> Response {
     if body.len() > node.config.settings.max_message_bytes {
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
     }
@@ -56,7 +56,7 @@ pub async fn join(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         pubkey: b.peer_pubkey,
         display_name: b.display_name,
     };
-    match node.join(req).await {
+    match join::join(&node, req).await {
         Ok(r) => {
             let mut body = json!({"ok": true, "memberId": r.member_id});
             if r.already_member {

@@ -17,10 +17,12 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::engine::Node;
+use crate::engine::Engine;
 use crate::metrics::HttpLabels;
 
-pub fn router(node: Arc<Node>) -> Router {
+/// The node's routes; `admin` is nested under `/admin` (the admin API is
+/// its own module, which builds on this one's error shape).
+pub fn router(node: Arc<Engine>, admin: Router<Arc<Engine>>) -> Router {
     Router::new()
         .route("/ws", get(crate::ws::upgrade))
         .route("/health", get(health::live))
@@ -28,7 +30,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/join", post(join::join))
         .route("/hook/set-status", post(hook::set_status))
-        .nest("/admin", crate::admin::api::router(node.clone()))
+        .nest("/admin", admin)
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             count_requests,
@@ -47,7 +49,7 @@ pub fn router(node: Arc<Node>) -> Router {
 static REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
 
 /// One log line per HTTP request (WebSocket sessions log their own).
-async fn log_request(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+async fn log_request(State(node): State<Arc<Engine>>, req: Request, next: Next) -> Response {
     let request_id = req
         .headers()
         .get(&REQUEST_ID)
@@ -64,7 +66,7 @@ async fn log_request(State(node): State<Arc<Node>>, req: Request, next: Next) ->
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     tracing::info!(
-        node_id = %node.id,
+        node_id = %node.node_id,
         request_id,
         %method,
         route,
@@ -76,7 +78,7 @@ async fn log_request(State(node): State<Arc<Node>>, req: Request, next: Next) ->
 }
 
 /// Counts every request by matched route (not raw path: bounded labels).
-async fn count_requests(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+async fn count_requests(State(node): State<Arc<Engine>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()

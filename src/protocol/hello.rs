@@ -1,9 +1,52 @@
 //! Hello checks that need no database: field shapes, clock skew, signature.
 //! Membership and capacity are the engine's (they need the Store).
 
+use serde::Deserialize;
+
 use super::crypto;
-use super::frames::{validate_group, Hello};
 use super::limits::*;
+use super::presence::validate_group;
+use super::types::{de_groups, GroupRef};
+
+/// The first frame of a v1 session.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    pub mesh_id: String,
+    pub member_id: String,
+    pub pubkey: String,
+    #[serde(default)]
+    pub session_pubkey: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub session_id: String,
+    #[serde(default)]
+    pub pid: Option<i64>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub peer_type: Option<String>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default, deserialize_with = "de_groups")]
+    pub groups: Option<Vec<GroupRef>>,
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
+    pub timestamp: i64,
+    pub signature: String,
+}
+
+/// The frame types that open a session.
+pub const HELLO: &str = "hello";
+
+/// Deserialises a `hello` (its checks are [`verify`]'s).
+pub fn parse_hello(text: &str) -> Result<Hello, String> {
+    serde_json::from_str(text).map_err(|e| format!("invalid hello: {e}"))
+}
 
 /// A refused hello: the code PROTOCOL.md names and a human sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +181,6 @@ fn check_shape(h: &Hello) -> Result<(), HelloRefusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frames::{parse, ClientFrame};
     use serde_json::{json, Value};
 
     fn vectors() -> Value {
@@ -147,10 +189,17 @@ mod tests {
     }
 
     fn hello_from(v: Value) -> Hello {
-        match parse(&v.to_string()).unwrap().frame {
-            ClientFrame::Hello(h) => *h,
-            other => panic!("{other:?}"),
-        }
+        parse_hello(&v.to_string()).unwrap()
+    }
+
+    #[test]
+    fn hello_groups_accept_names_and_objects() {
+        let text = r#"{"type":"hello","meshId":"m","memberId":"u","pubkey":"k","sessionId":"s",
+            "timestamp":1,"signature":"x","groups":["a",{"name":"b","role":"lead"}]}"#;
+        let groups = parse_hello(text).unwrap().groups.unwrap();
+        assert_eq!(groups[0].name, "a");
+        assert_eq!(groups[1].role.as_deref(), Some("lead"));
+        assert!(parse_hello(r#"{"type":"hello","meshId":"m"}"#).is_err());
     }
 
     fn vector_hello(sig: &str) -> Hello {

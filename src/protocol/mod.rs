@@ -1,16 +1,21 @@
 //! Wire types and pure protocol rules (PROTOCOL.md). No IO here: nothing in
-//! this module knows about sockets, HTTP or SQL.
+//! this module knows about sockets, HTTP or SQL. A family of frames is one
+//! file here (its frames parsed into a typed request, [`wire::Family`]);
+//! the engine registers it and handles it.
 
 pub mod crypto;
-pub mod frames;
 pub mod hello;
 pub mod invite;
 pub mod limits;
+pub mod messaging;
+pub mod presence;
 pub mod status;
 pub mod target;
+pub mod types;
+pub mod wire;
 
-pub use frames::{GroupRef, Profile, Status};
 pub use status::Source;
+pub use types::{GroupRef, Profile, Status};
 
 /// Protocol version announced in `hello_ack`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::frames::Status;
+use super::types::Status;
 
 /// Where a status came from, ranked `hook` > `manual` > `jsonl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

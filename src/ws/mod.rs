@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::engine::Node;
+use crate::engine::{node, Engine};
 
 /// Per-socket read buffer. tungstenite's default (128 KiB) dominated idle
 /// memory per connection; frames are small and the buffer grows on demand.
@@ -19,20 +19,20 @@ const READ_BUFFER: usize = 4 * 1024;
 /// anyway, so a small buffer costs nothing.
 const WRITE_BUFFER: usize = 4 * 1024;
 
-pub async fn upgrade(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Response {
-    if node.is_draining() {
+pub async fn upgrade(State(engine): State<Arc<Engine>>, ws: WebSocketUpgrade) -> Response {
+    if engine.node.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "node is draining").into_response();
     }
-    let Some(slot) = node.admit_connection() else {
-        node.metrics.refused_upgrades.inc();
+    let Some(slot) = node::admit(&engine.ctx) else {
+        engine.metrics.refused_upgrades.inc();
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "node is at its connection limit; retry",
         )
             .into_response();
     };
-    let limit = node.config.max_frame_bytes();
-    let tracker = node.tracker.clone();
+    let limit = engine.config.max_frame_bytes();
+    let tracker = engine.node.tracker.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .read_buffer_size(READ_BUFFER)
@@ -40,7 +40,7 @@ pub async fn upgrade(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Res
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 let _slot = slot;
-                session::run(node, socket).await
+                session::run(engine, socket).await
             })
         })
 }

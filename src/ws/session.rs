@@ -1,6 +1,8 @@
-//! One WebSocket connection: a reader loop (this task) that parses frames
-//! and asks the engine, and a writer task that owns the sink. The two talk
-//! through a bounded queue so a slow client never blocks the engine.
+//! One WebSocket connection: a reader loop (this task) that reads frames
+//! and hands them to the engine's dispatch, and a writer task that owns the
+//! sink. The two talk through a bounded queue so a slow client never
+//! blocks the engine. This file knows sockets; what a frame means is the
+//! engine's.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,28 +11,27 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::writer::{forward_acks, write_loop, PendingAck};
-use crate::engine::delivery::{self, Recipient};
-use crate::engine::events::PeerEvent;
-use crate::engine::messaging::SendRefusal;
-use crate::engine::outbound::{self, OutboundTx};
-use crate::engine::sessions::{close, Mailbox, Outbound, SessionHandle};
-use crate::engine::Node;
-use crate::protocol::frames::{self, error_ack, error_frame, ok_ack, ClientFrame, FrameError};
-use crate::store::{PatchResult, Presence, PresencePatch, StoreError};
+use super::writer::{forward_ordered, write_loop};
+use crate::engine::delivery::Deliverer;
+use crate::engine::dispatch::{self, Out, Parsed, Pending, Refusal, Session};
+use crate::engine::hello::{self, Socket};
+use crate::engine::outbound;
+use crate::engine::sessions::{close, Outbound};
+use crate::engine::Engine;
+use crate::protocol::wire::{error_frame, with_req_id};
 
 /// Frames queued for one socket: one claim batch. Past it senders wait, and
 /// a writer stalled for `ping_interval_seconds` drops the socket, so a
 /// client that stops reading holds at most this many frames.
 const OUTBOUND_QUEUE: usize = 256;
-/// Sends one session may have in flight: enough to fill a batch, bounded
-/// so a flooding client waits instead of growing the queue.
-const PIPELINED_SENDS: usize = 256;
+/// Replies one session may have in flight (sends waiting for their ack):
+/// enough to fill a batch, bounded so a flooding client waits instead of
+/// growing the queue.
+const PIPELINED_REPLIES: usize = 256;
 /// How long the writer may take to flush a close frame at the end.
 const WRITER_FLUSH: Duration = Duration::from_secs(2);
 
@@ -38,81 +39,80 @@ const WRITER_FLUSH: Duration = Duration::from_secs(2);
 type EndReason = &'static str;
 
 struct Conn {
-    node: Arc<Node>,
-    conn_id: Uuid,
-    tx: OutboundTx,
-    closer: watch::Sender<Option<(u16, &'static str)>>,
-    presence: Option<Arc<Presence>>,
-    client_ack: bool,
-    /// Send outcomes, answered in submission order by `forward_acks`.
-    /// Started at the first send: most sessions never send, and the task
+    engine: Arc<Engine>,
+    socket: Socket,
+    /// Set by an accepted hello.
+    session: Option<Session>,
+    /// Later replies, written in submission order by `forward_ordered`.
+    /// Started at the first one: most sessions never send, and the task
     /// and its queue would be a large share of an idle socket's memory.
-    acks: Option<(mpsc::Sender<PendingAck>, JoinHandle<()>)>,
+    ordered: Option<(mpsc::Sender<Pending>, JoinHandle<()>)>,
     /// Per-socket frame budget: (tokens, last refill).
     frames: (f64, Instant),
     /// The session's delivery loop, started at hello.
-    deliverer: Option<(JoinHandle<()>, CancellationToken)>,
+    deliverer: Option<Deliverer>,
 }
 
 /// Splits the socket before the session future exists: an `async fn`
 /// keeps its arguments for its whole life, and the unsplit socket is
 /// several hundred bytes that every idle connection would carry.
-pub fn run(node: Arc<Node>, socket: WebSocket) -> impl Future<Output = ()> {
+pub fn run(engine: Arc<Engine>, socket: WebSocket) -> impl Future<Output = ()> {
     let (sink, stream) = socket.split();
-    session(node, sink, stream)
+    session(engine, sink, stream)
 }
 
 async fn session(
-    node: Arc<Node>,
+    engine: Arc<Engine>,
     sink: SplitSink<WebSocket, Message>,
     stream: SplitStream<WebSocket>,
 ) {
     let started = Instant::now();
     let conn_id = Uuid::now_v7();
-    tracing::info!(node_id = %node.id, conn_id = %conn_id, "connection opened");
+    tracing::info!(node_id = %engine.node_id, conn_id = %conn_id, "connection opened");
     let (tx, rx) = outbound::channel(OUTBOUND_QUEUE);
     let (closer, closer_rx) = watch::channel(None);
-    let writer = tokio::spawn(write_loop(sink, rx, node.clone(), closer.clone()));
+    let writer = tokio::spawn(write_loop(sink, rx, engine.clone(), closer.clone()));
     let mut conn = Conn {
-        node: node.clone(),
-        conn_id,
-        tx,
-        closer,
-        presence: None,
-        client_ack: false,
+        engine: engine.clone(),
+        socket: Socket {
+            conn_id,
+            tx,
+            closer,
+        },
+        session: None,
+        ordered: None,
         frames: (
-            f64::from(node.config.settings.max_frames_per_second),
+            f64::from(engine.config.settings.max_frames_per_second),
             Instant::now(),
         ),
-        acks: None,
         deliverer: None,
     };
     let reason = conn.read_loop(stream, closer_rx).await;
     let Conn {
-        presence,
-        tx,
+        session,
+        socket,
         deliverer,
-        acks,
+        ordered,
         ..
     } = conn;
     // Answer what was already submitted (the client may still read).
-    if let Some((acks, ack_task)) = acks {
-        drop(acks);
-        let _ = tokio::time::timeout(WRITER_FLUSH, ack_task).await;
+    if let Some((queue, task)) = ordered {
+        drop(queue);
+        let _ = tokio::time::timeout(WRITER_FLUSH, task).await;
     }
-    if let Some((task, stop)) = deliverer {
-        // Let in-flight completions finish before the presence (and its
+    if let Some(d) = deliverer {
+        // In-flight completions finish before the presence (and its
         // claims) is released, so written pushes are not delivered twice.
-        stop.cancel();
-        let _ = task.await;
+        d.stop().await;
     }
+    let presence = session.map(|s| s.presence);
     if let Some(p) = &presence {
-        node.release(p.id, conn_id).await;
+        hello::release(&engine, p.id, conn_id).await;
     }
-    drop(tx);
+    drop(socket);
     let _ = tokio::time::timeout(WRITER_FLUSH, writer).await;
     tracing::info!(
-        node_id = %node.id,
+        node_id = %engine.node_id,
         conn_id = %conn_id,
         presence_id = presence.as_ref().map(|p| p.id.to_string()),
         mesh_id = presence.as_ref().map(|p| p.mesh_id.as_str()),
@@ -149,20 +149,20 @@ impl Conn {
         mut stream: SplitStream<WebSocket>,
         mut closer_rx: watch::Receiver<Option<(u16, &'static str)>>,
     ) -> EndReason {
-        let settings = &self.node.config.settings;
+        let settings = &self.engine.config.settings;
         let ping_every = Duration::from_secs(settings.ping_interval_seconds);
         let pong_timeout = Duration::from_secs(settings.pong_timeout_seconds);
         let mut ping =
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         let mut last_heard = Instant::now();
-        let shutdown = self.node.close_sockets.clone();
+        let shutdown = self.engine.node.close_sockets.clone();
         let hello_by = tokio::time::sleep(Duration::from_secs(settings.hello_timeout_seconds));
         tokio::pin!(hello_by);
         loop {
             tokio::select! {
-                _ = &mut hello_by, if self.presence.is_none() => {
-                    self.node.metrics.hello("timeout");
-                    self.send(error_frame("hello_timeout", "no hello in time", None)).await;
+                _ = &mut hello_by, if self.session.is_none() => {
+                    self.engine.metrics.hello("timeout");
+                    self.send(error_frame("hello_timeout", "no hello in time")).await;
                     self.close(close::POLICY, "hello timeout").await;
                     return "hello timeout";
                 }
@@ -176,20 +176,20 @@ impl Conn {
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > pong_timeout {
-                        self.node.metrics.pong_timeouts.inc();
+                        self.engine.metrics.pong_timeouts.inc();
                         self.close(close::GOING_AWAY, "pong timeout").await;
                         return "pong timeout";
                     }
                     // A full queue means the client is not reading; skipping
                     // the ping lets the pong timeout end it.
-                    let _ = self.tx.try_send(Outbound::Ping);
+                    let _ = self.socket.tx.try_send(Outbound::Ping);
                 }
                 msg = stream.next() => {
                     let msg = match msg {
                         None => return "client went away",
                         Some(Err(e)) => {
                             if is_capacity_error(e) {
-                                self.node.metrics.oversized_frames.inc();
+                                self.engine.metrics.oversized_frames.inc();
                                 self.close(close::TOO_BIG, "frame too large").await;
                                 return "frame too large";
                             }
@@ -211,8 +211,8 @@ impl Conn {
                             }
                         }
                         Message::Binary(_) => {
-                            self.node.metrics.bad_frames.inc();
-                            self.send(error_frame("bad_request", "binary frames are not supported", None)).await;
+                            self.engine.metrics.bad_frames.inc();
+                            self.send(error_frame("bad_request", "binary frames are not supported")).await;
                         }
                         Message::Close(_) => return "client closed",
                         Message::Ping(_) | Message::Pong(_) => {}
@@ -224,7 +224,7 @@ impl Conn {
 
     /// One token of this socket's `max_frames_per_second` budget.
     fn take_frame_token(&mut self) -> bool {
-        let rate = f64::from(self.node.config.settings.max_frames_per_second);
+        let rate = f64::from(self.engine.config.settings.max_frames_per_second);
         let now = Instant::now();
         let (tokens, at) = self.frames;
         let refilled = (tokens + now.duration_since(at).as_secs_f64() * rate).min(rate);
@@ -240,299 +240,88 @@ impl Conn {
     /// Answers a frame over the budget without acting on it: sends get
     /// their ack (clients wait for one), anything else an error.
     async fn throttled(&mut self, text: &str) {
-        self.node.metrics.throttled_frames.inc();
-        const SENTENCE: &str = "too many frames per second on this socket";
-        match frames::parse(text) {
-            Ok(frames::Incoming {
-                frame: ClientFrame::Send(s),
-                req_id,
-                ..
-            }) => {
-                let (done, rx) = oneshot::channel();
-                let _ = done.send(Err(SendRefusal {
-                    code: "rate_limit",
-                    sentence: SENTENCE.into(),
-                }));
-                self.pending_ack(PendingAck {
-                    rx,
-                    id: s.id,
-                    req_id,
-                })
-                .await;
+        self.engine.metrics.throttled_frames.inc();
+        let out = dispatch::throttled(&dispatch::parse(text));
+        self.write(out).await;
+    }
+
+    async fn write(&mut self, out: Out) {
+        match out {
+            Out::Now(frame) => self.send(frame).await,
+            Out::Ordered(pending) => {
+                let (queue, _) = self.ordered.get_or_insert_with(|| {
+                    let (queue, rx) = mpsc::channel(PIPELINED_REPLIES);
+                    let task = tokio::spawn(forward_ordered(rx, self.socket.tx.clone()));
+                    (queue, task)
+                });
+                let _ = queue.send(pending).await;
             }
-            Ok(i) => {
-                self.send(error_frame("rate_limit", SENTENCE, i.req_id.as_deref()))
-                    .await
-            }
-            Err(_) => self.send(error_frame("rate_limit", SENTENCE, None)).await,
         }
     }
 
-    /// Queues a send's outcome for its ack, in submission order; waits
-    /// while `PIPELINED_SENDS` are unanswered.
-    async fn pending_ack(&mut self, pending: PendingAck) {
-        let (acks, _) = self.acks.get_or_insert_with(|| {
-            let (acks, rx) = mpsc::channel(PIPELINED_SENDS);
-            (acks, tokio::spawn(forward_acks(rx, self.tx.clone())))
-        });
-        let _ = acks.send(pending).await;
-    }
-
     async fn send(&self, frame: String) {
-        let _ = self.tx.send(Outbound::Text(frame.into())).await;
+        let _ = self.socket.tx.send(Outbound::Text(frame.into())).await;
     }
 
     async fn close(&self, code: u16, reason: &'static str) {
-        let _ = self.tx.send(Outbound::Close(code, reason)).await;
+        let _ = self.socket.tx.send(Outbound::Close(code, reason)).await;
     }
 
     /// Handles one text frame. `Err` ends the connection.
     async fn on_text(&mut self, text: &str) -> Result<(), EndReason> {
-        let parsed = frames::parse(text);
-        let Some(presence) = self.presence.clone() else {
+        let parsed = dispatch::parse(text);
+        if self.session.is_none() {
             return self.before_hello(parsed).await;
+        }
+        if let Some(answer) = dispatch::not_a_request(&parsed) {
+            if !matches!(parsed, Parsed::Hello(..)) {
+                self.engine.metrics.bad_frames.inc();
+            }
+            self.send(answer).await;
+            return Ok(());
+        }
+        let Parsed::Frame {
+            head,
+            spec,
+            request,
+        } = parsed
+        else {
+            return Ok(());
         };
-        let incoming = match parsed {
-            Ok(i) => i,
-            Err(FrameError::BadSend {
-                req_id,
-                id,
-                message,
-            }) => {
-                self.node.metrics.bad_frames.inc();
-                // Through the ack queue, so acks keep the order of sends.
-                let (done, rx) = oneshot::channel();
-                let _ = done.send(Err(SendRefusal {
-                    code: "bad_request",
-                    sentence: message,
-                }));
-                self.pending_ack(PendingAck {
-                    rx,
-                    id: id.unwrap_or_default(),
-                    req_id,
-                })
-                .await;
-                return Ok(());
-            }
-            Err(FrameError::BadRequest { req_id, message }) => {
-                self.node.metrics.bad_frames.inc();
-                self.send(error_frame("bad_request", &message, req_id.as_deref()))
-                    .await;
-                return Ok(());
-            }
-            Err(FrameError::MalformedHello(_)) => {
-                self.send(error_frame(
-                    "bad_request",
-                    "this session already said hello",
-                    None,
-                ))
-                .await;
-                return Ok(());
+        let session = self.session.as_mut().expect("helloed");
+        let handled = match request {
+            Ok(request) => dispatch::handle(session, request, &head).await,
+            Err(sentence) => {
+                self.engine.metrics.bad_frames.inc();
+                Err(Refusal::bad_request(sentence))
             }
         };
-        let req_id = incoming.req_id.as_deref();
-        let node = self.node.clone();
-        let result: Result<(), StoreError> = match incoming.frame {
-            ClientFrame::Hello(_) => {
-                self.send(error_frame(
-                    "bad_request",
-                    "this session already said hello",
-                    req_id,
-                ))
-                .await;
-                Ok(())
-            }
-            ClientFrame::ListPeers => match node
-                .peers_list(&presence.mesh_id, &presence.member_id, req_id)
-                .await
-            {
-                Ok(frame) => {
-                    self.send(frame).await;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-            ClientFrame::SetStatus(status) => node.set_status(presence.id, status).await,
-            ClientFrame::SetSummary(s) => self.patch(PresencePatch::Summary(s), None, req_id).await,
-            ClientFrame::SetVisible(v) => {
-                let id = incoming.id.as_deref();
-                self.patch(PresencePatch::Visible(v), Some(id), req_id)
-                    .await
-            }
-            ClientFrame::SetProfile(p) => {
-                let id = incoming.id.as_deref();
-                self.patch(PresencePatch::Profile(p), Some(id), req_id)
-                    .await
-            }
-            ClientFrame::SetStats(s) => self.patch(PresencePatch::Stats(s), None, req_id).await,
-            ClientFrame::JoinGroup(g) => {
-                self.patch(PresencePatch::JoinGroup(g), None, req_id).await
-            }
-            ClientFrame::LeaveGroup(n) => {
-                self.patch(PresencePatch::LeaveGroup(n), None, req_id).await
-            }
-            ClientFrame::Send(s) => {
-                let id = s.id.clone();
-                let rx = node.submit(presence.clone(), s).await;
-                let pending = PendingAck {
-                    rx,
-                    id,
-                    req_id: incoming.req_id.clone(),
-                };
-                self.pending_ack(pending).await;
-                Ok(())
-            }
-            ClientFrame::ClientAck(message_id) => {
-                // Only sessions that opted in ack; an unknown or foreign id
-                // matches no row of this session and changes nothing.
-                match Uuid::parse_str(&message_id) {
-                    Ok(id) if self.client_ack => node.ack(presence.id, id).await.map(|_| ()),
-                    _ => Ok(()),
-                }
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(presence_id = %presence.id, error = %e, "store failed");
-            self.send(error_frame(
-                "unavailable",
-                "the broker cannot reach its database",
-                req_id,
-            ))
-            .await;
+        if let Some(out) = dispatch::answer(&self.engine.metrics, &head, &spec, handled) {
+            self.write(out).await;
         }
         Ok(())
     }
 
-    /// A presence field change; `ack` is `Some(id)` for frames answered
-    /// with an `ack` (`set_visible`, `set_profile`).
-    async fn patch(
-        &mut self,
-        patch: PresencePatch,
-        ack: Option<Option<&str>>,
-        req_id: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let presence = self.presence.as_ref().expect("helloed");
-        match self.node.patch(presence.id, patch).await? {
-            PatchResult::Applied(after) => {
-                if let Some(id) = ack {
-                    self.send(ok_ack(id, req_id)).await;
-                }
-                if after.visible != presence.visible {
-                    let event = if after.visible {
-                        PeerEvent::Visible
-                    } else {
-                        PeerEvent::Hidden
-                    };
-                    self.node.announce(event, &after, None);
-                }
-                self.presence = Some(Arc::new(*after));
-            }
-            PatchResult::Refused => {
-                self.send(error_frame("bad_request", "too many groups", req_id))
-                    .await;
-            }
-            PatchResult::Gone => {
-                self.send(error_frame(
-                    "bad_request",
-                    "this session's presence has ended",
-                    req_id,
-                ))
-                .await;
-            }
-        }
-        Ok(())
-    }
-
-    async fn before_hello(
-        &mut self,
-        parsed: Result<frames::Incoming, FrameError>,
-    ) -> Result<(), EndReason> {
-        let incoming = match parsed {
-            Ok(i) => i,
-            Err(FrameError::MalformedHello(message)) => {
-                return Err(self.refuse("malformed", &message, None).await);
-            }
-            Err(FrameError::BadSend { req_id, id, .. }) => {
-                self.send(error_ack(
-                    id.as_deref(),
-                    "no_hello",
-                    "say hello first",
-                    req_id.as_deref(),
-                ))
-                .await;
-                return Ok(());
-            }
-            Err(FrameError::BadRequest { req_id, .. }) => {
-                self.send(error_frame(
-                    "no_hello",
-                    "the first frame must be a hello",
-                    req_id.as_deref(),
-                ))
-                .await;
+    async fn before_hello(&mut self, parsed: Parsed) -> Result<(), EndReason> {
+        let (head, hello) = match parsed {
+            Parsed::Hello(head, hello) => (head, hello),
+            other => {
+                self.send(dispatch::no_hello(&other)).await;
                 return Ok(());
             }
         };
-        let req_id = incoming.req_id.as_deref();
-        let hello = match incoming.frame {
-            ClientFrame::Hello(h) => h,
-            ClientFrame::Send(s) => {
-                self.send(error_ack(
-                    Some(&s.id),
-                    "no_hello",
-                    "say hello first",
-                    req_id,
-                ))
-                .await;
-                return Ok(());
-            }
-            _ => {
-                self.send(error_frame(
-                    "no_hello",
-                    "the first frame must be a hello",
-                    req_id,
-                ))
-                .await;
-                return Ok(());
-            }
+        let req_id = head.req_id.as_deref();
+        let hello = match hello {
+            Ok(h) => h,
+            Err(sentence) => return Err(self.refuse("malformed", &sentence, req_id).await),
         };
-        match self.node.hello(&hello, self.conn_id, req_id).await {
+        match hello::hello(&self.engine, &hello, self.socket.conn_id).await {
             Ok(welcome) => {
-                self.node.metrics.hello("ok");
-                let p = &welcome.presence;
-                let mailbox = Arc::new(Mailbox::default());
-                let handle = SessionHandle {
-                    conn_id: self.conn_id,
-                    mesh_id: p.mesh_id.clone(),
-                    member_id: p.member_id.clone(),
-                    tx: self.tx.clone(),
-                    mailbox: mailbox.clone(),
-                    closer: self.closer.clone(),
-                };
-                self.node.sessions.insert(p.id, handle);
-                tracing::info!(conn_id = %self.conn_id, presence_id = %p.id,
-                    mesh_id = %p.mesh_id, member_id = %p.member_id, node_id = %self.node.id,
-                    "hello accepted");
-                // The ack goes first: queued pushes follow it.
-                self.send(welcome.ack).await;
-                if let Some(event) = welcome.announce {
-                    self.node.announce(event, p, welcome.saved.as_ref());
-                }
-                let stop = CancellationToken::new();
-                let task = tokio::spawn(delivery::run(
-                    self.node.clone(),
-                    Recipient {
-                        presence: p.id,
-                        mesh_id: p.mesh_id.clone(),
-                        member_id: p.member_id.clone(),
-                        client_ack: welcome.client_ack,
-                    },
-                    self.tx.clone(),
-                    mailbox,
-                    stop.clone(),
-                ));
-                self.deliverer = Some((task, stop));
-                self.client_ack = welcome.client_ack;
-                self.presence = Some(Arc::new(welcome.presence));
+                self.engine.metrics.hello("ok");
+                let (session, deliverer) =
+                    hello::start_session(&self.engine, welcome, &self.socket, req_id).await;
+                self.session = Some(session);
+                self.deliverer = Some(deliverer);
                 Ok(())
             }
             Err(refusal) => Err(self.refuse(refusal.code, &refusal.message, req_id).await),
@@ -542,9 +331,10 @@ impl Conn {
     /// Refuses a hello: error frame, then close 1008 (1011 when the
     /// database, not the client, is at fault).
     async fn refuse(&self, code: &'static str, message: &str, req_id: Option<&str>) -> EndReason {
-        self.node.metrics.hello(code);
-        tracing::info!(conn_id = %self.conn_id, code, "hello refused");
-        self.send(error_frame(code, message, req_id)).await;
+        self.engine.metrics.hello(code);
+        tracing::info!(conn_id = %self.socket.conn_id, code, "hello refused");
+        self.send(with_req_id(error_frame(code, message), req_id))
+            .await;
         let close_code = if code == "unavailable" {
             close::INTERNAL
         } else {

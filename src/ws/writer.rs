@@ -1,6 +1,6 @@
 //! The sending side of one socket: the writer task that owns the sink
-//! (and drops clients that stop reading), and the task that writes send
-//! acks in submission order.
+//! (and drops clients that stop reading), and the task that writes the
+//! replies that come later (send acks) in submission order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +8,12 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-use crate::engine::messaging::{SendOutcome, SendRefusal};
+use crate::engine::dispatch::Pending;
 use crate::engine::outbound::{OutboundRx, OutboundTx};
 use crate::engine::sessions::{close, Outbound};
-use crate::engine::{Node, DB_TIMEOUT};
-use crate::protocol::frames::{self, error_ack};
+use crate::engine::Engine;
 
 /// Owns the sink. A frame that cannot be written within `stall` means the
 /// client stopped reading (its TCP window stayed shut): the socket is
@@ -22,7 +21,7 @@ use crate::protocol::frames::{self, error_ack};
 pub(super) async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: OutboundRx,
-    node: Arc<Node>,
+    node: Arc<Engine>,
     closer: watch::Sender<Option<(u16, &'static str)>>,
 ) {
     let stall = Duration::from_secs(node.config.settings.ping_interval_seconds);
@@ -57,28 +56,10 @@ pub(super) async fn write_loop(
     let _ = tokio::time::timeout(stall, sink.close()).await;
 }
 
-/// A submitted send whose ack is not written yet.
-pub(super) struct PendingAck {
-    pub rx: oneshot::Receiver<SendOutcome>,
-    pub id: String,
-    pub req_id: Option<String>,
-}
-
-/// Writes send acks in submission order as their outcomes arrive.
-pub(super) async fn forward_acks(mut pending: mpsc::Receiver<PendingAck>, tx: OutboundTx) {
+/// Writes later replies in submission order as their outcomes arrive.
+pub(super) async fn forward_ordered(mut pending: mpsc::Receiver<Pending>, tx: OutboundTx) {
     while let Some(p) = pending.recv().await {
-        let outcome = match tokio::time::timeout(DB_TIMEOUT, p.rx).await {
-            Ok(Ok(o)) => o,
-            _ => Err(SendRefusal {
-                code: "unavailable",
-                sentence: "the broker cannot reach its database; retry".into(),
-            }),
-        };
-        let req_id = p.req_id.as_deref();
-        let frame = match outcome {
-            Ok(message_id) => frames::queued_ack(&p.id, &message_id.to_string(), req_id),
-            Err(r) => error_ack(Some(&p.id), r.code, &r.sentence, req_id),
-        };
+        let frame = p.resolve().await;
         if tx.send(Outbound::Text(frame.into())).await.is_err() {
             return;
         }

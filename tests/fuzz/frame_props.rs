@@ -1,7 +1,7 @@
 use super::*;
 
 // ---------------------------------------------------------------------------
-// frames::parse
+// dispatch::parse
 // ---------------------------------------------------------------------------
 
 proptest! {
@@ -10,9 +10,10 @@ proptest! {
     /// Arbitrary text never panics the decoder; non-objects are bad requests.
     #[test]
     fn parse_never_panics_on_arbitrary_text(text in prop_oneof![any::<String>(), ".{0,64}"]) {
-        let got = frames::parse(&text);
+        let got = dispatch::parse(&text);
         if !text.trim_start().starts_with('{') {
-            prop_assert!(matches!(got, Err(FrameError::BadRequest { .. })), "{:?}", got);
+            let unreadable = matches!(got, Parsed::Unreadable { .. });
+            prop_assert!(unreadable, "{:?} read as a frame", text);
         }
     }
 
@@ -29,7 +30,7 @@ proptest! {
         if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(&text) {
             check_parse_contract(&obj, &text)?;
         } else {
-            let _ = frames::parse(&text);
+            let _ = dispatch::parse(&text);
         }
     }
 }
@@ -65,13 +66,12 @@ proptest! {
         pairs.extend(obj.clone());
         let text = object_text(&pairs);
         if obj.get("type").and_then(Value::as_str) == Some("send") {
-            match frames::parse(&text) {
-                Ok(i) => prop_assert_eq!(kind(&i.frame), "send"),
-                Err(FrameError::BadSend { .. }) => {}
-                Err(e) => prop_assert!(false, "{} -> {:?}", text, e),
+            match dispatch::parse(&text) {
+                Parsed::Frame { spec, .. } => prop_assert_eq!(spec.answer, Answer::Ack),
+                _ => prop_assert!(false, "{} is not a send", text),
             }
         } else {
-            let _ = frames::parse(&text);
+            let _ = dispatch::parse(&text);
         }
     }
 }
@@ -82,11 +82,16 @@ fn deeply_nested_sends_are_still_ackable() {
         let nested = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
         for field in ["junk", "nonce"] {
             let text = format!(r#"{{"type":"send","id":"c1","{field}":{nested},"x":1}}"#);
-            match frames::parse(&text) {
-                Err(FrameError::BadSend { id, .. }) => {
-                    assert_eq!(id.as_deref(), Some("c1"), "depth {depth}")
+            match dispatch::parse(&text) {
+                Parsed::Frame {
+                    head,
+                    spec,
+                    request: Err(_),
+                } => {
+                    assert_eq!(head.id.as_deref(), Some("c1"), "depth {depth}");
+                    assert_eq!(spec.answer, Answer::Ack);
                 }
-                other => panic!("depth {depth}, {field}: {other:?}"),
+                _ => panic!("depth {depth}, {field}: not a refused send"),
             }
         }
     }

@@ -185,13 +185,10 @@ fn hello_case() -> impl Strategy<Value = HelloCase> {
 /// The code a hello frame gets: parse failures are `malformed`, as the
 /// session answers them.
 fn hello_outcome(frame: &Map<String, Value>, now: i64) -> Result<Hello, &'static str> {
-    match frames::parse(&Value::Object(frame.clone()).to_string()) {
-        Ok(i) => match i.frame {
-            ClientFrame::Hello(h) => verify(&h, now).map(|()| *h).map_err(|r| r.code),
-            other => panic!("a hello parsed as {other:?}"),
-        },
-        Err(FrameError::MalformedHello(_)) => Err("malformed"),
-        Err(e) => panic!("a hello frame gave {e:?}"),
+    match dispatch::parse(&Value::Object(frame.clone()).to_string()) {
+        Parsed::Hello(_, Ok(h)) => verify(&h, now).map(|()| *h).map_err(|r| r.code),
+        Parsed::Hello(_, Err(_)) => Err("malformed"),
+        _ => panic!("a hello frame did not parse as a hello"),
     }
 }
 
@@ -484,7 +481,7 @@ proptest! {
         now in prop_oneof![0i64..=4_102_444_800_000, 0i64..=i64::MAX / 2],
     ) {
         let text = Value::Object(obj).to_string();
-        if let Ok(frames::Incoming { frame: ClientFrame::Hello(h), .. }) = frames::parse(&text) {
+        if let Parsed::Hello(_, Ok(h)) = dispatch::parse(&text) {
             let _ = verify(&h, now);
         }
     }

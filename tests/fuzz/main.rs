@@ -15,12 +15,14 @@ use std::sync::OnceLock;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use claudemesh_broker::audit::{self, canonical_json, entry_hash, Checkpoint, Entry, GENESIS};
+use claudemesh_broker::engine::dispatch::{self, Parsed, Request};
 use claudemesh_broker::protocol::crypto::{self, KeyPair};
-use claudemesh_broker::protocol::frames::{self, ClientFrame, FrameError, Hello};
-use claudemesh_broker::protocol::hello::verify;
+use claudemesh_broker::protocol::hello::{verify, Hello};
 use claudemesh_broker::protocol::invite::InvitePayload;
 use claudemesh_broker::protocol::limits::valid_group_name;
+use claudemesh_broker::protocol::messaging::MessagingFrame;
 use claudemesh_broker::protocol::target::{is_base64, Target};
+use claudemesh_broker::protocol::wire::Answer;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{json, Map, Value};
@@ -319,63 +321,57 @@ fn apply_edits(text: &str, edits: &[Edit]) -> String {
     chars.into_iter().collect()
 }
 
-/// The frame kind `parse` produced, spelled as its wire `type`.
-fn kind(f: &ClientFrame) -> &'static str {
-    match f {
-        ClientFrame::Hello(_) => "hello",
-        ClientFrame::ListPeers => "list_peers",
-        ClientFrame::SetStatus(_) => "set_status",
-        ClientFrame::SetSummary(_) => "set_summary",
-        ClientFrame::SetVisible(_) => "set_visible",
-        ClientFrame::SetProfile(_) => "set_profile",
-        ClientFrame::SetStats(_) => "set_stats",
-        ClientFrame::JoinGroup(_) => "join_group",
-        ClientFrame::LeaveGroup(_) => "leave_group",
-        ClientFrame::Send(_) => "send",
-        ClientFrame::ClientAck(_) => "client_ack",
-    }
-}
-
 /// The contract `parse` keeps for an object `obj` sent as `text`: the
 /// outcome follows the `type`, a `send` is always ackable (and its ack
 /// echoes a string `id`), and `_reqId` is always echoed.
 fn check_parse_contract(obj: &Map<String, Value>, text: &str) -> Result<(), TestCaseError> {
-    let got = frames::parse(text);
+    let got = dispatch::parse(text);
     let req_id = obj.get("_reqId").and_then(Value::as_str);
     let id = obj.get("id").and_then(Value::as_str);
     let ty = obj.get("type").and_then(Value::as_str);
     match (&got, ty) {
-        (Ok(i), Some(t)) => {
-            prop_assert_eq!(kind(&i.frame), t);
-            prop_assert_eq!(i.req_id.as_deref(), req_id);
-            prop_assert_eq!(i.id.as_deref(), id);
-            if let ClientFrame::Send(s) = &i.frame {
-                prop_assert_eq!(Some(s.id.as_str()), id);
+        (
+            Parsed::Frame {
+                head,
+                spec,
+                request,
+            },
+            Some(t),
+        ) => {
+            prop_assert_eq!(spec.ty, t);
+            prop_assert_eq!(head.req_id.as_deref(), req_id);
+            prop_assert_eq!(head.id.as_deref(), id);
+            if t == "send" {
+                prop_assert_eq!(spec.answer, Answer::Ack, "a send is answered by an ack");
+            }
+            if let Ok(r) = request {
+                prop_assert_eq!(r.ty(), t, "parsed as another frame");
+                if let Request::Messaging(MessagingFrame::Send(s)) = r {
+                    prop_assert_eq!(Some(s.id.as_str()), id);
+                }
             }
         }
-        (Ok(i), None) => prop_assert!(false, "parsed without a string type: {:?}", i),
-        (
-            Err(FrameError::BadSend {
-                id: got_id,
-                req_id: got_req,
-                ..
-            }),
-            Some("send"),
-        ) => {
-            prop_assert_eq!(got_id.as_deref(), id, "the ack echoes the send's id");
-            prop_assert_eq!(got_req.as_deref(), req_id);
+        (Parsed::Hello(head, _), Some("hello")) => {
+            prop_assert_eq!(head.req_id.as_deref(), req_id);
         }
-        (Err(e), Some("send")) => prop_assert!(false, "a failed send must be BadSend: {:?}", e),
-        (Err(FrameError::MalformedHello(_)), Some("hello")) => {}
+        (Parsed::Unknown(head), Some(t)) => {
+            prop_assert!(
+                !FRAME_TYPES.contains(&t),
+                "a registered type went unknown: {}",
+                t
+            );
+            prop_assert_eq!(head.ty.as_str(), t);
+            prop_assert_eq!(head.req_id.as_deref(), req_id);
+        }
         (
-            Err(FrameError::BadRequest {
+            Parsed::Unreadable {
                 req_id: got_req, ..
-            }),
-            t,
-        ) if t != Some("hello") => {
+            },
+            None,
+        ) => {
             prop_assert_eq!(got_req.as_deref(), req_id);
         }
-        (Err(e), t) => prop_assert!(false, "type {:?} gave {:?}", t, e),
+        (_, t) => prop_assert!(false, "type {:?} gave an unexpected parse", t),
     }
     Ok(())
 }

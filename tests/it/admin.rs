@@ -383,7 +383,9 @@ async fn peers_and_nodes_show_live_sessions(backend: Backend) {
         "not_found",
     );
     let sockets = |nodes: &[Value]| {
-        let me = nodes.iter().find(|n| n["id"] == node.node.id.to_string());
+        let me = nodes
+            .iter()
+            .find(|n| n["id"] == node.engine.node_id.to_string());
         me.unwrap_or_else(|| panic!("this node is listed: {nodes:?}"))["sockets"]
             .as_i64()
             .unwrap()
@@ -405,7 +407,7 @@ async fn peers_and_nodes_show_live_sessions(backend: Backend) {
     assert_eq!(alice["displayName"], "alice");
     assert_eq!(alice["sessionId"], "a1");
     assert_eq!(alice["pubkey"], w.alice.keys.public_hex);
-    assert_eq!(alice["nodeId"], node.node.id.to_string());
+    assert_eq!(alice["nodeId"], node.engine.node_id.to_string());
     assert!(alice["presenceId"].as_str().is_some_and(|s| !s.is_empty()));
     assert!(is_iso(&alice["statusUpdatedAt"]) && is_iso(&alice["connectedAt"]));
 
@@ -488,7 +490,7 @@ async fn admin_is_404_without_a_token(backend: Backend) {
             assert_error(got, 404, "not_found");
         }
     }
-    let meshes = node.node.store.list_meshes().await.unwrap();
+    let meshes = node.engine.store.list_meshes().await.unwrap();
     assert!(meshes.is_empty(), "nothing was created");
 }
 

@@ -42,7 +42,7 @@ async fn invites_are_signed_by_the_owner(backend: Backend) {
     assert_eq!(p.mesh_root_key, mesh["rootKey"].as_str().unwrap());
     assert_eq!(p.role, "member");
     assert_eq!(p.expires_at, expires.timestamp());
-    assert_eq!(p.broker_url, node.node.public_url);
+    assert_eq!(p.broker_url, node.engine.node.public_url);
     assert_eq!(p.broker_url, node.ws_url(), "public URL of the bound port");
 
     // Every option.

@@ -70,7 +70,7 @@ async fn activity_is_chained_and_verifies(backend: Backend) {
     assert_eq!(v["valid"], true, "{v}");
     assert!(v.get("brokenAt").is_none());
     let mesh_id = &w.alice.mesh_id;
-    let (_, entries) = w.node.node.store.audit_chain(mesh_id).await.unwrap();
+    let (_, entries) = w.node.engine.store.audit_chain(mesh_id).await.unwrap();
     let kinds: Vec<&str> = entries.iter().map(|e| e.event_type.as_str()).collect();
     for k in [
         "member_added",
@@ -108,7 +108,7 @@ async fn activity_is_chained_and_verifies(backend: Backend) {
 async fn pruned_chains_still_verify(backend: Backend) {
     let w = world(backend).await;
     wait_entries(&w.node, "m", 2).await;
-    let store = &w.node.node.store;
+    let store = &w.node.engine.store;
     let later = chrono::Utc::now() + chrono::Duration::seconds(1);
     assert_eq!(store.prune_audit(later).await.unwrap(), 2);
     let v = verify(&w.node, "m").await;

@@ -239,7 +239,7 @@ async fn admin_commands_round_trip(backend: Backend) {
     let nodes = admin(&node, &["nodes", "--json"]).await.json();
     let nodes = nodes.as_array().unwrap();
     assert_eq!(nodes.len(), 1);
-    assert_eq!(nodes[0]["id"], node.node.id.to_string());
+    assert_eq!(nodes[0]["id"], node.engine.node_id.to_string());
     assert_eq!(nodes[0]["sockets"], 1);
     let header = [
         "ID",
@@ -250,7 +250,10 @@ async fn admin_commands_round_trip(backend: Backend) {
         "VERSION",
     ];
     let lines = admin(&node, &["nodes"]).await.table(&header);
-    assert!(lines[1].starts_with(&node.node.id.to_string()), "{lines:?}");
+    assert!(
+        lines[1].starts_with(&node.engine.node_id.to_string()),
+        "{lines:?}"
+    );
 
     // Revoking closes the session; the command prints nothing on stdout.
     let out = admin(

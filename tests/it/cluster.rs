@@ -90,7 +90,7 @@ async fn replace_and_reattach_across_nodes() {
     );
     let peers = c.nodes[0].peers("m").await;
     assert_eq!(peers.len(), 1, "one live presence cluster-wide");
-    assert_eq!(peers[0]["nodeId"], c.nodes[1].node.id.to_string());
+    assert_eq!(peers[0]["nodeId"], c.nodes[1].engine.node_id.to_string());
     // Leave node 1, message arrives meanwhile, come back on node 0.
     new.close().await;
     let (mut b, _) = Peer::join(&c.nodes[1].ws_url(), &c.bob, "b1").await;
@@ -240,7 +240,7 @@ async fn notifies_are_coalesced() {
     for _ in 0..n {
         expect_push(&mut b).await;
     }
-    let sent = c.nodes[0].node.metrics.notify_sent.get();
+    let sent = c.nodes[0].engine.metrics.notify_sent.get();
     // One per send at most (the peer_joined events add one each).
     assert!(sent <= n + 5, "{sent} notifies for {n} messages");
 }
@@ -316,11 +316,11 @@ async fn rate_limited_sends_notify_no_one() {
     expect_push(&mut b).await;
     // The joins' events went out through the same counter: let them settle.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = c.nodes[0].node.metrics.notify_sent.get();
+    let before = c.nodes[0].engine.metrics.notify_sent.get();
     let ack = send(&mut a, "s2", &c.bob.keys.public_hex, "now", "eA==").await;
     assert_eq!(ack["code"], "rate_limit", "{ack}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(c.nodes[0].node.metrics.notify_sent.get(), before);
+    assert_eq!(c.nodes[0].engine.metrics.notify_sent.get(), before);
     assert!(b.quiet_for(Duration::from_millis(300)).await);
 }
 
@@ -329,7 +329,7 @@ async fn rate_limited_sends_notify_no_one() {
 async fn rolling_restart() {
     let c = cluster(3, |s| s.shutdown_drain_seconds = 0).await;
     let db_url = c.nodes[0]
-        .node
+        .engine
         .config
         .settings
         .database_url

@@ -150,7 +150,7 @@ async fn revoking_a_member_drops_its_queue(backend: Backend) {
     b.close().await;
     send(&mut a, "c1", &w.bob.keys.public_hex, "now", "MQ==").await;
     send(&mut a, "c2", "*", "now", "Mg==").await;
-    let store = &w.node.node.store;
+    let store = &w.node.engine.store;
     assert_eq!(store.queue_depth().await.unwrap(), 2);
     let path = format!("/meshes/m/members/{}", w.bob.id);
     assert_eq!(
@@ -343,7 +343,7 @@ async fn a_missed_wake_up_costs_one_sweep_interval(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stored = w
         .node
-        .node
+        .engine
         .store
         .insert_messages(&[alice_to_bob(&w, chrono::Utc::now())], &[], &[])
         .await
@@ -360,7 +360,7 @@ async fn a_batch_takes_tokens_in_send_order(backend: Backend) {
     use chrono::{Duration as Span, Utc};
 
     let w = world_with(backend, |_| {}).await;
-    let store = w.node.node.store.clone();
+    let store = w.node.engine.store.clone();
     let t0 = Utc::now();
     let batch = |at: chrono::DateTime<Utc>, n: usize| -> Vec<Outgoing> {
         (0..n).map(|_| alice_to_bob(&w, at)).collect()

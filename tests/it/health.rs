@@ -13,7 +13,7 @@ async fn health_and_readiness_when_all_is_well(backend: Backend) {
     assert_eq!(h["status"], "ok");
     assert_eq!(h["db"], "up");
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(h["nodeId"], w.node.node.id.to_string());
+    assert_eq!(h["nodeId"], w.node.engine.node_id.to_string());
     let r = reqwest::get(w.node.url("/health/ready")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(

@@ -20,7 +20,7 @@ async fn hello_ack_has_every_field(backend: Backend) {
         "default groups"
     );
     assert!(ack["hookToken"].as_str().is_some_and(|s| s.len() >= 32));
-    assert_eq!(ack["nodeId"], w.node.node.id.to_string());
+    assert_eq!(ack["nodeId"], w.node.engine.node_id.to_string());
     assert_eq!(ack["protocol"], 1);
     assert!(
         ack.get("restored").is_none(),
@@ -255,7 +255,7 @@ async fn grace_expiry_ends_the_presence(backend: Backend) {
 async fn in_process_shutdown_closes_1001_and_keeps_grace(backend: Backend) {
     let w = world(backend).await;
     let (mut p, _) = Peer::join(&w.node.ws_url(), &w.alice, "s1").await;
-    let node = w.node.node.clone();
+    let node = w.node.engine.clone();
     let mesh_id = w.alice.mesh_id.clone();
     w.node.shutdown().await;
     assert_eq!(p.expect_close().await, 1001);

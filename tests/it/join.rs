@@ -386,7 +386,7 @@ async fn bad_bodies_are_bad_requests(backend: Backend) {
         assert_refused(&post_raw(&node, raw).await, "bad_request");
     }
     // Over max_message_bytes: 413 before any parsing; at the limit: parsed.
-    let limit = node.node.config.settings.max_message_bytes;
+    let limit = node.engine.config.settings.max_message_bytes;
     let big = format!("{{\"pad\":\"{}\"}}", "p".repeat(limit));
     let got = post_raw(&node, big).await;
     assert_eq!(got, (413, json!({"ok": false, "error": "too_large"})));

@@ -230,7 +230,7 @@ async fn node_recovers_when_its_connections_are_killed() {
     }
     assert_eq!(expect_push(&mut b).await["ciphertext"], "YmFjaw==");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while node.node.metrics.listen_reconnects.get() == 0 {
+    while node.engine.metrics.listen_reconnects.get() == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "LISTEN never reconnected"

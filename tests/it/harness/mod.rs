@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use claudemesh_broker::app::Application;
 use claudemesh_broker::config::{Config, Settings};
-use claudemesh_broker::engine::Node;
+use claudemesh_broker::engine::Engine;
 use claudemesh_broker::protocol::crypto::KeyPair;
 use claudemesh_broker::store::memory::MemoryStore;
 use claudemesh_broker::store::postgres::PgStore;
@@ -79,7 +79,7 @@ pub async fn store_for(backend: Backend) -> (Arc<dyn Store>, Option<TestDb>) {
 }
 
 pub struct TestNode {
-    pub node: Arc<Node>,
+    pub engine: Arc<Engine>,
     pub port: u16,
     pub stop: CancellationToken,
     pub task: JoinHandle<anyhow::Result<()>>,
@@ -93,12 +93,12 @@ impl TestNode {
         let app = Application::build(config, store, None)
             .await
             .expect("node starts");
-        let node = app.node();
+        let engine = app.engine();
         let port = app.port();
         let stop = app.stop_token();
         let task = tokio::spawn(app.run());
         TestNode {
-            node,
+            engine,
             port,
             stop,
             task,

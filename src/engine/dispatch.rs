@@ -1,0 +1,489 @@
+//! One dispatch for every frame after the handshake. The socket layer asks
+//! [`parse`] for a typed request, hands it to [`handle`] with the
+//! session's context, and writes what [`answer`] makes of the outcome.
+//! Replies, `_reqId` echoes and errors are produced here, never per
+//! family.
+//!
+//! Adding a family: its protocol file (a [`Family`] of frames), its engine
+//! file (`async fn handle(&mut Session, Frame, &Head) -> Handled`), and one
+//! line in the registry below.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+
+use super::Engine;
+use crate::metrics::{Metrics, RefusedLabels};
+use crate::protocol::hello::{parse_hello, Hello, HELLO};
+use crate::protocol::wire::{
+    error_ack, error_frame, head, with_req_id, Answer, Family, FrameSpec, Head, Shape, NUL_REFUSED,
+};
+use crate::store::{Presence, StoreError};
+
+/// The registry: one line per family, `Variant(frame type) => handler`.
+macro_rules! families {
+    ($($variant:ident($frame:ty) => $handler:path),* $(,)?) => {
+        /// A parsed request of any family.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Request {
+            $($variant($frame)),*
+        }
+
+        impl Request {
+            /// The wire `type` it was parsed from.
+            pub fn ty(&self) -> &'static str {
+                match self {
+                    $(Request::$variant(f) => f.ty()),*
+                }
+            }
+        }
+
+        static TABLE: LazyLock<HashMap<&'static str, (FrameSpec, Parser)>> =
+            LazyLock::new(|| {
+                let mut table: HashMap<&'static str, (FrameSpec, Parser)> = HashMap::new();
+                $(
+                    for spec in <$frame as Family>::FRAMES {
+                        let parser: Parser =
+                            |ty, text| <$frame as Family>::parse(ty, text).map(Request::$variant);
+                        let taken = table.insert(spec.ty, (*spec, parser));
+                        assert!(taken.is_none(), "frame type `{}` registered twice", spec.ty);
+                    }
+                )*
+                table
+            });
+
+        /// Runs `request` through its family's handler.
+        pub async fn handle(s: &mut Session, request: Request, head: &Head) -> Handled {
+            match request {
+                $(Request::$variant(f) => $handler(s, f, head).await),*
+            }
+        }
+    };
+}
+
+families! {
+    Presence(crate::protocol::presence::PresenceFrame) => super::presence::handle,
+    Messaging(crate::protocol::messaging::MessagingFrame) => super::messaging::handle,
+}
+
+type Parser = fn(&str, &str) -> Result<Request, String>;
+
+/// Every frame type the broker answers after the handshake.
+pub fn frame_types() -> impl Iterator<Item = &'static FrameSpec> {
+    TABLE.values().map(|(spec, _)| spec)
+}
+
+/// What a family handler is given: the engine and the session it serves.
+pub struct Session {
+    pub engine: Arc<Engine>,
+    /// The presence as this session last wrote it (patches replace it).
+    pub presence: Arc<Presence>,
+    /// Pushes are completed on `client_ack`, not on write.
+    pub client_ack: bool,
+}
+
+/// Why a request was refused: its wire code and a sentence for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new("bad_request", message)
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "store failed");
+        Refusal::new("unavailable", "the broker cannot reach its database")
+    }
+}
+
+/// A reply that comes later (a `send`'s ack), resolved in submission
+/// order with the other later replies of its socket.
+pub type Later = Pin<Box<dyn Future<Output = Result<String, Refusal>> + Send>>;
+
+/// What a handler answers besides a refusal.
+pub enum Reply {
+    /// Nothing (a frame without a success reply).
+    None,
+    /// One reply frame, serialised without `_reqId`.
+    Frame(String),
+    /// A reply still being worked out.
+    Later(Later),
+}
+
+pub type Handled = Result<Reply, Refusal>;
+
+/// One text frame, as far as it could be read.
+pub enum Parsed {
+    /// Not an object with a string `type`.
+    Unreadable {
+        req_id: Option<String>,
+        message: &'static str,
+    },
+    /// A handshake frame: its fields, or why they are malformed.
+    Hello(Head, Result<Box<Hello>, String>),
+    /// A registered frame type: its request, or the `bad_request` sentence.
+    Frame {
+        head: Head,
+        spec: FrameSpec,
+        request: Result<Request, String>,
+    },
+    /// A string `type` nothing is registered for.
+    Unknown(Head),
+}
+
+/// Reads one text frame.
+pub fn parse(text: &str) -> Parsed {
+    let head = match head(text) {
+        Ok(h) => h,
+        Err(e) => {
+            return Parsed::Unreadable {
+                req_id: e.req_id,
+                message: e.message,
+            }
+        }
+    };
+    if head.ty == HELLO {
+        let hello = if head.nul {
+            Err(NUL_REFUSED.to_string())
+        } else {
+            parse_hello(text).map(Box::new)
+        };
+        return Parsed::Hello(head, hello);
+    }
+    let Some((spec, parser)) = TABLE.get(head.ty.as_str()) else {
+        return Parsed::Unknown(head);
+    };
+    let request = if head.nul {
+        Err(NUL_REFUSED.to_string())
+    } else {
+        parser(&head.ty, text)
+    };
+    Parsed::Frame {
+        head,
+        spec: *spec,
+        request,
+    }
+}
+
+/// What the socket writes for one frame.
+pub enum Out {
+    /// Write this now.
+    Now(String),
+    /// Write this once resolved, after every earlier `Ordered` of the
+    /// socket (acks keep the order of their sends).
+    Ordered(Pending),
+}
+
+/// A reply waiting for its outcome, with what rendering it needs.
+pub struct Pending {
+    outcome: Later,
+    answer: Answer,
+    id: Option<String>,
+    req_id: Option<String>,
+}
+
+impl Pending {
+    /// The frame to write; `unavailable` when the outcome never comes.
+    pub async fn resolve(self) -> String {
+        let outcome = match tokio::time::timeout(super::DB_TIMEOUT, self.outcome).await {
+            Ok(o) => o,
+            Err(_) => Err(Refusal::new(
+                "unavailable",
+                "the broker cannot reach its database; retry",
+            )),
+        };
+        let frame = match outcome {
+            Ok(frame) => frame,
+            Err(r) => refusal_frame(self.answer, self.id.as_deref(), &r),
+        };
+        with_req_id(frame, self.req_id.as_deref())
+    }
+}
+
+fn refusal_frame(answer: Answer, id: Option<&str>, r: &Refusal) -> String {
+    match answer {
+        Answer::Error => error_frame(r.code, &r.message),
+        Answer::Ack => error_ack(id, r.code, &r.message),
+    }
+}
+
+/// The frame a refusal of `head`'s frame takes, with its echo.
+pub fn refusal(head: &Head, answer: Answer, r: &Refusal) -> String {
+    with_req_id(
+        refusal_frame(answer, head.id.as_deref(), r),
+        head.req_id.as_deref(),
+    )
+}
+
+/// What to write for the outcome of a frame of kind `spec`, if anything.
+pub fn answer(metrics: &Metrics, head: &Head, spec: &FrameSpec, handled: Handled) -> Option<Out> {
+    let req_id = head.req_id.as_deref();
+    if spec.answer == Answer::Ack {
+        // Every answer of an acked frame takes the ordered path, refusals
+        // included: its client matches acks to sends by order.
+        let outcome: Later = match handled {
+            Ok(Reply::Later(l)) => l,
+            Ok(Reply::Frame(f)) => Box::pin(std::future::ready(Ok(f))),
+            Ok(Reply::None) => return None,
+            Err(r) => Box::pin(std::future::ready(Err(r))),
+        };
+        return Some(Out::Ordered(Pending {
+            outcome,
+            answer: spec.answer,
+            id: head.id.clone(),
+            req_id: head.req_id.clone(),
+        }));
+    }
+    match handled {
+        Ok(Reply::None) => None,
+        Ok(Reply::Frame(f)) => Some(Out::Now(with_req_id(f, req_id))),
+        Ok(Reply::Later(l)) => Some(Out::Ordered(Pending {
+            outcome: l,
+            answer: spec.answer,
+            id: head.id.clone(),
+            req_id: head.req_id.clone(),
+        })),
+        Err(r) if spec.shape == Shape::FireAndForget && req_id.is_none() => {
+            // Its client waits for nothing and would hand an error to an
+            // unrelated pending request.
+            tracing::info!(frame = spec.ty, code = r.code, reason = %r.message, "fire-and-forget frame refused");
+            metrics
+                .ws_refused
+                .get_or_create(&RefusedLabels {
+                    r#type: spec.ty,
+                    code: r.code,
+                })
+                .inc();
+            None
+        }
+        Err(r) => Some(Out::Now(refusal(head, spec.answer, &r))),
+    }
+}
+
+/// The answer to a frame that is not a registered request: unreadable,
+/// unknown, or a handshake frame on a session that already had one.
+pub fn not_a_request(parsed: &Parsed) -> Option<String> {
+    let bad = |req_id: Option<&str>, message: &str| {
+        with_req_id(error_frame("bad_request", message), req_id)
+    };
+    match parsed {
+        Parsed::Unreadable { req_id, message } => Some(bad(req_id.as_deref(), message)),
+        Parsed::Hello(head, _) => Some(bad(
+            head.req_id.as_deref(),
+            "this session already said hello",
+        )),
+        Parsed::Unknown(head) if head.nul => Some(bad(head.req_id.as_deref(), NUL_REFUSED)),
+        Parsed::Unknown(head) => {
+            let shown: String = head.ty.chars().take(32).collect();
+            Some(bad(
+                head.req_id.as_deref(),
+                &format!("unknown frame type `{shown}`"),
+            ))
+        }
+        Parsed::Frame { .. } => None,
+    }
+}
+
+/// The answer to anything but a hello before the handshake.
+pub fn no_hello(parsed: &Parsed) -> String {
+    match parsed {
+        Parsed::Frame { head, spec, .. } if spec.answer == Answer::Ack => with_req_id(
+            error_ack(head.id.as_deref(), "no_hello", "say hello first"),
+            head.req_id.as_deref(),
+        ),
+        other => with_req_id(
+            error_frame("no_hello", "the first frame must be a hello"),
+            req_id_of(other),
+        ),
+    }
+}
+
+/// The answer to a frame over the socket's frame budget, not acted on.
+pub fn throttled(parsed: &Parsed) -> Out {
+    const SENTENCE: &str = "too many frames per second on this socket";
+    let r = Refusal::new("rate_limit", SENTENCE);
+    match parsed {
+        Parsed::Frame { head, spec, .. } if spec.answer == Answer::Ack => Out::Ordered(Pending {
+            outcome: Box::pin(std::future::ready(Err(r))),
+            answer: spec.answer,
+            id: head.id.clone(),
+            req_id: head.req_id.clone(),
+        }),
+        other => Out::Now(with_req_id(error_frame(r.code, SENTENCE), req_id_of(other))),
+    }
+}
+
+fn req_id_of(parsed: &Parsed) -> Option<&str> {
+    match parsed {
+        Parsed::Unreadable { req_id, .. } => req_id.as_deref(),
+        Parsed::Hello(head, _) | Parsed::Unknown(head) | Parsed::Frame { head, .. } => {
+            head.req_id.as_deref()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_frame_type_is_registered_once_and_none_is_a_handshake() {
+        let types: Vec<&str> = frame_types().map(|s| s.ty).collect();
+        assert_eq!(types.len(), TABLE.len());
+        assert!(!types.contains(&HELLO));
+        for ty in [
+            "send",
+            "client_ack",
+            "list_peers",
+            "set_status",
+            "leave_group",
+        ] {
+            assert!(types.contains(&ty), "{ty}");
+        }
+    }
+
+    #[test]
+    fn frames_parse_to_their_family_and_keep_their_head() {
+        let Parsed::Frame {
+            head,
+            spec,
+            request,
+        } = parse(r#"{"type":"set_status","status":"idle","_reqId":"r","id":7}"#)
+        else {
+            panic!("a frame")
+        };
+        assert_eq!(
+            (head.req_id.as_deref(), head.id.as_deref()),
+            (Some("r"), None)
+        );
+        assert_eq!(spec, FrameSpec::request("set_status"));
+        assert_eq!(request.unwrap().ty(), "set_status");
+        match parse(r#"{"type":"send","id":"c1","targetSpec":5}"#) {
+            Parsed::Frame {
+                head,
+                spec,
+                request,
+            } => {
+                assert_eq!(head.id.as_deref(), Some("c1"));
+                assert_eq!(spec.answer, Answer::Ack);
+                assert!(request.unwrap_err().contains("invalid send"));
+            }
+            _ => panic!("a bad send is still a send"),
+        }
+        assert!(matches!(parse(r#"{"type":"dance"}"#), Parsed::Unknown(_)));
+        assert!(matches!(parse("[]"), Parsed::Unreadable { .. }));
+        assert!(matches!(
+            parse(r#"{"type":"hello","meshId":"m"}"#),
+            Parsed::Hello(_, Err(_))
+        ));
+        match parse(r#"{"type":"leave_group","name":"a\u0000"}"#) {
+            Parsed::Frame { request, .. } => assert_eq!(request.unwrap_err(), NUL_REFUSED),
+            _ => panic!("a frame"),
+        }
+    }
+
+    #[test]
+    fn fire_and_forget_refusals_are_answered_only_to_a_req_id() {
+        let metrics = Metrics::new("n", "memory");
+        let spec = FrameSpec::fire_and_forget("forget");
+        let mut head = Head {
+            ty: "forget".into(),
+            req_id: None,
+            id: None,
+            nul: false,
+        };
+        let refused = || Err(Refusal::new("forbidden", "not yours"));
+        assert!(answer(&metrics, &head, &spec, refused()).is_none());
+        let counted = metrics.ws_refused.get_or_create(&RefusedLabels {
+            r#type: "forget",
+            code: "forbidden",
+        });
+        assert_eq!(counted.get(), 1);
+        head.req_id = Some("r".into());
+        let Some(Out::Now(frame)) = answer(&metrics, &head, &spec, refused()) else {
+            panic!("answered")
+        };
+        assert!(
+            frame.contains("\"_reqId\":\"r\"") && frame.contains("forbidden"),
+            "{frame}"
+        );
+        // Success replies go out either way; a request's errors always.
+        head.req_id = None;
+        let ok = Ok(Reply::Frame(r#"{"type":"forgotten"}"#.into()));
+        assert!(matches!(
+            answer(&metrics, &head, &spec, ok),
+            Some(Out::Now(_))
+        ));
+        let request = FrameSpec::request("set_status");
+        assert!(matches!(
+            answer(&metrics, &head, &request, refused()),
+            Some(Out::Now(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn acked_frames_answer_in_order_whatever_the_outcome() {
+        let metrics = Metrics::new("n", "memory");
+        let spec = FrameSpec::acked("send");
+        let head = Head {
+            ty: "send".into(),
+            req_id: Some("q".into()),
+            id: Some("c1".into()),
+            nul: false,
+        };
+        let Some(Out::Ordered(p)) = answer(&metrics, &head, &spec, Err(Refusal::bad_request("no")))
+        else {
+            panic!("ordered")
+        };
+        let v: serde_json::Value = serde_json::from_str(&p.resolve().await).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["id"].as_str(), v["code"].as_str()),
+            (Some("ack"), Some("c1"), Some("bad_request"))
+        );
+        assert_eq!(v["_reqId"], "q");
+    }
+
+    #[test]
+    fn refusals_take_their_frame_form_and_echo_the_request() {
+        let head = Head {
+            ty: "send".into(),
+            req_id: Some("q".into()),
+            id: Some("c9".into()),
+            nul: false,
+        };
+        let r = Refusal::new("too_large", "big");
+        let v: serde_json::Value = serde_json::from_str(&refusal(&head, Answer::Ack, &r)).unwrap();
+        assert_eq!(v["type"], "ack");
+        assert_eq!(v["id"], "c9");
+        assert_eq!(v["error"], "too_large: big");
+        assert_eq!(v["_reqId"], "q");
+        let v: serde_json::Value =
+            serde_json::from_str(&refusal(&head, Answer::Error, &r)).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["code"].as_str()),
+            (Some("error"), Some("too_large"))
+        );
+        assert!(v.get("id").is_none(), "`id` only on send-related errors");
+        let unknown = not_a_request(&parse(r#"{"type":"dance","_reqId":"r1"}"#)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&unknown).unwrap();
+        assert_eq!(
+            (v["code"].as_str(), v["_reqId"].as_str()),
+            (Some("bad_request"), Some("r1"))
+        );
+        assert!(v["message"].as_str().unwrap().contains("dance"));
+    }
+}

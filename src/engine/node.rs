@@ -1,0 +1,145 @@
+//! This node's life: what it tells the world (its URL, its admin token),
+//! its health as the heartbeat last saw it, draining, the admission of new
+//! sockets, and the tasks that must end before it stops.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Ctx;
+use crate::store::StoreResult;
+
+pub struct NodeState {
+    /// Where this node listens, as its registry row says.
+    pub listen_addr: String,
+    /// What invites name as `broker_url`.
+    pub public_url: String,
+    /// The admin token in force (configured, or made up by `--dev`).
+    pub admin_token: Option<String>,
+    /// Set at SIGTERM: readiness answers 503 and new sockets are refused.
+    draining: AtomicBool,
+    /// Last known database health, kept by the heartbeat and probes.
+    db_up: AtomicBool,
+    /// Cancelled when the drain period ends: every socket closes with 1001.
+    pub close_sockets: CancellationToken,
+    /// Session tasks, so shutdown can wait for them (axum does not).
+    pub tracker: TaskTracker,
+    /// New-connection token bucket: (tokens, last refill).
+    conn_rate: Mutex<(f64, Instant)>,
+}
+
+impl NodeState {
+    pub fn new(
+        listen_addr: String,
+        public_url: String,
+        admin_token: Option<String>,
+        conn_burst: f64,
+    ) -> NodeState {
+        NodeState {
+            listen_addr,
+            public_url,
+            admin_token,
+            draining: AtomicBool::new(false),
+            db_up: AtomicBool::new(true),
+            close_sockets: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            conn_rate: Mutex::new((conn_burst, Instant::now())),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn db_up(&self) -> bool {
+        self.db_up.load(Ordering::Relaxed)
+    }
+
+    /// Records database health; returns what it was before.
+    pub fn set_db_up(&self, up: bool) -> bool {
+        self.db_up.swap(up, Ordering::Relaxed)
+    }
+}
+
+/// A readiness probe must answer well inside Kubernetes' 1 s default
+/// timeout even when the database hangs.
+const DB_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Asks the database for a round trip (bounded), and records the answer.
+pub async fn probe_db(ctx: &Ctx) -> bool {
+    let up = matches!(
+        tokio::time::timeout(DB_PROBE_TIMEOUT, ctx.store.ping()).await,
+        Ok(Ok(()))
+    );
+    ctx.node.set_db_up(up);
+    up
+}
+
+/// `memory` or `postgres`.
+pub fn store_backend(ctx: &Ctx) -> &'static str {
+    ctx.store.backend()
+}
+
+/// Samples the database pools into the `db_pool` gauge (scrape time).
+pub fn sample_pools(ctx: &Ctx) {
+    if let Some((in_use, idle, waiting)) = ctx.store.pool_status() {
+        use crate::metrics::StateLabel;
+        let pool = &ctx.metrics.db_pool;
+        pool.get_or_create(&StateLabel { state: "in_use" })
+            .set(in_use);
+        pool.get_or_create(&StateLabel { state: "idle" }).set(idle);
+        pool.get_or_create(&StateLabel { state: "waiting" })
+            .set(waiting);
+    }
+}
+
+/// Starts draining: readiness turns 503, new sockets are refused, and the
+/// registry shows it (so operators and the load balancer see why).
+pub async fn begin_drain(ctx: &Ctx) -> StoreResult<bool> {
+    ctx.node.draining.store(true, Ordering::Relaxed);
+    tracing::info!(node_id = %ctx.node_id, "draining");
+    ctx.store.heartbeat_node(ctx.node_id, ctx.now(), true).await
+}
+
+/// Removes this node's registry row at the end of a clean shutdown.
+pub async fn deregister(ctx: &Ctx) {
+    if let Err(e) = ctx.store.remove_node(ctx.node_id).await {
+        tracing::warn!(node_id = %ctx.node_id, error = %e, "could not remove node row");
+    }
+}
+
+/// One admitted socket, counted in `broker_connections` while it lives.
+pub struct ConnSlot(Arc<Ctx>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.metrics.connections.dec();
+    }
+}
+
+/// Admits a new socket under the node's caps (concurrent sockets and new
+/// sockets per second). The slot is counted from admission, not from when
+/// the session starts, so concurrent upgrades cannot slip past the cap;
+/// dropping it (socket closed, or upgrade never completed) frees it.
+/// `None` means answer 503.
+pub fn admit(ctx: &Arc<Ctx>) -> Option<ConnSlot> {
+    let s = &ctx.config.settings;
+    let rate = f64::from(s.max_new_connections_per_second);
+    // The bucket's lock also serialises the count check and increment.
+    let mut b = ctx.node.conn_rate.lock().unwrap_or_else(|e| e.into_inner());
+    if ctx.metrics.connections.get() >= i64::from(s.max_connections_per_node) {
+        return None;
+    }
+    let now = Instant::now();
+    b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(rate);
+    b.1 = now;
+    if b.0 < 1.0 {
+        return None;
+    }
+    b.0 -= 1.0;
+    ctx.metrics.connections.inc();
+    Some(ConnSlot(ctx.clone()))
+}

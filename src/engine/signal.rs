@@ -1,0 +1,70 @@
+//! What one node asks of another, and the bus that carries it. The engine
+//! defines both; `cluster::bus` implements [`Bus`] over LISTEN/NOTIFY and
+//! hands received signals back to [`Sessions::apply`](super::sessions::Sessions::apply).
+//! Memory mode has no bus: it is one node, and every signal is local.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Ctx;
+pub use crate::store::Notice;
+
+/// The largest signal payload a bus must carry. Postgres refuses NOTIFY
+/// payloads of 8000 bytes or more; stay clear.
+pub const MAX_PAYLOAD: usize = 7900;
+
+/// A wake-up, a close or an event, addressed to a node's sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Signal {
+    /// These sessions may have something to claim.
+    Wake { p: Vec<Uuid> },
+    /// Every local session of these (mesh, member) pairs may.
+    WakeMember { m: Vec<(String, String)> },
+    /// Close a socket (replaced elsewhere, member revoked).
+    Close { p: Uuid, c: Uuid, code: u16 },
+    /// A system event frame for a mesh's sessions, except `skip`'s.
+    Event {
+        mesh: String,
+        skip: String,
+        frame: String,
+    },
+}
+
+/// Carries signals to other nodes. Fire and forget: a lost wake-up only
+/// delays (every session also polls), a lost event is advisory.
+pub trait Bus: Send + Sync + 'static {
+    fn to_node(&self, node: Uuid, signal: Signal);
+    fn to_cluster(&self, signal: Signal);
+    /// The NOTIFYs for a send batch's wake-ups of other nodes: each
+    /// `(node, signal, message)` says which message caused it, so the
+    /// store sends a notice only if one of its messages was stored.
+    fn notices(&self, wakes: &[(Uuid, Signal, Uuid)]) -> Vec<Notice>;
+}
+
+impl Ctx {
+    /// Delivers `signal` to `node`: directly when it is this one.
+    pub fn signal(&self, node: Uuid, signal: Signal) {
+        if node == self.node_id {
+            self.sessions.apply(signal);
+        } else if let Some(bus) = &self.bus {
+            bus.to_node(node, signal);
+        }
+    }
+
+    /// Applies `signal` here and sends it to every other node.
+    pub fn signal_cluster(&self, signal: Signal) {
+        if let Some(bus) = &self.bus {
+            bus.to_cluster(signal.clone());
+        }
+        self.sessions.apply(signal);
+    }
+
+    /// See [`Bus::notices`]; none without a bus.
+    pub fn notices(&self, wakes: &[(Uuid, Signal, Uuid)]) -> Vec<Notice> {
+        match &self.bus {
+            Some(bus) if !wakes.is_empty() => bus.notices(wakes),
+            _ => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The sweeper: every `sweep_interval_seconds` it keeps the shared tables
+//! honest. Dead nodes are reaped (their sessions to grace), presences whose
+//! grace ran out end with `peer_left`, stuck statuses and stale hooks and
+//! buckets go, expired and delivered messages go, the audit log is pruned
+//! past its retention, and the queue depth is sampled. Every node sweeps;
+//! the store makes each step safe to run on several at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::audit::Actor;
+use super::events::{announce, PeerEvent};
+use super::status::sweep_status;
+use super::Ctx;
+
+/// Retention is in days: pruning hourly keeps the table within an hour of
+/// its limit at a negligible cost.
+const AUDIT_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Every `sweep_interval_seconds`: ends presences whose grace ran out
+/// (announcing `peer_left`), deletes expired and fully delivered messages,
+/// and samples the queue depth.
+pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let every = Duration::from_secs(ctx.config.settings.sweep_interval_seconds);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = std::time::Instant::now() - AUDIT_PRUNE_EVERY;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let started = std::time::Instant::now();
+        let now = ctx.now();
+        let settings = &ctx.config.settings;
+        let lease = chrono::Duration::seconds(settings.node_lease_seconds as i64);
+        let grace = chrono::Duration::seconds(settings.presence_grace_seconds as i64);
+        match ctx
+            .store
+            .reap_dead_nodes(ctx.node_id, now - lease, now + grace, now)
+            .await
+        {
+            Ok(dead) if !dead.is_empty() => {
+                tracing::warn!(node_id = %ctx.node_id, ?dead, "dead nodes reaped: their sessions are in grace");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "dead-node sweep failed"),
+        }
+        match ctx.store.expire_grace(ctx.now()).await {
+            Ok(ended) => {
+                for p in &ended {
+                    tracing::info!(node_id = %ctx.node_id, presence_id = %p.id, mesh_id = %p.mesh_id, "grace expired");
+                    announce(&ctx, PeerEvent::Left, p, None);
+                    ctx.audit.record(
+                        &p.mesh_id,
+                        "peer_left",
+                        Some(Actor {
+                            member_id: &p.member_id,
+                            name: &p.display_name,
+                        }),
+                        serde_json::json!({"presence_id": p.id, "session_id": p.session_id}),
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "grace sweep failed"),
+        }
+        if let Err(e) = sweep_status(&ctx).await {
+            tracing::warn!(node_id = %ctx.node_id, error = %e, "status sweep failed");
+        }
+        if let Err(e) = ctx.store.sweep_messages(ctx.now()).await {
+            tracing::warn!(node_id = %ctx.node_id, error = %e, "message sweep failed");
+        }
+        if last_prune.elapsed() >= AUDIT_PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            let days = chrono::Duration::days(ctx.config.settings.audit_retention_days as i64);
+            match ctx.store.prune_audit(ctx.now() - days).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(node_id = %ctx.node_id, pruned = n, "audit entries past retention pruned")
+                }
+                Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "audit prune failed"),
+            }
+        }
+        if let Ok(depth) = ctx.store.queue_depth().await {
+            ctx.metrics.queue_depth.set(depth);
+        }
+        ctx.metrics.sweeps.inc();
+        ctx.metrics
+            .sweep_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
