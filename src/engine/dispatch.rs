@@ -274,6 +274,12 @@ pub fn answer(metrics: &Metrics, head: &Head, spec: &FrameSpec, handled: Handled
     }
 }
 
+/// An `error` frame the socket layer sends on its own account (a hello
+/// timeout, a binary frame, a refused hello).
+pub fn error(code: &str, message: &str, req_id: Option<&str>) -> String {
+    with_req_id(error_frame(code, message), req_id)
+}
+
 /// The answer to a frame that is not a registered request: unreadable,
 /// unknown, or a handshake frame on a session that already had one.
 pub fn not_a_request(parsed: &Parsed) -> Option<String> {

@@ -22,7 +22,6 @@ use crate::engine::hello::{self, Socket};
 use crate::engine::outbound;
 use crate::engine::sessions::{close, Outbound};
 use crate::engine::Engine;
-use crate::protocol::wire::{error_frame, with_req_id};
 
 /// Frames queued for one socket: one claim batch. Past it senders wait, and
 /// a writer stalled for `ping_interval_seconds` drops the socket, so a
@@ -162,7 +161,7 @@ impl Conn {
             tokio::select! {
                 _ = &mut hello_by, if self.session.is_none() => {
                     self.engine.metrics.hello("timeout");
-                    self.send(error_frame("hello_timeout", "no hello in time")).await;
+                    self.send(dispatch::error("hello_timeout", "no hello in time", None)).await;
                     self.close(close::POLICY, "hello timeout").await;
                     return "hello timeout";
                 }
@@ -212,7 +211,7 @@ impl Conn {
                         }
                         Message::Binary(_) => {
                             self.engine.metrics.bad_frames.inc();
-                            self.send(error_frame("bad_request", "binary frames are not supported")).await;
+                            self.send(dispatch::error("bad_request", "binary frames are not supported", None)).await;
                         }
                         Message::Close(_) => return "client closed",
                         Message::Ping(_) | Message::Pong(_) => {}
@@ -333,8 +332,7 @@ impl Conn {
     async fn refuse(&self, code: &'static str, message: &str, req_id: Option<&str>) -> EndReason {
         self.engine.metrics.hello(code);
         tracing::info!(conn_id = %self.socket.conn_id, code, "hello refused");
-        self.send(with_req_id(error_frame(code, message), req_id))
-            .await;
+        self.send(dispatch::error(code, message, req_id)).await;
         let close_code = if code == "unavailable" {
             close::INTERNAL
         } else {

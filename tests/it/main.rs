@@ -7,6 +7,7 @@ mod admin;
 mod admin_invites;
 mod audit;
 mod cli;
+mod clock;
 mod cluster;
 mod dashboard;
 mod delivery;

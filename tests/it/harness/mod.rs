@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use claudemesh_broker::app::Application;
 use claudemesh_broker::config::{Config, Settings};
+use claudemesh_broker::engine::clock::{Clock, SystemClock, TestClock};
 use claudemesh_broker::engine::Engine;
 use claudemesh_broker::protocol::crypto::KeyPair;
 use claudemesh_broker::store::memory::MemoryStore;
@@ -89,8 +90,17 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node on `store` with `settings`.
     pub async fn start_on(store: Arc<dyn Store>, settings: Settings) -> TestNode {
+        Self::start_with_clock(store, settings, Arc::new(SystemClock)).await
+    }
+
+    /// Starts a node whose engine reads `clock`.
+    pub async fn start_with_clock(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> TestNode {
         let config: Config = settings.resolve(false);
-        let app = Application::build(config, store, None)
+        let app = Application::build_with_clock(config, store, None, clock)
             .await
             .expect("node starts");
         let engine = app.engine();
@@ -234,6 +244,24 @@ pub async fn world(backend: Backend) -> World {
 
 pub async fn world_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> World {
     let (node, db) = node_with(backend, tweak).await;
+    populate(node, db).await
+}
+
+/// A world whose node reads a clock the test moves.
+pub async fn world_with_clock(
+    backend: Backend,
+    tweak: impl FnOnce(&mut Settings),
+) -> (World, Arc<TestClock>) {
+    let (store, db) = store_for(backend).await;
+    let mut settings = test_settings();
+    settings.database_url = db.as_ref().map(|d| d.url.clone());
+    tweak(&mut settings);
+    let clock = Arc::new(TestClock::new());
+    let node = TestNode::start_with_clock(store, settings, clock.clone()).await;
+    (populate(node, db).await, clock)
+}
+
+async fn populate(node: TestNode, db: Option<TestDb>) -> World {
     node.create_mesh("m").await;
     let alice = node.add_member("m", "alice", &["backend"]).await;
     let bob = node.add_member("m", "bob", &[]).await;
