@@ -3,7 +3,9 @@
 # three-node cluster on a fresh database.
 
 cargo build --release --workspace --bins >&2
-BROKER=$PWD/target/release/claudemesh-broker
+# BENCH_BROKER runs another build of the broker (say, the previous commit's,
+# to compare two builds back to back with the same load generator).
+BROKER=${BENCH_BROKER:-$PWD/target/release/claudemesh-broker}
 LOADGEN=$PWD/target/release/claudemesh-loadgen
 PORT=${BENCH_PORT:-7990}
 TOKEN=bench-admin-token-0123456789

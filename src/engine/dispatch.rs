@@ -230,8 +230,15 @@ pub fn refusal(head: &Head, answer: Answer, r: &Refusal) -> String {
 }
 
 /// What to write for the outcome of a frame of kind `spec`, if anything.
-pub fn answer(metrics: &Metrics, head: &Head, spec: &FrameSpec, handled: Handled) -> Option<Out> {
-    let req_id = head.req_id.as_deref();
+pub fn answer(metrics: &Metrics, head: Head, spec: &FrameSpec, handled: Handled) -> Option<Out> {
+    let ordered = |outcome: Later, head: Head| {
+        Some(Out::Ordered(Pending {
+            outcome,
+            answer: spec.answer,
+            id: head.id,
+            req_id: head.req_id,
+        }))
+    };
     if spec.answer == Answer::Ack {
         // Every answer of an acked frame takes the ordered path, refusals
         // included: its client matches acks to sends by order.
@@ -241,23 +248,13 @@ pub fn answer(metrics: &Metrics, head: &Head, spec: &FrameSpec, handled: Handled
             Ok(Reply::None) => return None,
             Err(r) => Box::pin(std::future::ready(Err(r))),
         };
-        return Some(Out::Ordered(Pending {
-            outcome,
-            answer: spec.answer,
-            id: head.id.clone(),
-            req_id: head.req_id.clone(),
-        }));
+        return ordered(outcome, head);
     }
     match handled {
         Ok(Reply::None) => None,
-        Ok(Reply::Frame(f)) => Some(Out::Now(with_req_id(f, req_id))),
-        Ok(Reply::Later(l)) => Some(Out::Ordered(Pending {
-            outcome: l,
-            answer: spec.answer,
-            id: head.id.clone(),
-            req_id: head.req_id.clone(),
-        })),
-        Err(r) if spec.shape == Shape::FireAndForget && req_id.is_none() => {
+        Ok(Reply::Frame(f)) => Some(Out::Now(with_req_id(f, head.req_id.as_deref()))),
+        Ok(Reply::Later(l)) => ordered(l, head),
+        Err(r) if spec.shape == Shape::FireAndForget && head.req_id.is_none() => {
             // Its client waits for nothing and would hand an error to an
             // unrelated pending request.
             tracing::info!(frame = spec.ty, code = r.code, reason = %r.message, "fire-and-forget frame refused");
@@ -270,7 +267,7 @@ pub fn answer(metrics: &Metrics, head: &Head, spec: &FrameSpec, handled: Handled
                 .inc();
             None
         }
-        Err(r) => Some(Out::Now(refusal(head, spec.answer, &r))),
+        Err(r) => Some(Out::Now(refusal(&head, spec.answer, &r))),
     }
 }
 
@@ -413,14 +410,14 @@ mod tests {
             nul: false,
         };
         let refused = || Err(Refusal::new("forbidden", "not yours"));
-        assert!(answer(&metrics, &head, &spec, refused()).is_none());
+        assert!(answer(&metrics, head.clone(), &spec, refused()).is_none());
         let counted = metrics.ws_refused.get_or_create(&RefusedLabels {
             r#type: "forget",
             code: "forbidden",
         });
         assert_eq!(counted.get(), 1);
         head.req_id = Some("r".into());
-        let Some(Out::Now(frame)) = answer(&metrics, &head, &spec, refused()) else {
+        let Some(Out::Now(frame)) = answer(&metrics, head.clone(), &spec, refused()) else {
             panic!("answered")
         };
         assert!(
@@ -431,12 +428,12 @@ mod tests {
         head.req_id = None;
         let ok = Ok(Reply::Frame(r#"{"type":"forgotten"}"#.into()));
         assert!(matches!(
-            answer(&metrics, &head, &spec, ok),
+            answer(&metrics, head.clone(), &spec, ok),
             Some(Out::Now(_))
         ));
         let request = FrameSpec::request("set_status");
         assert!(matches!(
-            answer(&metrics, &head, &request, refused()),
+            answer(&metrics, head, &request, refused()),
             Some(Out::Now(_))
         ));
     }
@@ -451,7 +448,7 @@ mod tests {
             id: Some("c1".into()),
             nul: false,
         };
-        let Some(Out::Ordered(p)) = answer(&metrics, &head, &spec, Err(Refusal::bad_request("no")))
+        let Some(Out::Ordered(p)) = answer(&metrics, head, &spec, Err(Refusal::bad_request("no")))
         else {
             panic!("ordered")
         };

@@ -295,7 +295,7 @@ impl Conn {
                 Err(Refusal::bad_request(sentence))
             }
         };
-        if let Some(out) = dispatch::answer(&self.engine.metrics, &head, &spec, handled) {
+        if let Some(out) = dispatch::answer(&self.engine.metrics, head, &spec, handled) {
             self.write(out).await;
         }
         Ok(())
