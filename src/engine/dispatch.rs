@@ -69,6 +69,10 @@ families! {
 
 type Parser = fn(&str, &str) -> Result<Request, String>;
 
+/// The 1.37 client's handshake: never `unknown_message_type`, which that
+/// client takes for "this broker has none" and stops retrying.
+const SESSION_HELLO: &str = "session_hello";
+
 /// Every frame type the broker answers after the handshake.
 pub fn frame_types() -> impl Iterator<Item = &'static FrameSpec> {
     TABLE.values().map(|(spec, _)| spec)
@@ -290,11 +294,21 @@ pub fn not_a_request(parsed: &Parsed) -> Option<String> {
             "this session already said hello",
         )),
         Parsed::Unknown(head) if head.nul => Some(bad(head.req_id.as_deref(), NUL_REFUSED)),
+        Parsed::Unknown(head) if head.ty == SESSION_HELLO => Some(bad(
+            head.req_id.as_deref(),
+            "this session already said hello",
+        )),
         Parsed::Unknown(head) => {
+            // The 1.37 daemon reads this exact code on a session socket as
+            // "no session_hello here" and stops retrying; a handshake,
+            // `send` or `client_ack` can never get it (they are registered).
             let shown: String = head.ty.chars().take(32).collect();
-            Some(bad(
+            Some(with_req_id(
+                error_frame(
+                    "unknown_message_type",
+                    &format!("unknown message type: {shown}"),
+                ),
                 head.req_id.as_deref(),
-                &format!("unknown frame type `{shown}`"),
             ))
         }
         Parsed::Frame { .. } => None,
@@ -485,8 +499,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&unknown).unwrap();
         assert_eq!(
             (v["code"].as_str(), v["_reqId"].as_str()),
-            (Some("bad_request"), Some("r1"))
+            (Some("unknown_message_type"), Some("r1"))
         );
-        assert!(v["message"].as_str().unwrap().contains("dance"));
+        assert_eq!(v["message"], "unknown message type: dance");
     }
 }

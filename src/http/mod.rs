@@ -31,6 +31,7 @@ pub fn router(node: Arc<Engine>, admin: Router<Arc<Engine>>) -> Router {
         .route("/join", post(join::join))
         .route("/hook/set-status", post(hook::set_status))
         .nest("/admin", admin)
+        .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             count_requests,
@@ -44,6 +45,16 @@ pub fn router(node: Arc<Engine>, admin: Router<Arc<Engine>>) -> Router {
         ))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
         .with_state(node)
+}
+
+/// Unmatched routes answer JSON: the 1.37 client parses every response
+/// body as JSON, and axum's default 404 has an empty body.
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"ok": false, "error": "not_found"})),
+    )
+        .into_response()
 }
 
 static REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");

@@ -18,7 +18,6 @@ async fn junk_frames_get_bad_request_and_keep_the_socket(backend: Backend) {
         "[1,2,3]".to_string(),
         json!({"no": "type"}).to_string(),
         json!({"type": 42}).to_string(),
-        json!({"type": "teleport", "_reqId": "r"}).to_string(),
         json!({"type": "set_status", "status": "asleep"}).to_string(),
         json!({"type": "set_status"}).to_string(),
         json!({"type": "set_visible", "visible": "yes"}).to_string(),
@@ -40,8 +39,30 @@ async fn junk_frames_get_bad_request_and_keep_the_socket(backend: Backend) {
         assert_eq!(r["code"], "bad_request", "{text} -> {r}");
         assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    let r = a.request(json!({"type": "teleport", "_reqId": "r9"})).await;
-    assert_eq!(r["_reqId"], "r9");
+    // PROTOCOL-SESSIONS.md §10: an unknown type has its own code, and the
+    // 1.37 client's handshake never gets it.
+    for (text, code) in [
+        (
+            json!({"type": "teleport", "_reqId": "r9"}),
+            "unknown_message_type",
+        ),
+        (json!({"type": "teleport"}), "unknown_message_type"),
+        (
+            json!({"type": "session_hello", "_reqId": "r9"}),
+            "bad_request",
+        ),
+    ] {
+        a.send(text.clone()).await;
+        let r = a.recv().await;
+        assert_eq!(
+            (r["type"].as_str(), r["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{text} -> {r}"
+        );
+        assert_eq!(r["_reqId"], text["_reqId"], "{r}");
+    }
+    let r = a.request(json!({"type": "teleport", "_reqId": "r8"})).await;
+    assert_eq!(r["message"], "unknown message type: teleport");
     a.ws.send(Message::Binary(vec![1, 2, 3].into()))
         .await
         .unwrap();

@@ -68,7 +68,30 @@ async fn metrics_count_connections_hellos_and_requests(backend: Backend) {
     );
 }
 
+/// Unmatched routes answer a JSON body (the 1.37 client parses every
+/// response as JSON).
+async fn unmatched_routes_answer_json_404(backend: Backend) {
+    let w = world(backend).await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/nope"),
+        (reqwest::Method::POST, "/upload/x"),
+        (reqwest::Method::GET, "/hook"),
+    ] {
+        let r = w
+            .node
+            .http
+            .request(method, w.node.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body: Value = r.json().await.expect("a JSON body");
+        assert_eq!(body, serde_json::json!({"ok": false, "error": "not_found"}));
+    }
+}
+
 both_stores!(
+    unmatched_routes_answer_json_404,
     health_and_readiness_when_all_is_well,
     metrics_count_connections_hellos_and_requests,
 );
