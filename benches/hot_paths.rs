@@ -112,6 +112,7 @@ fn sample_presence() -> Presence {
         member_pubkey: "k".into(),
         node_id: Uuid::nil(),
         conn_id: Uuid::nil(),
+        role: claudemesh_broker::store::PeerRole::ControlPlane,
         session_id: "s".into(),
         session_pubkey: None,
         display_name: "n".into(),

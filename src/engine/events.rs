@@ -45,6 +45,15 @@ pub fn event_frame(
         "pubkey": p.pubkey(),
         "groups": p.groups,
     });
+    if matches!(
+        event,
+        PeerEvent::Joined | PeerEvent::Returned | PeerEvent::Left
+    ) {
+        // The plain clients of both generations read `displayName`; the
+        // MCP server and the 1.37 daemon read `name` (PROTOCOL-SESSIONS.md
+        // §13 item 11).
+        data["displayName"] = Value::String(p.display_name.clone());
+    }
     if let (PeerEvent::Returned, Some(s)) = (event, saved) {
         data["lastSeenAt"] = Value::String(iso(s.last_seen_at));
         data["summary"] = s

@@ -22,7 +22,7 @@ use super::{Ctx, Engine};
 use crate::protocol::hello::{verify, Hello, HelloRefusal};
 use crate::protocol::wire::with_req_id;
 use crate::protocol::{crypto, GroupRef, PROTOCOL_VERSION};
-use crate::store::{Attach, MemberState, NewPresence, Presence};
+use crate::store::{Attach, MemberState, NewPresence, PeerRole, Presence};
 
 /// A successful handshake.
 pub struct Welcome {
@@ -148,6 +148,7 @@ async fn hello_inner(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, Hel
         member_pubkey: member.pubkey.clone(),
         node_id: ctx.node_id,
         conn_id,
+        role: PeerRole::ControlPlane,
         session_id: h.session_id.clone(),
         session_pubkey: h.session_pubkey.as_ref().map(|s| s.to_ascii_lowercase()),
         display_name: h

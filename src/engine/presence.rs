@@ -100,6 +100,8 @@ pub struct PeerView<'a> {
     pub stats: Option<&'a Map<String, Value>>,
     pub visible: bool,
     pub profile: &'a Profile,
+    /// `control-plane` or `session` (PROTOCOL-SESSIONS.md §4).
+    pub peer_role: &'static str,
 }
 
 impl<'a> PeerView<'a> {
@@ -121,6 +123,7 @@ impl<'a> PeerView<'a> {
             stats: p.stats.as_ref(),
             visible: p.visible,
             profile: &p.profile,
+            peer_role: p.role.as_str(),
         }
     }
 }

@@ -34,6 +34,33 @@ impl PresenceState {
     }
 }
 
+/// Which handshake made a presence (PROTOCOL-SESSIONS.md §4). Roles
+/// never collide: a hello re-attaches to and replaces only `control-plane`
+/// presences, a `session_hello` only `session` ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// Made by `hello`: plain clients and the 1.37 daemon's member socket.
+    ControlPlane,
+    /// Made by `session_hello`: one launched Claude Code session.
+    Session,
+}
+
+impl PeerRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerRole::ControlPlane => "control-plane",
+            PeerRole::Session => "session",
+        }
+    }
+    /// The table's check constraint allows only these two.
+    pub fn parse(s: &str) -> PeerRole {
+        match s {
+            "session" => PeerRole::Session,
+            _ => PeerRole::ControlPlane,
+        }
+    }
+}
+
 /// Everything a hello says about its session, validated.
 #[derive(Debug, Clone)]
 pub struct NewPresence {
@@ -44,6 +71,7 @@ pub struct NewPresence {
     pub member_pubkey: String,
     pub node_id: Uuid,
     pub conn_id: Uuid,
+    pub role: PeerRole,
     pub session_id: String,
     pub session_pubkey: Option<String>,
     pub display_name: String,
@@ -70,6 +98,7 @@ pub struct Presence {
     pub member_pubkey: String,
     pub node_id: Uuid,
     pub conn_id: Uuid,
+    pub role: PeerRole,
     pub session_id: String,
     pub session_pubkey: Option<String>,
     pub display_name: String,
@@ -106,6 +135,7 @@ impl Presence {
             member_pubkey: p.member_pubkey.clone(),
             node_id: p.node_id,
             conn_id: p.conn_id,
+            role: p.role,
             session_id: p.session_id.clone(),
             session_pubkey: p.session_pubkey.clone(),
             display_name: p.display_name.clone(),

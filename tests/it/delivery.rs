@@ -237,8 +237,15 @@ async fn system_events_reach_other_members(backend: Backend) {
     assert_eq!(e["nonce"], "");
     assert_eq!(e["ciphertext"], "");
     assert_eq!(e["eventData"]["name"], "bob");
+    assert_eq!(e["eventData"]["displayName"], "bob", "both spellings");
     assert_eq!(e["eventData"]["pubkey"], w.bob.keys.public_hex);
     assert_eq!(e["eventData"]["groups"], json!([]));
+    for key in ["mesh", "event"] {
+        assert!(
+            e["eventData"].get(key).is_none(),
+            "the 1.37 daemon spreads eventData: {e}"
+        );
+    }
     assert!(
         a1.events.is_empty(),
         "own sibling's join is not announced: {:?}",
@@ -250,15 +257,21 @@ async fn system_events_reach_other_members(backend: Backend) {
     let e = b.next_event().await;
     assert_eq!(e["event"], "peer_hidden");
     assert_eq!(e["eventData"]["name"], "alice");
+    assert!(
+        e["eventData"].get("displayName").is_none(),
+        "only joins, returns and leaves"
+    );
     a2.request(json!({"type": "set_visible", "visible": true}))
         .await;
     assert_eq!(b.next_event().await["event"], "peer_visible");
     b.close().await;
     let e = a1.next_event().await;
     assert_eq!(e["event"], "peer_left", "after grace: {e}");
+    assert_eq!(e["eventData"]["displayName"], "bob");
     let (_b, _) = Peer::join(&url, &w.bob, "b2").await;
     let e = a1.next_event().await;
     assert_eq!(e["event"], "peer_returned");
+    assert_eq!(e["eventData"]["displayName"], "bob");
     assert!(e["eventData"]["lastSeenAt"]
         .as_str()
         .unwrap()

@@ -47,6 +47,7 @@ async fn list_peers_shows_every_live_session(backend: Backend) {
     assert_eq!(me["channel"], "cli");
     assert_eq!(me["model"], "opus");
     assert_eq!(me["visible"], true);
+    assert_eq!(me["peerRole"], "control-plane", "every hello presence");
     assert!(me["connectedAt"].as_str().unwrap().ends_with('Z'));
     let bob = find(&list, "bob").unwrap();
     assert_eq!(

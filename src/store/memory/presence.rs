@@ -85,6 +85,7 @@ impl PresenceStore for MemoryStore {
         let existing = mesh_presences(&s, &p.mesh_id)
             .find(|x| {
                 x.member_id == p.member_id
+                    && x.role == p.role
                     && (x.session_id == p.session_id
                         || (p.session_pubkey.is_some() && x.session_pubkey == p.session_pubkey))
             })

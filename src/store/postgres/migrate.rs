@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0004_presence_states",
         include_str!("../../../migrations/0004_presence_states.sql"),
     ),
+    (
+        5,
+        "0005_presence_role",
+        include_str!("../../../migrations/0005_presence_role.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

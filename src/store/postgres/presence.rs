@@ -109,14 +109,20 @@ impl PresenceStore for PgStore {
             .map_err(map_err)?;
         let sql = format!(
             "SELECT {PRESENCE_COLS} FROM presence
-             WHERE mesh_id = $1 AND member_id = $2
+             WHERE mesh_id = $1 AND member_id = $2 AND role = $5
                AND (session_id = $3 OR ($4::text IS NOT NULL AND session_pubkey = $4))
              LIMIT 1"
         );
         let found = tx
             .query_opt(
                 &sql,
-                &[&p.mesh_id, &p.member_id, &p.session_id, &p.session_pubkey],
+                &[
+                    &p.mesh_id,
+                    &p.member_id,
+                    &p.session_id,
+                    &p.session_pubkey,
+                    &p.role.as_str(),
+                ],
             )
             .await
             .map_err(map_err)?;
@@ -152,9 +158,9 @@ impl PresenceStore for PgStore {
             "INSERT INTO presence (id, mesh_id, member_id, member_pubkey, node_id, conn_id,
                session_id, session_pubkey, display_name, pid, cwd, hostname, peer_type, channel,
                model, capabilities, status, status_source, status_updated_at, summary, groups,
-               visible, profile, state, hook_token_hash, connected_at, last_seen_at)
+               visible, profile, state, hook_token_hash, connected_at, last_seen_at, role)
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,
-                     $22,$23,'online',$24,$25,$25)",
+                     $22,$23,'online',$24,$25,$25,$26)",
             &[
                 &x.id,
                 &x.mesh_id,
@@ -181,6 +187,7 @@ impl PresenceStore for PgStore {
                 &Json(&x.profile),
                 &x.hook_token_hash,
                 &x.connected_at,
+                &x.role.as_str(),
             ],
         )
         .await

@@ -4,7 +4,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
 use crate::protocol::{Source, Status};
-use crate::store::{Member, Mesh, Presence, PresenceState, Role};
+use crate::store::{Member, Mesh, PeerRole, Presence, PresenceState, Role};
 
 pub fn mesh_from(r: &Row) -> Mesh {
     Mesh {
@@ -35,7 +35,7 @@ pub fn member_from(r: &Row) -> Member {
 pub const PRESENCE_COLS: &str = "id, mesh_id, member_id, member_pubkey, node_id, conn_id, \
     session_id, session_pubkey, display_name, pid, cwd, hostname, peer_type, channel, model, \
     capabilities, status, status_source, status_updated_at, summary, groups, visible, profile, \
-    stats, state, grace_until, hook_token_hash, connected_at, last_seen_at";
+    stats, state, grace_until, hook_token_hash, connected_at, last_seen_at, role";
 
 pub fn presence_from(r: &Row) -> Presence {
     Presence {
@@ -68,5 +68,6 @@ pub fn presence_from(r: &Row) -> Presence {
         hook_token_hash: r.get(26),
         connected_at: r.get(27),
         last_seen_at: r.get(28),
+        role: PeerRole::parse(r.get(29)),
     }
 }

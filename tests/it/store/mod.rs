@@ -128,6 +128,7 @@ pub fn hello(member: &Member, session: &str, node: Uuid, at: DateTime<Utc>) -> N
         member_pubkey: member.pubkey.clone(),
         node_id: node,
         conn_id: Uuid::now_v7(),
+        role: PeerRole::ControlPlane,
         session_id: session.to_string(),
         session_pubkey: None,
         display_name: member.display_name.clone(),

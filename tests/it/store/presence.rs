@@ -302,7 +302,41 @@ async fn routes_and_listings_are_oldest_first(s: &dyn Store) {
     assert_eq!(*view.targets, routes);
 }
 
+/// A `hello` and a `session_hello` with one `sessionId` are two presences:
+/// the one-live rule holds within a role.
+async fn roles_never_collide(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let alice = member(s, &m, "alice").await;
+    let node = Uuid::now_v7();
+    let mut session = hello(&alice, "shared", node, t0());
+    session.role = PeerRole::Session;
+    let launched = attach(s, &session).await;
+    assert_eq!(launched.role, PeerRole::Session);
+    let verb = attach(s, &hello(&alice, "shared", node, t0())).await;
+    assert_ne!(
+        verb.id, launched.id,
+        "a CLI verb's hello does not replace the session"
+    );
+    assert_eq!(verb.role, PeerRole::ControlPlane);
+    let mut again = hello(&alice, "shared", node, t0());
+    again.role = PeerRole::Session;
+    match s.attach_presence(&again, 100).await.unwrap() {
+        Attach::Replaced { presence, .. } => assert_eq!(presence.id, launched.id),
+        other => panic!("expected the session presence replaced, got {other:?}"),
+    }
+    let roles: Vec<PeerRole> = s
+        .list_presences(&m.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.role)
+        .collect();
+    assert_eq!(roles.len(), 2);
+    assert!(roles.contains(&PeerRole::Session) && roles.contains(&PeerRole::ControlPlane));
+}
+
 crate::conformance!(
+    roles_never_collide,
     attach_creates_reattaches_replaces_and_stops_at_capacity,
     release_needs_the_attached_socket_and_saves_member_state,
     patches_apply_refuse_past_the_group_cap_and_miss_ended_presences,
