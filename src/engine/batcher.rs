@@ -22,6 +22,7 @@ use super::handoff::{collect_handed, hand_over, preclaim, takers, Takers};
 use super::routing::{route, validate, WakeRouter};
 use super::signal::Signal;
 use super::Ctx;
+use crate::protocol::ids;
 use crate::protocol::messaging::SendFrame;
 use crate::protocol::target::{Priority, Target};
 use crate::store::{Bucket, NewMessage, Outgoing, Presence, Routes, SendResult, StoreError};
@@ -424,7 +425,7 @@ fn audit_sent(ctx: &Ctx, job: &SendJob, message_id: Uuid, recipients: usize) {
             name: &sender.display_name,
         }),
         json!({
-            "message_id": message_id,
+            "message_id": ids::encode(message_id),
             "target_kind": job.target.kind(),
             "target_spec": job.frame.target_spec,
             "priority": job.priority.as_str(),

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::outbound::OutboundTx;
 use super::sessions::{Mailbox, Outbound};
 use super::Engine;
+use crate::protocol::ids;
 use crate::store::{ClaimRequest, Claimed, StoredMessage};
 use crate::time::iso;
 
@@ -46,7 +47,7 @@ struct PushFrame<'a> {
 pub fn push_frame(m: &StoredMessage) -> Utf8Bytes {
     let frame = PushFrame {
         ty: "push",
-        message_id: m.id.to_string(),
+        message_id: ids::encode(m.id),
         mesh_id: &m.mesh_id,
         sender_pubkey: m
             .sender_session_pubkey

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::signal::{Signal, MAX_PAYLOAD};
 use super::Ctx;
+use crate::protocol::ids;
 use crate::store::{MemberState, Presence};
 use crate::time::iso;
 
@@ -65,7 +66,7 @@ pub fn event_frame(
     json!({
         "type": "push",
         "subtype": "system",
-        "messageId": Uuid::now_v7().to_string(),
+        "messageId": ids::encode(Uuid::now_v7()),
         "meshId": p.mesh_id,
         "senderPubkey": "system",
         "priority": "low",

@@ -2,10 +2,9 @@
 //! the batch is stored, in submission order), `client_ack` completes a
 //! delivery of this session's.
 
-use uuid::Uuid;
-
 use super::bounded;
 use super::dispatch::{Handled, Refusal, Reply, Session};
+use crate::protocol::ids;
 use crate::protocol::messaging::MessagingFrame;
 use crate::protocol::wire::{queued_ack, Head};
 
@@ -20,7 +19,7 @@ pub async fn handle(s: &mut Session, frame: MessagingFrame, _head: &Head) -> Han
                 .await;
             Ok(Reply::Later(Box::pin(async move {
                 match outcome.await {
-                    Ok(Ok(message_id)) => Ok(queued_ack(&id, &message_id.to_string())),
+                    Ok(Ok(message_id)) => Ok(queued_ack(&id, &ids::encode(message_id))),
                     Ok(Err(refusal)) => Err(refusal),
                     Err(_) => Err(Refusal::new(
                         "unavailable",
@@ -32,7 +31,7 @@ pub async fn handle(s: &mut Session, frame: MessagingFrame, _head: &Head) -> Han
         MessagingFrame::ClientAck(message_id) => {
             // Only sessions that opted in ack; an unknown or foreign id
             // matches no row of this session and changes nothing.
-            if let (Ok(id), true) = (Uuid::parse_str(&message_id), s.client_ack) {
+            if let (Some(id), true) = (ids::decode(&message_id), s.client_ack) {
                 bounded(s.engine.store.ack_delivery(s.presence.id, id)).await?;
             }
             Ok(Reply::None)

@@ -5,6 +5,7 @@
 
 pub mod crypto;
 pub mod hello;
+pub mod ids;
 pub mod invite;
 pub mod limits;
 pub mod messaging;

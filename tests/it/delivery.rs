@@ -233,6 +233,11 @@ async fn system_events_reach_other_members(backend: Backend) {
     let e = a1.next_event().await;
     assert_eq!(e["event"], "peer_joined");
     assert_eq!(e["senderPubkey"], "system");
+    let event_id = e["messageId"].as_str().unwrap();
+    assert!(
+        claudemesh_broker::protocol::ids::decode(event_id).is_some(),
+        "system pushes carry base62 ids too: {event_id}"
+    );
     assert_eq!(e["priority"], "low");
     assert_eq!(e["nonce"], "");
     assert_eq!(e["ciphertext"], "");

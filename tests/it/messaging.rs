@@ -36,7 +36,11 @@ async fn direct_to_member_key(backend: Backend) {
     assert_eq!(ack["queued"], true);
     assert!(ack.get("error").is_none());
     let id = ack["messageId"].as_str().unwrap();
-    assert!(uuid::Uuid::parse_str(id).is_ok());
+    // PROTOCOL-SESSIONS.md §2: 32 base62 characters, a UUIDv7 inside.
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(id.bytes().all(|c| c.is_ascii_alphanumeric()), "{id}");
+    let inner = claudemesh_broker::protocol::ids::decode(id).expect("one of ours");
+    assert_eq!(inner.get_version_num(), 7);
     let push = expect_push(&mut b).await;
     assert_eq!(push["messageId"], id);
     assert_eq!(push["meshId"], w.alice.mesh_id);
