@@ -70,7 +70,7 @@ pub fn prefix_range(p: &str) -> Option<(Uuid, Uuid)> {
     }
     let scale = 62u128.pow((VALUE_DIGITS - b.len()) as u32);
     let low = value(b)?.checked_mul(scale)?;
-    let high = low.checked_add(scale - 1).unwrap_or(u128::MAX);
+    let high = low.saturating_add(scale - 1);
     Some((Uuid::from_u128(low), Uuid::from_u128(high)))
 }
 
