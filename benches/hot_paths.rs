@@ -123,6 +123,7 @@ fn sample_presence() -> Presence {
         channel: None,
         model: None,
         capabilities: vec![],
+        at_least_once: false,
         groups: vec![],
         profile: Default::default(),
         visible: true,

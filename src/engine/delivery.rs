@@ -6,6 +6,7 @@
 //! without a claim. It wakes on its mailbox and also polls every
 //! `sweep_interval_seconds`, so a lost wake-up only delays.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,7 +133,9 @@ pub struct Recipient {
     pub presence: Uuid,
     pub mesh_id: String,
     pub member_id: String,
-    pub client_ack: bool,
+    /// At-least-once mode, shared with the session: a `client_ack` turns
+    /// it on for every push written after it.
+    pub at_least_once: Arc<AtomicBool>,
 }
 
 async fn run(
@@ -243,7 +246,7 @@ async fn push(engine: &Engine, who: &Recipient, tx: &OutboundTx, rows: Vec<Claim
             .unwrap_or(0);
         engine.metrics.delivered(age as f64 / 1e6);
     }
-    if !who.client_ack {
+    if !who.at_least_once.load(Ordering::Relaxed) {
         // Complete only once the writer has put every push on the
         // socket; a socket that died first completes nothing.
         let (done, on_socket) = oneshot::channel();

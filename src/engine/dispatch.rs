@@ -83,8 +83,9 @@ pub struct Session {
     pub engine: Arc<Engine>,
     /// The presence as this session last wrote it (patches replace it).
     pub presence: Arc<Presence>,
-    /// Pushes are completed on `client_ack`, not on write.
-    pub client_ack: bool,
+    /// At-least-once mode (shared with the delivery loop): pushes are
+    /// completed on `client_ack`, not on write.
+    pub at_least_once: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a request was refused: its wire code and a sentence for humans.
@@ -220,7 +221,9 @@ impl Pending {
 
 fn refusal_frame(answer: Answer, id: Option<&str>, r: &Refusal) -> String {
     match answer {
-        Answer::Error => error_frame(r.code, &r.message),
+        // `answer` never renders these; a later reply of one would be the
+        // family's own frame.
+        Answer::Error | Answer::Never => error_frame(r.code, &r.message),
         Answer::Ack => error_ack(id, r.code, &r.message),
     }
 }
@@ -258,7 +261,10 @@ pub fn answer(metrics: &Metrics, head: Head, spec: &FrameSpec, handled: Handled)
         Ok(Reply::None) => None,
         Ok(Reply::Frame(f)) => Some(Out::Now(with_req_id(f, head.req_id.as_deref()))),
         Ok(Reply::Later(l)) => ordered(l, head),
-        Err(r) if spec.shape == Shape::FireAndForget && head.req_id.is_none() => {
+        Err(r)
+            if spec.answer == Answer::Never
+                || (spec.shape == Shape::FireAndForget && head.req_id.is_none()) =>
+        {
             // Its client waits for nothing and would hand an error to an
             // unrelated pending request.
             tracing::info!(frame = spec.ty, code = r.code, reason = %r.message, "fire-and-forget frame refused");
@@ -450,6 +456,23 @@ mod tests {
             answer(&metrics, head, &request, refused()),
             Some(Out::Now(_))
         ));
+    }
+
+    #[test]
+    fn silent_frames_are_never_answered() {
+        let metrics = Metrics::new("n", "memory");
+        let spec = FrameSpec::silent("client_ack");
+        let head = Head {
+            ty: "client_ack".into(),
+            req_id: Some("r".into()),
+            id: None,
+            nul: false,
+        };
+        let refused = Err(Refusal::bad_request("junk"));
+        assert!(
+            answer(&metrics, head, &spec, refused).is_none(),
+            "not even with _reqId"
+        );
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! `hello_ack` bytes, or a refusal with its PROTOCOL.md code; then the
 //! session put to work, and released to grace when its socket closes.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -162,6 +163,10 @@ async fn hello_inner(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, Hel
         peer_type: h.peer_type.clone(),
         channel: h.channel.clone(),
         model: h.model.clone(),
+        at_least_once: h
+            .capabilities
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|c| c == "client_ack")),
         capabilities: h.capabilities.clone().unwrap_or_default(),
         groups,
         profile: saved
@@ -234,7 +239,7 @@ async fn hello_inner(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, Hel
         protocol: PROTOCOL_VERSION,
     };
     let ack = serde_json::to_string(&ack).expect("hello_ack serialises");
-    let client_ack = presence.capabilities.iter().any(|c| c == "client_ack");
+    let client_ack = presence.at_least_once;
     if let Some(event) = announce {
         ctx.audit.record(
             &presence.mesh_id,
@@ -291,17 +296,18 @@ pub async fn start_session(
     if let Some(event) = welcome.announce {
         announce(engine, event, p, welcome.saved.as_ref());
     }
+    let at_least_once = Arc::new(AtomicBool::new(welcome.client_ack));
     let who = Recipient {
         presence: p.id,
         mesh_id: p.mesh_id.clone(),
         member_id: p.member_id.clone(),
-        client_ack: welcome.client_ack,
+        at_least_once: at_least_once.clone(),
     };
     let deliverer = Deliverer::start(engine.clone(), who, socket.tx.clone(), mailbox);
     let session = Session {
         engine: engine.clone(),
         presence: Arc::new(welcome.presence),
-        client_ack: welcome.client_ack,
+        at_least_once,
     };
     (session, deliverer)
 }

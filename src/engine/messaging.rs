@@ -1,11 +1,13 @@
 //! The messaging family: `send` goes to the batcher (its ack follows once
-//! the batch is stored, in submission order), `client_ack` completes a
-//! delivery of this session's.
+//! the batch is stored, in submission order), `client_ack` settles a
+//! delivery of this presence's and switches it to at-least-once mode.
+
+use std::sync::atomic::Ordering;
 
 use super::bounded;
 use super::dispatch::{Handled, Refusal, Reply, Session};
 use crate::protocol::ids;
-use crate::protocol::messaging::MessagingFrame;
+use crate::protocol::messaging::{ClientAck, MessagingFrame};
 use crate::protocol::wire::{queued_ack, Head};
 
 pub async fn handle(s: &mut Session, frame: MessagingFrame, _head: &Head) -> Handled {
@@ -28,13 +30,36 @@ pub async fn handle(s: &mut Session, frame: MessagingFrame, _head: &Head) -> Han
                 }
             })))
         }
-        MessagingFrame::ClientAck(message_id) => {
-            // Only sessions that opted in ack; an unknown or foreign id
-            // matches no row of this session and changes nothing.
-            if let (Some(id), true) = (ids::decode(&message_id), s.client_ack) {
-                bounded(s.engine.store.ack_delivery(s.presence.id, id)).await?;
-            }
+        MessagingFrame::ClientAck(ack) => {
+            settle(s, ack).await;
             Ok(Reply::None)
+        }
+    }
+}
+
+/// A `client_ack`: never answered, whatever it names (PROTOCOL-SESSIONS.md
+/// §5). Every one puts the presence in at-least-once mode; a match settles
+/// a delivery of this presence's, on whatever node it is.
+async fn settle(s: &Session, ack: ClientAck) {
+    let presence = s.presence.id;
+    if !s.at_least_once.swap(true, Ordering::Relaxed) {
+        if let Err(e) = bounded(s.engine.store.enter_at_least_once(presence)).await {
+            // The mode holds for this socket anyway; a re-attach without
+            // it loses only the lease on pushes until the next ack.
+            tracing::warn!(presence_id = %presence, error = %e, "could not record at-least-once mode");
+        }
+    }
+    // `brokerMessageId` first, then `clientMessageId` read as one of our
+    // ids (what the 1.37 daemon sends when a push had no client id).
+    let candidates = [ack.broker_message_id, ack.client_message_id];
+    for id in candidates.iter().flatten().filter_map(|c| ids::decode(c)) {
+        match bounded(s.engine.store.ack_delivery(presence, id)).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(presence_id = %presence, error = %e, "client_ack failed; the push returns after its lease");
+                return;
+            }
         }
     }
 }

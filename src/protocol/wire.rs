@@ -39,6 +39,16 @@ impl FrameSpec {
         }
     }
 
+    /// Never answered, not even with an error (`client_ack`,
+    /// PROTOCOL-SESSIONS.md §5): its refusals are counted and logged.
+    pub const fn silent(ty: &'static str) -> FrameSpec {
+        FrameSpec {
+            ty,
+            shape: Shape::FireAndForget,
+            answer: Answer::Never,
+        }
+    }
+
     /// A request answered only by `ack` (`send`): clients wait for exactly
     /// one, so even a refusal is an `ack`, in submission order.
     pub const fn acked(ty: &'static str) -> FrameSpec {
@@ -64,6 +74,8 @@ pub enum Answer {
     Error,
     /// `{"type":"ack","id","messageId":"","queued":false,"error","code"}`.
     Ack,
+    /// Nothing, ever.
+    Never,
 }
 
 /// A family of frames: its frame types, and how one of them is parsed

@@ -82,6 +82,9 @@ pub struct NewPresence {
     pub channel: Option<String>,
     pub model: Option<String>,
     pub capabilities: Vec<String>,
+    /// At-least-once delivery (PROTOCOL-SESSIONS.md §5): pushes are leased
+    /// until acked. On a presence it never turns off.
+    pub at_least_once: bool,
     pub groups: Vec<GroupRef>,
     pub profile: Profile,
     pub visible: bool,
@@ -109,6 +112,9 @@ pub struct Presence {
     pub channel: Option<String>,
     pub model: Option<String>,
     pub capabilities: Vec<String>,
+    /// At-least-once delivery (PROTOCOL-SESSIONS.md §5): pushes are leased
+    /// until acked. On a presence it never turns off.
+    pub at_least_once: bool,
     pub status: Status,
     pub status_source: Source,
     pub status_updated_at: DateTime<Utc>,
@@ -146,6 +152,7 @@ impl Presence {
             channel: p.channel.clone(),
             model: p.model.clone(),
             capabilities: p.capabilities.clone(),
+            at_least_once: p.at_least_once,
             status: Status::Idle,
             status_source: Source::Jsonl,
             status_updated_at: p.now,
@@ -178,6 +185,8 @@ impl Presence {
         self.channel = p.channel.clone();
         self.model = p.model.clone();
         self.capabilities = p.capabilities.clone();
+        // The mode lives on the presence: a re-attach keeps it.
+        self.at_least_once |= p.at_least_once;
         self.groups = p.groups.clone();
         self.state = PresenceState::Online;
         self.grace_until = None;
@@ -343,6 +352,10 @@ pub trait PresenceStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         fresh_window_ms: i64,
     ) -> StoreResult<Option<StatusWrite>>;
+
+    /// Puts a presence in at-least-once mode (its first `client_ack`).
+    /// `false` when no live or in-grace presence has that id.
+    async fn enter_at_least_once(&self, id: Uuid) -> StoreResult<bool>;
 
     /// Socket closed: online → grace until `grace_until`, if `conn_id` is
     /// still the attached socket. Saves the member's state for `restored`.

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod acks;
 mod admin;
 mod admin_invites;
 mod audit;

@@ -181,6 +181,16 @@ impl PresenceStore for MemoryStore {
         }))
     }
 
+    async fn enter_at_least_once(&self, id: Uuid) -> StoreResult<bool> {
+        Ok(match self.lock().presences.get_mut(&id) {
+            Some(p) => {
+                p.at_least_once = true;
+                true
+            }
+            None => false,
+        })
+    }
+
     async fn release_presence(
         &self,
         id: Uuid,

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0005_presence_role",
         include_str!("../../../migrations/0005_presence_role.sql"),
     ),
+    (
+        6,
+        "0006_at_least_once",
+        include_str!("../../../migrations/0006_at_least_once.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

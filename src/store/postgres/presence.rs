@@ -22,7 +22,8 @@ async fn write_presence(
             "UPDATE presence SET node_id=$2, conn_id=$3, session_pubkey=$4, display_name=$5,
                pid=$6, cwd=$7, hostname=$8, peer_type=$9, channel=$10, model=$11,
                capabilities=$12, summary=$13, groups=$14, visible=$15, profile=$16,
-               stats=$17, state=$18, grace_until=$19, hook_token_hash=$20, last_seen_at=$21
+               stats=$17, state=$18, grace_until=$19, hook_token_hash=$20, last_seen_at=$21,
+               at_least_once=$22
              WHERE id=$1",
         )
         .await?;
@@ -50,6 +51,7 @@ async fn write_presence(
             &p.grace_until,
             &p.hook_token_hash,
             &p.last_seen_at,
+            &p.at_least_once,
         ],
     )
     .await?;
@@ -158,9 +160,10 @@ impl PresenceStore for PgStore {
             "INSERT INTO presence (id, mesh_id, member_id, member_pubkey, node_id, conn_id,
                session_id, session_pubkey, display_name, pid, cwd, hostname, peer_type, channel,
                model, capabilities, status, status_source, status_updated_at, summary, groups,
-               visible, profile, state, hook_token_hash, connected_at, last_seen_at, role)
+               visible, profile, state, hook_token_hash, connected_at, last_seen_at, role,
+               at_least_once)
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,
-                     $22,$23,'online',$24,$25,$25,$26)",
+                     $22,$23,'online',$24,$25,$25,$26,$27)",
             &[
                 &x.id,
                 &x.mesh_id,
@@ -188,6 +191,7 @@ impl PresenceStore for PgStore {
                 &x.hook_token_hash,
                 &x.connected_at,
                 &x.role.as_str(),
+                &x.at_least_once,
             ],
         )
         .await
@@ -289,6 +293,15 @@ impl PresenceStore for PgStore {
         };
         tx.commit().await.map_err(map_err)?;
         Ok(Some(out))
+    }
+
+    async fn enter_at_least_once(&self, id: Uuid) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached("UPDATE presence SET at_least_once = true WHERE id = $1")
+            .await
+            .map_err(map_err)?;
+        Ok(c.execute(&stmt, &[&id]).await.map_err(map_err)? == 1)
     }
 
     async fn release_presence(

@@ -139,6 +139,7 @@ pub fn hello(member: &Member, session: &str, node: Uuid, at: DateTime<Utc>) -> N
         channel: None,
         model: None,
         capabilities: vec![],
+        at_least_once: false,
         groups: vec![GroupRef {
             name: "g".into(),
             role: None,

@@ -335,7 +335,36 @@ async fn roles_never_collide(s: &dyn Store) {
     assert!(roles.contains(&PeerRole::Session) && roles.contains(&PeerRole::ControlPlane));
 }
 
+/// At-least-once mode is set once and kept by every re-attach.
+async fn at_least_once_mode_is_kept_across_reattach(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let alice = member(s, &m, "alice").await;
+    let node = Uuid::now_v7();
+    let p = attach(s, &hello(&alice, "s1", node, t0())).await;
+    assert!(!p.at_least_once);
+    assert!(s.enter_at_least_once(p.id).await.unwrap());
+    assert!(!s.enter_at_least_once(Uuid::now_v7()).await.unwrap());
+    s.release_presence(p.id, p.conn_id, t0() + secs(60), t0())
+        .await
+        .unwrap();
+    let Attach::Reattached(back) = s
+        .attach_presence(&hello(&alice, "s1", node, t0()), 100)
+        .await
+        .unwrap()
+    else {
+        panic!("re-attached")
+    };
+    assert!(
+        back.at_least_once,
+        "a hello without the capability keeps it"
+    );
+    let mut asks = hello(&alice, "s2", node, t0());
+    asks.at_least_once = true;
+    assert!(attach(s, &asks).await.at_least_once);
+}
+
 crate::conformance!(
+    at_least_once_mode_is_kept_across_reattach,
     roles_never_collide,
     attach_creates_reattaches_replaces_and_stops_at_capacity,
     release_needs_the_attached_socket_and_saves_member_state,
