@@ -93,6 +93,20 @@ async fn check_session_key(
     Ok(())
 }
 
+/// How long an accepted signature is remembered after its hello's
+/// timestamp: the skew window (60 s) and a margin for clock steps.
+const SIGNATURE_KEPT_MS: i64 = 65_000;
+
+/// What the store keeps of a signature: the SHA-256 of its bytes (of its
+/// text when it is not hex, which `verify` has refused already), so the
+/// same signature in upper- and lower-case hex is one signature.
+fn signature_hash(sig: &str) -> Vec<u8> {
+    match hex::decode(sig) {
+        Ok(bytes) => Sha256::digest(bytes).to_vec(),
+        Err(_) => Sha256::digest(sig.as_bytes()).to_vec(),
+    }
+}
+
 /// SHA-256 of a hook token: only the hash is stored, so a database leak
 /// does not hand out hook credentials.
 pub fn hook_token_hash(token: &str) -> Vec<u8> {
@@ -179,13 +193,33 @@ async fn hello_inner(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, Hel
         now,
     };
     let max = ctx.config.settings.max_connections_per_mesh;
-    let mut announce = None;
-    let presence = match ctx
+    // Last of the checks: a signature is spent only by a hello that
+    // passed every other one (and given back if the attach refuses it).
+    let signature = signature_hash(&h.signature);
+    let until = chrono::DateTime::from_timestamp_millis(h.timestamp).unwrap_or(now)
+        + chrono::Duration::milliseconds(SIGNATURE_KEPT_MS);
+    if !ctx
         .store
-        .attach_presence(&new, max)
+        .use_signature(&signature, until)
         .await
         .map_err(unavailable)?
     {
+        return Err(HelloRefusal::new(
+            "replayed",
+            "hello signature already used",
+        ));
+    }
+    let attached = ctx.store.attach_presence(&new, max).await;
+    if !matches!(
+        attached,
+        Ok(Attach::Created(_) | Attach::Reattached(_) | Attach::Replaced { .. })
+    ) {
+        if let Err(e) = ctx.store.release_signature(&signature).await {
+            tracing::warn!(error = %e, "could not give back a refused hello's signature");
+        }
+    }
+    let mut announce = None;
+    let presence = match attached.map_err(unavailable)? {
         Attach::Created(p) => {
             announce = Some(if saved.is_some() {
                 PeerEvent::Returned

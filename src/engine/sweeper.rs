@@ -1,7 +1,8 @@
 //! The sweeper: every `sweep_interval_seconds` it keeps the shared tables
 //! honest. Dead nodes are reaped (their sessions to grace), presences whose
 //! grace ran out end with `peer_left`, stuck statuses and stale hooks and
-//! buckets go, expired and delivered messages go, the audit log is pruned
+//! buckets go, expired and delivered messages go, spent hello signatures
+//! past their window go, the audit log is pruned
 //! past its retention, and the queue depth is sampled. Every node sweeps;
 //! the store makes each step safe to run on several at once.
 
@@ -71,6 +72,9 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
         }
         if let Err(e) = ctx.store.sweep_messages(ctx.now()).await {
             tracing::warn!(node_id = %ctx.node_id, error = %e, "message sweep failed");
+        }
+        if let Err(e) = ctx.store.sweep_signatures(ctx.now()).await {
+            tracing::warn!(node_id = %ctx.node_id, error = %e, "signature sweep failed");
         }
         if last_prune.elapsed() >= AUDIT_PRUNE_EVERY {
             last_prune = std::time::Instant::now();

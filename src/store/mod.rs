@@ -16,6 +16,7 @@ pub mod nodes;
 pub mod postgres;
 pub mod presence;
 pub mod rate;
+pub mod signatures;
 
 use async_trait::async_trait;
 
@@ -26,6 +27,7 @@ pub use messages::*;
 pub use nodes::*;
 pub use presence::*;
 pub use rate::*;
+pub use signatures::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,7 +45,14 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The registry of families is this bound.
 #[async_trait]
 pub trait Store:
-    IdentityStore + NodeStore + PresenceStore + HookStore + MessageStore + RateStore + AuditStore
+    IdentityStore
+    + NodeStore
+    + PresenceStore
+    + HookStore
+    + MessageStore
+    + RateStore
+    + AuditStore
+    + SignatureStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

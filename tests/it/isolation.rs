@@ -272,36 +272,28 @@ async fn replayed_hellos_stay_with_their_member(backend: Backend) {
     assert_eq!(first["type"], "hello_ack", "{first}");
     p.close().await;
 
-    // The very same frame again: the same member, the same session.
-    let mut p = Peer::connect(&url).await;
-    p.send(captured.clone()).await;
-    let again = p.recv().await;
-    assert_eq!(again["type"], "hello_ack", "{again}");
-    assert_eq!(again["memberDisplayName"], "alice");
-    assert_eq!(again["presenceId"], first["presenceId"]);
-    let list = p.request(json!({"type": "list_peers"})).await;
-    let me = &list["peers"][0];
-    assert_eq!(me["memberPubkey"], w.alice.keys.public_hex);
-    p.close().await;
-
-    // sessionId is not signed (PROTOCOL.md signs meshId|memberId|pubkey|
-    // timestamp): a replay may open another session, but still as alice.
+    // PROTOCOL-SESSIONS.md §11: an accepted signature is single-use. The
+    // very same frame again, or with another (unsigned) sessionId or
+    // sessionPubkey, is refused `replayed` and closed 1008.
+    let mallory = claudemesh_broker::protocol::crypto::KeyPair::generate();
     let mut other_session = captured.clone();
     other_session["sessionId"] = json!("replayed");
-    other_session["displayName"] = json!("mallory");
-    let (mut p, ack) = {
+    other_session["sessionPubkey"] = json!(mallory.public_hex);
+    for replay in [captured.clone(), other_session] {
         let mut p = Peer::connect(&url).await;
-        p.send(other_session).await;
-        let ack = p.recv().await;
-        (p, ack)
-    };
-    assert_eq!(ack["type"], "hello_ack", "{ack}");
-    assert_eq!(ack["memberDisplayName"], "alice");
-    let list = p.request(json!({"type": "list_peers"})).await;
-    for peer in list["peers"].as_array().unwrap() {
-        assert_eq!(peer["memberPubkey"], w.alice.keys.public_hex, "{peer}");
+        p.send(replay).await;
+        let r = p.recv().await;
+        assert_eq!(
+            (r["type"].as_str(), r["code"].as_str()),
+            (Some("error"), Some("replayed")),
+            "{r}"
+        );
+        assert_eq!(r["message"], "hello signature already used");
+        assert_eq!(p.expect_close().await, 1008);
     }
-    p.close().await;
+    let peers = w.node.peers("m").await;
+    assert_eq!(peers.len(), 1, "the replays opened nothing: {peers:?}");
+    assert_eq!(peers[0]["sessionId"], "s1");
 
     // Signed fields cannot be changed.
     let now = chrono::Utc::now().timestamp_millis();

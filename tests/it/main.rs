@@ -28,4 +28,5 @@ mod node_death;
 mod outage;
 mod presence;
 mod process;
+mod replay;
 mod store;

@@ -16,6 +16,7 @@ mod messages;
 mod nodes;
 mod presence;
 mod rate;
+mod signatures;
 
 use super::*;
 use crate::protocol::Status;
@@ -40,6 +41,8 @@ struct State {
     /// (pid, cwd) → (status, created_at) of hooks that came first.
     pending: HashMap<(i64, String), (Status, DateTime<Utc>)>,
     audit: audit::Chains,
+    /// SHA-256 of accepted hello signatures → kept until.
+    signatures: HashMap<Vec<u8>, DateTime<Utc>>,
 }
 
 #[derive(Default)]

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0006_at_least_once",
         include_str!("../../../migrations/0006_at_least_once.sql"),
     ),
+    (
+        7,
+        "0007_hello_signatures",
+        include_str!("../../../migrations/0007_hello_signatures.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

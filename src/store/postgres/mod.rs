@@ -11,6 +11,7 @@ mod nodes;
 mod presence;
 mod rate;
 mod rows;
+mod signatures;
 
 use std::str::FromStr;
 

@@ -28,9 +28,25 @@ fn is_system_event(v: &Value) -> bool {
     v["type"] == "push" && v["subtype"] == "system"
 }
 
+/// A hello timestamp no other hello of this test process has used.
+/// Signatures are single-use and ed25519 is deterministic: two hellos of
+/// one member in one millisecond would be the same signature, and the
+/// second one refused `replayed` (as a real client's retry would cure).
+pub fn fresh_timestamp() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = chrono::Utc::now().timestamp_millis();
+    let prev = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(now.max(last + 1))
+        })
+        .expect("always Some");
+    now.max(prev + 1)
+}
+
 /// A signed hello for `member`, with `extra` fields merged in.
 pub fn hello_frame(member: &Member, session_id: &str, extra: Value) -> Value {
-    let ts = chrono::Utc::now().timestamp_millis();
+    let ts = fresh_timestamp();
     signed_hello(
         &member.mesh_id,
         &member.id,

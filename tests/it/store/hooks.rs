@@ -1,4 +1,5 @@
-//! Hook lookups, pending hooks and shared token buckets.
+//! Hook lookups, pending hooks, shared token buckets and single-use hello
+//! signatures.
 
 use claudemesh_broker::protocol::Status;
 use claudemesh_broker::store::*;
@@ -109,7 +110,30 @@ async fn buckets_refill_at_their_rate_up_to_their_burst(s: &dyn Store) {
     assert!(take("hook", t0() + secs(4000)).await.unwrap(), "full again");
 }
 
+/// A signature is accepted once until swept; one given back may be used.
+async fn signatures_are_single_use_until_swept(s: &dyn Store) {
+    let (a, b) = (b"sig-a".as_slice(), b"sig-b".as_slice());
+    assert!(s.use_signature(a, t0() + secs(65)).await.unwrap());
+    assert!(
+        !s.use_signature(a, t0() + secs(65)).await.unwrap(),
+        "replayed"
+    );
+    assert!(s.use_signature(b, t0() + secs(10)).await.unwrap());
+    s.release_signature(b).await.unwrap();
+    assert!(
+        s.use_signature(b, t0() + secs(10)).await.unwrap(),
+        "given back"
+    );
+    assert_eq!(s.sweep_signatures(t0() + secs(30)).await.unwrap(), 1);
+    assert!(s.use_signature(b, t0() + secs(40)).await.unwrap(), "swept");
+    assert!(
+        !s.use_signature(a, t0() + secs(65)).await.unwrap(),
+        "not yet swept"
+    );
+}
+
 crate::conformance!(
+    signatures_are_single_use_until_swept,
     hooks_find_presences_by_token_and_by_pid_and_cwd,
     pending_hooks_are_taken_once_and_only_while_fresh,
     buckets_refill_at_their_rate_up_to_their_burst,
