@@ -73,7 +73,7 @@ pub enum MemberCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a member; its live sessions are closed (4003).
+    /// Revoke a member; its live sessions get `revoked` and close 4002.
     Revoke {
         #[arg(long)]
         mesh: String,

@@ -412,6 +412,8 @@ mod tests {
                 p: Uuid::nil(),
                 c: Uuid::nil(),
                 code: 4000,
+                reason: None,
+                error: None,
             },
         };
         let text = serde_json::to_string(&env).unwrap();

@@ -7,8 +7,6 @@ use chrono::Duration;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::sessions::close;
-use super::signal::Signal;
 use super::Ctx;
 use crate::audit::Verdict;
 use crate::protocol::invite::InvitePayload;
@@ -172,7 +170,8 @@ pub async fn add_member(
     Ok(member)
 }
 
-/// Revokes a member and closes its live sessions with 4003 `revoked`.
+/// Revokes a member: each of its live sessions, on any node, gets the
+/// `revoked` error and close 4002 `banned`; the mesh hears `peer_left`.
 pub async fn revoke_member(ctx: &Ctx, slug: &str, member_id: &str) -> Result<(), AdminError> {
     let mesh = mesh(ctx, slug).await?;
     let ended = ctx
@@ -180,14 +179,7 @@ pub async fn revoke_member(ctx: &Ctx, slug: &str, member_id: &str) -> Result<(),
         .revoke_member(&mesh.id, member_id, ctx.now())
         .await?
         .ok_or(AdminError::NotFound("no such active member in this mesh"))?;
-    for r in &ended {
-        let close = Signal::Close {
-            p: r.id,
-            c: r.conn_id,
-            code: close::REVOKED,
-        };
-        ctx.signal(r.node_id, close);
-    }
+    super::moderation::end_revoked(ctx, &mesh, &ended);
     tracing::info!(mesh_id = %mesh.id, member_id, sessions = ended.len(), "member revoked");
     ctx.audit.record(
         &mesh.id,

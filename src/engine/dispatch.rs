@@ -65,6 +65,7 @@ macro_rules! families {
 families! {
     Presence(crate::protocol::presence::PresenceFrame) => super::presence::handle,
     Messaging(crate::protocol::messaging::MessagingFrame) => super::messaging::handle,
+    Moderation(crate::protocol::moderation::ModerationFrame) => super::moderation::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

@@ -136,8 +136,22 @@ async fn hello_inner(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, Hel
         .await
         .map_err(unavailable)?
         .ok_or_else(unauthorized)?;
-    if member.revoked_at.is_some() || !member.pubkey.eq_ignore_ascii_case(&h.pubkey) {
+    if !member.pubkey.eq_ignore_ascii_case(&h.pubkey) {
         return Err(unauthorized());
+    }
+    if member.revoked_at.is_some() {
+        // PROTOCOL-SESSIONS.md §9: the 1.37 client stops on this code (and
+        // on close 4002), where it would retry `unauthorized` forever.
+        let mesh = ctx
+            .store
+            .mesh_by_id(&h.mesh_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(unauthorized)?;
+        return Err(HelloRefusal::new(
+            "revoked",
+            super::moderation::revoked_message(&mesh),
+        ));
     }
     if let Some(sp) = &h.session_pubkey {
         check_session_key(ctx, &member.id, &h.mesh_id, &sp.to_ascii_lowercase()).await?;
@@ -238,6 +252,8 @@ async fn hello_inner(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, Hel
                 p: presence.id,
                 c: old_conn,
                 code: close::REPLACED,
+                reason: None,
+                error: None,
             };
             ctx.signal(old_node, close);
             presence

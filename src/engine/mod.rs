@@ -28,6 +28,7 @@ pub mod heartbeat;
 pub mod hello;
 pub mod join;
 pub mod messaging;
+pub mod moderation;
 pub mod node;
 pub mod outbound;
 pub mod presence;

@@ -32,8 +32,36 @@ pub mod close {
     pub const INTERNAL: u16 = 1011;
     pub const SERVICE_RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    pub const NORMAL: u16 = 1000;
     pub const REPLACED: u16 = 4000;
-    pub const REVOKED: u16 = 4003;
+    /// `kick` (PROTOCOL-SESSIONS.md §12): the 1.37 plain client stops.
+    pub const KICKED: u16 = 4001;
+    /// The member was revoked (`ban`, admin revoke, a revoked member's
+    /// hello); always after an `error` `revoked`.
+    pub const BANNED: u16 = 4002;
+
+    /// The reasons a close may give, as the static text the writer needs;
+    /// what a signal names from elsewhere maps onto one of them.
+    pub fn reason(name: Option<&str>, code: u16) -> &'static str {
+        const KNOWN: &[&str] = &[
+            "replaced",
+            "banned",
+            "kicked",
+            "kicked_stale",
+            "disconnected",
+            "disconnected_stale",
+        ];
+        match name.and_then(|n| KNOWN.iter().find(|k| **k == n)) {
+            Some(k) => k,
+            None => match code {
+                REPLACED => "replaced",
+                BANNED => "banned",
+                KICKED => "kicked",
+                NORMAL => "disconnected",
+                _ => "closed",
+            },
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -174,7 +202,16 @@ impl Sessions {
     }
 
     /// Closes the socket of `presence` if it is `conn_id` (any if `None`).
-    pub fn close(&self, presence: Uuid, conn_id: Option<Uuid>, code: u16, reason: &'static str) {
+    /// Closes the socket of `presence` if it is `conn_id` (any if `None`),
+    /// writing `error` first when given.
+    pub fn close(
+        &self,
+        presence: Uuid,
+        conn_id: Option<Uuid>,
+        code: u16,
+        reason: &'static str,
+        error: Option<String>,
+    ) {
         let handle = {
             let t = self.lock();
             t.by_presence
@@ -183,6 +220,10 @@ impl Sessions {
                 .cloned()
         };
         if let Some(h) = handle {
+            if let Some(e) = error {
+                // Queued before the close frame the session loop will send.
+                let _ = h.tx.try_send(Outbound::Text(e.into()));
+            }
             h.closer.send_replace(Some((code, reason)));
         }
     }
@@ -197,13 +238,15 @@ impl Sessions {
                     self.wake_member(&member);
                 }
             }
-            Signal::Close { p, c, code } => {
-                let reason = match code {
-                    close::REPLACED => "replaced",
-                    close::REVOKED => "revoked",
-                    _ => "closed",
-                };
-                self.close(p, Some(c), code, reason);
+            Signal::Close {
+                p,
+                c,
+                code,
+                reason,
+                error,
+            } => {
+                let reason = close::reason(reason.as_deref(), code);
+                self.close(p, Some(c), code, reason, error);
             }
             Signal::Event { mesh, skip, frame } => self.broadcast(&mesh, &skip, &frame.into()),
         }

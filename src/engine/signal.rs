@@ -21,8 +21,17 @@ pub enum Signal {
     Wake { p: Vec<Uuid> },
     /// Every local session of these (mesh, member) pairs may.
     WakeMember { m: Vec<(String, String)> },
-    /// Close a socket (replaced elsewhere, member revoked).
-    Close { p: Uuid, c: Uuid, code: u16 },
+    /// Close a socket (replaced elsewhere, member revoked, kicked), with
+    /// its close reason and an `error` frame to write first, if any.
+    Close {
+        p: Uuid,
+        c: Uuid,
+        code: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A system event frame for a mesh's sessions, except `skip`'s.
     Event {
         mesh: String,

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod invite;
 pub mod limits;
 pub mod messaging;
+pub mod moderation;
 pub mod presence;
 pub mod status;
 pub mod target;

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::presence::PresenceRef;
+use super::presence::Presence;
 use super::StoreResult;
 use crate::protocol::GroupRef;
 
@@ -134,7 +134,11 @@ pub trait IdentityStore: Send + Sync + 'static {
         mesh_id: &str,
         member_id: &str,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<Vec<PresenceRef>>>;
+    ) -> StoreResult<Option<Vec<Presence>>>;
+
+    /// Clears a revoked member's `revoked_at` (unban): it may connect
+    /// again. `false` when there is no such revoked member.
+    async fn unrevoke_member(&self, mesh_id: &str, member_id: &str) -> StoreResult<bool>;
 
     async fn insert_invite(&self, invite: &Invite) -> StoreResult<()>;
 

@@ -353,6 +353,11 @@ pub trait PresenceStore: Send + Sync + 'static {
         fresh_window_ms: i64,
     ) -> StoreResult<Option<StatusWrite>>;
 
+    /// Ends these presences at once, without grace (kick, disconnect):
+    /// their rows become their members', their claims are freed. Returns
+    /// the ended ones, as they were, oldest first.
+    async fn end_presences(&self, ids: &[Uuid]) -> StoreResult<Vec<Presence>>;
+
     /// Puts a presence in at-least-once mode (its first `client_ack`).
     /// `false` when no live or in-grace presence has that id.
     async fn enter_at_least_once(&self, id: Uuid) -> StoreResult<bool>;

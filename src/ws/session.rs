@@ -327,18 +327,19 @@ impl Conn {
         }
     }
 
-    /// Refuses a hello: error frame, then close 1008 (1011 when the
-    /// database, not the client, is at fault).
+    /// Refuses a hello: error frame, then close 1008 with the code as its
+    /// reason (1011 when the database, not the client, is at fault; 4002
+    /// `banned` for a revoked member).
     async fn refuse(&self, code: &'static str, message: &str, req_id: Option<&str>) -> EndReason {
         self.engine.metrics.hello(code);
         tracing::info!(conn_id = %self.socket.conn_id, code, "hello refused");
         self.send(dispatch::error(code, message, req_id)).await;
-        let close_code = if code == "unavailable" {
-            close::INTERNAL
-        } else {
-            close::POLICY
+        let (close_code, reason) = match code {
+            "unavailable" => (close::INTERNAL, code),
+            "revoked" => (close::BANNED, "banned"),
+            _ => (close::POLICY, code),
         };
-        self.close(close_code, code).await;
+        self.close(close_code, reason).await;
         code
     }
 }

@@ -314,7 +314,7 @@ async fn members_refuse_bad_input(backend: Backend) {
     );
 }
 
-async fn member_revoke_closes_sessions_with_4003(backend: Backend) {
+async fn member_revoke_closes_sessions_with_4002(backend: Backend) {
     let w = world(backend).await;
     let url = w.node.ws_url();
     let (mut b1, _) = Peer::join(&url, &w.bob, "b1").await;
@@ -341,8 +341,10 @@ async fn member_revoke_closes_sessions_with_4003(backend: Backend) {
     let path = format!("/meshes/m/members/{}", w.bob.id);
     let (s, body) = w.node.admin(Method::DELETE, &path, None).await;
     assert_eq!((s, body), (204, Value::Null));
-    assert_eq!(b1.expect_close().await, 4003);
-    assert_eq!(b2.expect_close().await, 4003);
+    b1.expect_banned().await;
+    b2.expect_banned().await;
+    let left = a.next_event().await;
+    assert_eq!(left["event"], "peer_left", "{left}");
 
     // Alice's session is untouched and sees only herself.
     let r = a
@@ -499,7 +501,7 @@ both_stores!(
     meshes_refuse_bad_input,
     members_add_and_list,
     members_refuse_bad_input,
-    member_revoke_closes_sessions_with_4003,
+    member_revoke_closes_sessions_with_4002,
     peers_and_nodes_show_live_sessions,
     admin_requires_the_token,
     admin_is_404_without_a_token,

@@ -262,7 +262,7 @@ async fn admin_commands_round_trip(backend: Backend) {
     )
     .await;
     assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{}", out.stderr);
-    assert_eq!(peer.expect_close().await, 4003);
+    peer.expect_banned().await;
     let members = admin(&node, &["member", "list", "--mesh", "s", "--json"])
         .await
         .json();

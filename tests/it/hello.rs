@@ -114,7 +114,7 @@ async fn hello_refusals_close_1008_and_leave_nothing(backend: Backend) {
     );
 }
 
-async fn revoked_member_is_unauthorized(backend: Backend) {
+async fn revoked_member_is_told_and_closed_4002(backend: Backend) {
     let w = world(backend).await;
     let (status, _) = w
         .node
@@ -126,9 +126,14 @@ async fn revoked_member_is_unauthorized(backend: Backend) {
         .await;
     assert_eq!(status, 204);
     let mut p = Peer::connect(&w.node.ws_url()).await;
-    p.send(hello_frame(&w.bob, "s", json!({}))).await;
-    assert_eq!(p.recv().await["code"], "unauthorized");
-    assert_eq!(p.expect_close().await, 1008);
+    p.send(hello_frame(&w.bob, "s", json!({"_reqId": "h1"})))
+        .await;
+    let e = p.expect_banned().await;
+    assert_eq!(
+        e["message"],
+        "You've been removed from \"m\". Contact the mesh owner to rejoin."
+    );
+    assert_eq!(e["_reqId"], "h1");
 }
 
 async fn capacity_is_enforced(backend: Backend) {
@@ -272,7 +277,7 @@ both_stores!(
     in_process_shutdown_closes_1001_and_keeps_grace,
     hello_ack_has_every_field,
     hello_refusals_close_1008_and_leave_nothing,
-    revoked_member_is_unauthorized,
+    revoked_member_is_told_and_closed_4002,
     capacity_is_enforced,
     frames_before_hello_get_no_hello,
     restored_state_comes_back,

@@ -24,6 +24,7 @@ mod join;
 mod loadgen;
 mod messaging;
 mod migrate;
+mod moderation;
 mod node_death;
 mod outage;
 mod presence;

@@ -84,27 +84,35 @@ impl IdentityStore for MemoryStore {
         mesh_id: &str,
         member_id: &str,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<Vec<PresenceRef>>> {
+    ) -> StoreResult<Option<Vec<Presence>>> {
         let mut s = self.lock();
         match s.members.get_mut(member_id) {
             Some(m) if m.mesh_id == mesh_id && m.revoked_at.is_none() => m.revoked_at = Some(now),
             _ => return Ok(None),
         }
-        let ended: Vec<PresenceRef> = s
+        let ids: Vec<uuid::Uuid> = s
             .presences
             .values()
             .filter(|p| p.member_id == member_id)
-            .map(|p| PresenceRef {
-                id: p.id,
-                node_id: p.node_id,
-                conn_id: p.conn_id,
-            })
+            .map(|p| p.id)
             .collect();
-        for r in &ended {
-            remove_presence(&mut s, r.id);
-        }
+        let mut ended: Vec<Presence> = ids
+            .into_iter()
+            .filter_map(|id| remove_presence(&mut s, id))
+            .collect();
+        ended.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
         s.queue.drop_member(member_id);
         Ok(Some(ended))
+    }
+
+    async fn unrevoke_member(&self, mesh_id: &str, member_id: &str) -> StoreResult<bool> {
+        Ok(match self.lock().members.get_mut(member_id) {
+            Some(m) if m.mesh_id == mesh_id && m.revoked_at.is_some() => {
+                m.revoked_at = None;
+                true
+            }
+            _ => false,
+        })
     }
 
     async fn insert_invite(&self, invite: &Invite) -> StoreResult<()> {

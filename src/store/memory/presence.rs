@@ -181,6 +181,20 @@ impl PresenceStore for MemoryStore {
         }))
     }
 
+    async fn end_presences(&self, ids: &[Uuid]) -> StoreResult<Vec<Presence>> {
+        let mut s = self.lock();
+        let mut ended = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = remove_presence(&mut s, *id) {
+                s.queue.orphan_session(*id);
+                s.queue.release_claims(*id);
+                ended.push(p);
+            }
+        }
+        ended.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
+        Ok(ended)
+    }
+
     async fn enter_at_least_once(&self, id: Uuid) -> StoreResult<bool> {
         Ok(match self.lock().presences.get_mut(&id) {
             Some(p) => {

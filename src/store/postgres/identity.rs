@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
-use super::rows::{member_from, mesh_from};
+use super::rows::{member_from, mesh_from, presence_from, PRESENCE_COLS};
 use super::{map_err, PgStore};
 use crate::store::*;
 
@@ -120,7 +120,7 @@ impl IdentityStore for PgStore {
         mesh_id: &str,
         member_id: &str,
         now: DateTime<Utc>,
-    ) -> StoreResult<Option<Vec<PresenceRef>>> {
+    ) -> StoreResult<Option<Vec<Presence>>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
         let hit = tx
@@ -134,20 +134,15 @@ impl IdentityStore for PgStore {
         if hit.is_none() {
             return Ok(None);
         }
-        let ended: Vec<PresenceRef> = tx
-            .query(
-                "DELETE FROM presence WHERE member_id = $1 RETURNING id, node_id, conn_id",
-                &[&member_id],
-            )
+        let sql = format!("DELETE FROM presence WHERE member_id = $1 RETURNING {PRESENCE_COLS}");
+        let mut ended: Vec<Presence> = tx
+            .query(&sql, &[&member_id])
             .await
             .map_err(map_err)?
             .iter()
-            .map(|r| PresenceRef {
-                id: r.get(0),
-                node_id: r.get(1),
-                conn_id: r.get(2),
-            })
+            .map(presence_from)
             .collect();
+        ended.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
         // Session rows only ever name live or in-grace presences (an ended
         // presence's rows become member rows), so these two sets are all
         // of the member's rows.
@@ -161,6 +156,19 @@ impl IdentityStore for PgStore {
         .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
         Ok(Some(ended))
+    }
+
+    async fn unrevoke_member(&self, mesh_id: &str, member_id: &str) -> StoreResult<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE member SET revoked_at = NULL
+                 WHERE id = $1 AND mesh_id = $2 AND revoked_at IS NOT NULL",
+                &[&member_id, &mesh_id],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(n == 1)
     }
 
     async fn insert_invite(&self, i: &Invite) -> StoreResult<()> {

@@ -295,6 +295,51 @@ impl PresenceStore for PgStore {
         Ok(Some(out))
     }
 
+    async fn end_presences(&self, ids: &[Uuid]) -> StoreResult<Vec<Presence>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let sql = format!("DELETE FROM presence WHERE id = ANY($1) RETURNING {PRESENCE_COLS}");
+        let mut ended: Vec<Presence> = tx
+            .query(&sql, &[&ids])
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(presence_from)
+            .collect();
+        if !ended.is_empty() {
+            let gone: Vec<Uuid> = ended.iter().map(|p| p.id).collect();
+            // Session rows become member rows; member rows they held are
+            // freed (a live presence ends holding claims, unlike grace).
+            tx.execute(
+                "UPDATE delivery SET recipient_session = NULL, claimed_by = NULL,
+                   claim_until = NULL
+                 WHERE recipient_session = ANY($1)",
+                &[&gone],
+            )
+            .await
+            .map_err(map_err)?;
+            let mut members: Vec<(String, String)> = ended
+                .iter()
+                .map(|p| (p.mesh_id.clone(), p.member_id.clone()))
+                .collect();
+            members.sort();
+            members.dedup();
+            let (meshes, member_ids): (Vec<String>, Vec<String>) = members.into_iter().unzip();
+            tx.execute(
+                "UPDATE delivery d SET claimed_by = NULL, claim_until = NULL
+                 FROM unnest($2::text[], $3::text[]) AS m(mesh, member)
+                 WHERE d.recipient_session IS NULL AND d.mesh_id = m.mesh
+                   AND d.recipient_member_id = m.member AND d.claimed_session = ANY($1)",
+                &[&gone, &meshes, &member_ids],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        ended.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
+        Ok(ended)
+    }
+
     async fn enter_at_least_once(&self, id: Uuid) -> StoreResult<bool> {
         let c = self.client().await?;
         let stmt = c

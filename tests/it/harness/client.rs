@@ -196,6 +196,26 @@ impl Peer {
         }
     }
 
+    /// A revoked member's end (PROTOCOL-SESSIONS.md §9): the `revoked`
+    /// error, then close 4002. Returns the error.
+    pub async fn expect_banned(&mut self) -> Value {
+        let e = self.recv().await;
+        assert_eq!(
+            (e["type"].as_str(), e["code"].as_str()),
+            (Some("error"), Some("revoked")),
+            "{e}"
+        );
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("You've been removed from"),
+            "{e}"
+        );
+        assert_eq!(self.expect_close().await, 4002);
+        e
+    }
+
     /// Sends `v` and returns the reply.
     pub async fn request(&mut self, v: Value) -> Value {
         self.send(v).await;

@@ -82,26 +82,16 @@ async fn revoking_a_member_ends_its_presences_and_drops_its_rows(s: &dyn Store) 
     .await;
     assert_eq!(s.queue_depth().await.unwrap(), 2);
 
-    let mut ended = s
+    let ended = s
         .revoke_member(&m.id, &bob.id, t0())
         .await
         .unwrap()
         .expect("bob was a member");
-    ended.sort_by_key(|r| r.id);
-    let mut want = vec![
-        PresenceRef {
-            id: b1.id,
-            node_id: node,
-            conn_id: b1.conn_id,
-        },
-        PresenceRef {
-            id: b2.id,
-            node_id: node,
-            conn_id: b2.conn_id,
-        },
-    ];
-    want.sort_by_key(|r| r.id);
-    assert_eq!(ended, want);
+    assert_eq!(
+        ended,
+        [b1.clone(), b2.clone()],
+        "as they were, oldest first"
+    );
     assert_eq!(s.queue_depth().await.unwrap(), 0);
     assert_eq!(s.presence_by_id(b1.id).await.unwrap(), None);
     assert!(s.presence_by_id(a.id).await.unwrap().is_some());
@@ -192,7 +182,28 @@ async fn invites_refuse_in_protocol_order_and_count_uses_atomically(s: &dyn Stor
     assert_eq!(s.list_members(&m.id).await.unwrap().len(), 1);
 }
 
+async fn a_revoked_member_can_be_restored(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let bob = member(s, &m, "bob").await;
+    assert!(
+        !s.unrevoke_member(&m.id, &bob.id).await.unwrap(),
+        "not revoked"
+    );
+    s.revoke_member(&m.id, &bob.id, t0())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(s.unrevoke_member(&m.id, &bob.id).await.unwrap());
+    let back = s.member_by_id(&m.id, &bob.id).await.unwrap().unwrap();
+    assert_eq!(back.revoked_at, None);
+    assert!(
+        !s.unrevoke_member("other", &bob.id).await.unwrap(),
+        "only in its mesh"
+    );
+}
+
 crate::conformance!(
+    a_revoked_member_can_be_restored,
     meshes_are_unique_by_slug_and_found_by_slug_and_id,
     members_are_unique_by_pubkey_per_mesh_and_listed_oldest_first,
     revoking_a_member_ends_its_presences_and_drops_its_rows,
