@@ -116,6 +116,7 @@ fn sample_presence() -> Presence {
         session_id: "s".into(),
         session_pubkey: None,
         display_name: "n".into(),
+        named: true,
         pid: None,
         cwd: None,
         hostname: None,

@@ -16,6 +16,7 @@ use std::sync::{Arc, LazyLock};
 use super::Engine;
 use crate::metrics::{Metrics, RefusedLabels};
 use crate::protocol::hello::{parse_hello, Hello, HELLO};
+use crate::protocol::session_hello::{parse_session_hello, SessionHello, SESSION_HELLO};
 use crate::protocol::wire::{
     error_ack, error_frame, head, with_req_id, Answer, Family, FrameSpec, Head, Shape, NUL_REFUSED,
 };
@@ -69,10 +70,6 @@ families! {
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;
-
-/// The 1.37 client's handshake: never `unknown_message_type`, which that
-/// client takes for "this broker has none" and stops retrying.
-const SESSION_HELLO: &str = "session_hello";
 
 /// Every frame type the broker answers after the handshake.
 pub fn frame_types() -> impl Iterator<Item = &'static FrameSpec> {
@@ -141,6 +138,8 @@ pub enum Parsed {
     },
     /// A handshake frame: its fields, or why they are malformed.
     Hello(Head, Result<Box<Hello>, String>),
+    /// The 1.37 daemon's handshake for one launched session.
+    SessionHello(Head, Result<Box<SessionHello>, String>),
     /// A registered frame type: its request, or the `bad_request` sentence.
     Frame {
         head: Head,
@@ -169,6 +168,14 @@ pub fn parse(text: &str) -> Parsed {
             parse_hello(text).map(Box::new)
         };
         return Parsed::Hello(head, hello);
+    }
+    if head.ty == SESSION_HELLO {
+        let hello = if head.nul {
+            Err(NUL_REFUSED.to_string())
+        } else {
+            parse_session_hello(text).map(Box::new)
+        };
+        return Parsed::SessionHello(head, hello);
     }
     let Some((spec, parser)) = TABLE.get(head.ty.as_str()) else {
         return Parsed::Unknown(head);
@@ -296,15 +303,11 @@ pub fn not_a_request(parsed: &Parsed) -> Option<String> {
     };
     match parsed {
         Parsed::Unreadable { req_id, message } => Some(bad(req_id.as_deref(), message)),
-        Parsed::Hello(head, _) => Some(bad(
+        Parsed::Hello(head, _) | Parsed::SessionHello(head, _) => Some(bad(
             head.req_id.as_deref(),
             "this session already said hello",
         )),
         Parsed::Unknown(head) if head.nul => Some(bad(head.req_id.as_deref(), NUL_REFUSED)),
-        Parsed::Unknown(head) if head.ty == SESSION_HELLO => Some(bad(
-            head.req_id.as_deref(),
-            "this session already said hello",
-        )),
         Parsed::Unknown(head) => {
             // The 1.37 daemon reads this exact code on a session socket as
             // "no session_hello here" and stops retrying; a handshake,
@@ -354,9 +357,10 @@ pub fn throttled(parsed: &Parsed) -> Out {
 fn req_id_of(parsed: &Parsed) -> Option<&str> {
     match parsed {
         Parsed::Unreadable { req_id, .. } => req_id.as_deref(),
-        Parsed::Hello(head, _) | Parsed::Unknown(head) | Parsed::Frame { head, .. } => {
-            head.req_id.as_deref()
-        }
+        Parsed::Hello(head, _)
+        | Parsed::SessionHello(head, _)
+        | Parsed::Unknown(head)
+        | Parsed::Frame { head, .. } => head.req_id.as_deref(),
     }
 }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::signal::{Signal, MAX_PAYLOAD};
 use super::Ctx;
 use crate::protocol::ids;
-use crate::store::{MemberState, Presence};
+use crate::store::{MemberState, PeerRole, Presence};
 use crate::time::iso;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +94,16 @@ pub fn announce(ctx: &Ctx, event: PeerEvent, p: &Presence, saved: Option<&Member
         lean.groups.clear();
         frame = event_frame(event, &lean, saved, ctx.now());
     }
+    // A session presence's join reaches its member's own other sessions
+    // too (PROTOCOL-SESSIONS.md §3): only the presence itself is skipped.
+    let skip = if event == PeerEvent::Joined && p.role == PeerRole::Session {
+        p.id.to_string()
+    } else {
+        p.member_id.clone()
+    };
     ctx.signal_cluster(Signal::Event {
         mesh: p.mesh_id.clone(),
-        skip: p.member_id.clone(),
+        skip,
         frame,
     });
 }

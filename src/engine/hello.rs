@@ -39,30 +39,30 @@ pub struct Welcome {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct HelloAck<'a> {
+pub(super) struct HelloAck<'a> {
     #[serde(rename = "type")]
-    ty: &'static str,
-    presence_id: String,
-    member_display_name: &'a str,
-    member_profile: serde_json::Value,
+    pub ty: &'static str,
+    pub presence_id: String,
+    pub member_display_name: &'a str,
+    pub member_profile: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
-    restored: Option<bool>,
+    pub restored: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    last_summary: Option<&'a str>,
+    pub last_summary: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    last_seen_at: Option<String>,
+    pub last_seen_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    restored_groups: Option<&'a [GroupRef]>,
-    hook_token: &'a str,
-    node_id: String,
-    protocol: u32,
+    pub restored_groups: Option<&'a [GroupRef]>,
+    pub hook_token: &'a str,
+    pub node_id: String,
+    pub protocol: u32,
 }
 
 /// `sessionPubkey` is not covered by the hello signature (v1), so a
 /// session may not claim a key that routes to someone else: another
 /// member's key, or another member's live session key. Otherwise
 /// direct sends to that key would reach it.
-async fn check_session_key(
+pub(super) async fn check_session_key(
     ctx: &Ctx,
     member_id: &str,
     mesh_id: &str,
@@ -95,12 +95,12 @@ async fn check_session_key(
 
 /// How long an accepted signature is remembered after its hello's
 /// timestamp: the skew window (60 s) and a margin for clock steps.
-const SIGNATURE_KEPT_MS: i64 = 65_000;
+pub(super) const SIGNATURE_KEPT_MS: i64 = 65_000;
 
 /// What the store keeps of a signature: the SHA-256 of its bytes (of its
 /// text when it is not hex, which `verify` has refused already), so the
 /// same signature in upper- and lower-case hex is one signature.
-fn signature_hash(sig: &str) -> Vec<u8> {
+pub(super) fn signature_hash(sig: &str) -> Vec<u8> {
     match hex::decode(sig) {
         Ok(bytes) => Sha256::digest(bytes).to_vec(),
         Err(_) => Sha256::digest(sig.as_bytes()).to_vec(),
@@ -113,7 +113,7 @@ pub fn hook_token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-fn unavailable(e: impl std::fmt::Display) -> HelloRefusal {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> HelloRefusal {
     tracing::warn!(error = %e, "store failed during hello");
     HelloRefusal::new("unavailable", "the broker cannot reach its database; retry")
 }
@@ -185,6 +185,7 @@ async fn hello_inner(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, Hel
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| member.display_name.clone()),
+        named: h.display_name.as_ref().is_some_and(|n| !n.is_empty()),
         pid: h.pid,
         cwd: h.cwd.clone(),
         hostname: h.hostname.clone(),
@@ -264,6 +265,8 @@ async fn hello_inner(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, Hel
                 format!("mesh already has {max} live sessions"),
             ))
         }
+        // Only a session_hello's attach answers these.
+        Attach::Superseded { .. } | Attach::Foreign => return Err(unauthorized()),
     };
     if let (Some(pid), Some(cwd)) = (h.pid, h.cwd.as_deref()) {
         // A hook may have beaten its session's hello here.

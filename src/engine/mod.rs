@@ -33,6 +33,7 @@ pub mod node;
 pub mod outbound;
 pub mod presence;
 pub mod routing;
+pub mod session_hello;
 pub mod sessions;
 pub mod signal;
 pub mod status;

@@ -282,17 +282,19 @@ impl Sessions {
     }
 
     /// Queues `frame` to every local session of `mesh_id` except those of
-    /// `skip_member`. A session whose queue is full misses it: system
+    /// member `skip`, or the presence `skip`. A session whose queue is full misses it: system
     /// events are advisory, and `list_peers` has the truth.
-    pub fn broadcast(&self, mesh_id: &str, skip_member: &str, frame: &Utf8Bytes) {
+    pub fn broadcast(&self, mesh_id: &str, skip: &str, frame: &Utf8Bytes) {
+        let skip_presence = Uuid::parse_str(skip).ok();
         let t = self.lock();
         let Some(presences) = t.by_mesh.get(mesh_id) else {
             return;
         };
         for h in presences
             .iter()
+            .filter(|p| Some(**p) != skip_presence)
             .filter_map(|p| t.by_presence.get(p))
-            .filter(|h| h.member_id != skip_member)
+            .filter(|h| h.member_id != skip)
         {
             let _ = h.tx.try_send(Outbound::Text(frame.clone()));
         }

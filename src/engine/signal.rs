@@ -32,7 +32,9 @@ pub enum Signal {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
-    /// A system event frame for a mesh's sessions, except `skip`'s.
+    /// A system event frame for a mesh's sessions, except those of `skip`:
+    /// a member id, or a presence id for an event only that presence
+    /// must not hear.
     Event {
         mesh: String,
         skip: String,

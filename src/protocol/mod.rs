@@ -11,6 +11,7 @@ pub mod limits;
 pub mod messaging;
 pub mod moderation;
 pub mod presence;
+pub mod session_hello;
 pub mod status;
 pub mod target;
 pub mod types;

@@ -75,6 +75,9 @@ pub struct NewPresence {
     pub session_id: String,
     pub session_pubkey: Option<String>,
     pub display_name: String,
+    /// The hello named the session (`displayName` sent): a re-attaching
+    /// `session_hello` keeps the old name otherwise.
+    pub named: bool,
     pub pid: Option<i64>,
     pub cwd: Option<String>,
     pub hostname: Option<String>,
@@ -194,6 +197,26 @@ impl Presence {
         self.last_seen_at = p.now;
     }
 
+    /// A re-attaching `session_hello` (PROTOCOL-SESSIONS.md §3) keeps the
+    /// presence's groups, status and mode, and refreshes what the session
+    /// says of where it runs (and its name, when it sent one).
+    pub fn reattach_session(&mut self, p: &NewPresence) {
+        self.node_id = p.node_id;
+        self.conn_id = p.conn_id;
+        self.session_id = p.session_id.clone();
+        self.pid = p.pid;
+        self.cwd = p.cwd.clone();
+        self.hostname = p.hostname.clone();
+        if p.named {
+            self.display_name = p.display_name.clone();
+        }
+        self.at_least_once |= p.at_least_once;
+        self.state = PresenceState::Online;
+        self.grace_until = None;
+        self.hook_token_hash = p.hook_token_hash.clone();
+        self.last_seen_at = p.now;
+    }
+
     /// The key clients see: the session pubkey if any, else the member's.
     pub fn pubkey(&self) -> &str {
         self.session_pubkey
@@ -214,6 +237,15 @@ pub enum Attach {
         old_node: Uuid,
         old_conn: Uuid,
     },
+    /// A `session_hello` whose session id was held by another key of the
+    /// member: that presence (`old`) ended, without grace, and a new one
+    /// was created.
+    Superseded {
+        presence: Presence,
+        old: PresenceRef,
+    },
+    /// A `session_hello` whose key is another member's presence's.
+    Foreign,
     /// The mesh is at `max_connections_per_mesh`.
     Capacity,
 }
@@ -352,6 +384,15 @@ pub trait PresenceStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         fresh_window_ms: i64,
     ) -> StoreResult<Option<StatusWrite>>;
+
+    /// Attaches a `session_hello` (PROTOCOL-SESSIONS.md §3), looked up
+    /// in this order: the mesh's presence with this `session_pubkey`
+    /// (another member's, or not a session presence: `Foreign`; online:
+    /// taken over, `Replaced`; in grace: `Reattached`; groups, status and
+    /// mode kept); else the member's session presence with this
+    /// `session_id` ends and a new presence starts (`Superseded`); else a
+    /// new one under `max_per_mesh` (`Created`, or `Capacity`).
+    async fn attach_session(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach>;
 
     /// Ends these presences at once, without grace (kick, disconnect):
     /// their rows become their members', their claims are freed. Returns

@@ -20,6 +20,7 @@ use crate::engine::delivery::Deliverer;
 use crate::engine::dispatch::{self, Out, Parsed, Pending, Refusal, Session};
 use crate::engine::hello::{self, Socket};
 use crate::engine::outbound;
+use crate::engine::session_hello;
 use crate::engine::sessions::{close, Outbound};
 use crate::engine::Engine;
 
@@ -273,7 +274,7 @@ impl Conn {
             return self.before_hello(parsed).await;
         }
         if let Some(answer) = dispatch::not_a_request(&parsed) {
-            if !matches!(parsed, Parsed::Hello(..)) {
+            if !matches!(parsed, Parsed::Hello(..) | Parsed::SessionHello(..)) {
                 self.engine.metrics.bad_frames.inc();
             }
             self.send(answer).await;
@@ -302,19 +303,26 @@ impl Conn {
     }
 
     async fn before_hello(&mut self, parsed: Parsed) -> Result<(), EndReason> {
-        let (head, hello) = match parsed {
-            Parsed::Hello(head, hello) => (head, hello),
+        let (head, accepted) = match parsed {
+            Parsed::Hello(head, Ok(h)) => {
+                let r = hello::hello(&self.engine, &h, self.socket.conn_id).await;
+                (head, r)
+            }
+            Parsed::SessionHello(head, Ok(h)) => {
+                let r = session_hello::session_hello(&self.engine, &h, self.socket.conn_id).await;
+                (head, r)
+            }
+            Parsed::Hello(head, Err(sentence)) | Parsed::SessionHello(head, Err(sentence)) => {
+                let req_id = head.req_id.as_deref();
+                return Err(self.refuse("malformed", &sentence, req_id).await);
+            }
             other => {
                 self.send(dispatch::no_hello(&other)).await;
                 return Ok(());
             }
         };
         let req_id = head.req_id.as_deref();
-        let hello = match hello {
-            Ok(h) => h,
-            Err(sentence) => return Err(self.refuse("malformed", &sentence, req_id).await),
-        };
-        match hello::hello(&self.engine, &hello, self.socket.conn_id).await {
+        match accepted {
             Ok(welcome) => {
                 self.engine.metrics.hello("ok");
                 let (session, deliverer) =

@@ -50,6 +50,12 @@ fn config(cases: u32) -> ProptestConfig {
 
 const FRAME_TYPES: &[&str] = &[
     "hello",
+    "session_hello",
+    "kick",
+    "disconnect",
+    "ban",
+    "unban",
+    "list_bans",
     "list_peers",
     "set_status",
     "set_summary",
@@ -351,7 +357,8 @@ fn check_parse_contract(obj: &Map<String, Value>, text: &str) -> Result<(), Test
                 }
             }
         }
-        (Parsed::Hello(head, _), Some("hello")) => {
+        (Parsed::Hello(head, _), Some("hello"))
+        | (Parsed::SessionHello(head, _), Some("session_hello")) => {
             prop_assert_eq!(head.req_id.as_deref(), req_id);
         }
         (Parsed::Unknown(head), Some(t)) => {

@@ -30,4 +30,5 @@ mod outage;
 mod presence;
 mod process;
 mod replay;
+mod sessions;
 mod store;

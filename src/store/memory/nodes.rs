@@ -76,7 +76,9 @@ impl NodeStore for MemoryStore {
             p.grace_until = Some(grace_until);
             p.last_seen_at = now;
             let snapshot = p.clone();
-            save_member_state(&mut s, &snapshot, now);
+            if snapshot.role == PeerRole::ControlPlane {
+                save_member_state(&mut s, &snapshot, now);
+            }
         }
         s.queue.release_node_claims(&dead);
         Ok(dead)

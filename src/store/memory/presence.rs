@@ -116,6 +116,69 @@ impl PresenceStore for MemoryStore {
         Ok(Attach::Created(presence))
     }
 
+    async fn attach_session(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
+        let mut s = self.lock();
+        let by_key = mesh_presences(&s, &p.mesh_id)
+            .filter(|x| p.session_pubkey.is_some() && x.session_pubkey == p.session_pubkey)
+            .max_by_key(|x| x.role == PeerRole::Session)
+            .map(|x| {
+                (
+                    x.id,
+                    x.member_id == p.member_id && x.role == PeerRole::Session,
+                )
+            });
+        match by_key {
+            Some((_, false)) => return Ok(Attach::Foreign),
+            Some((id, true)) => {
+                let x = s.presences.get_mut(&id).expect("listed by mesh");
+                let was = x.state;
+                let (old_node, old_conn) = (x.node_id, x.conn_id);
+                x.reattach_session(p);
+                let presence = x.clone();
+                return Ok(match was {
+                    PresenceState::Online => Attach::Replaced {
+                        presence,
+                        old_node,
+                        old_conn,
+                    },
+                    PresenceState::Grace => Attach::Reattached(presence),
+                });
+            }
+            None => {}
+        }
+        let old = mesh_presences(&s, &p.mesh_id)
+            .find(|x| {
+                x.member_id == p.member_id
+                    && x.role == PeerRole::Session
+                    && x.session_id == p.session_id
+            })
+            .map(|x| x.id);
+        let count = s
+            .presences_by_mesh
+            .get(&p.mesh_id)
+            .map_or(0, |ids| ids.len())
+            - usize::from(old.is_some());
+        if count >= max_per_mesh as usize {
+            return Ok(Attach::Capacity);
+        }
+        let ended = old.and_then(|id| {
+            let o = remove_presence(&mut s, id)?;
+            s.queue.orphan_session(id);
+            s.queue.release_claims(id);
+            Some(PresenceRef {
+                id: o.id,
+                node_id: o.node_id,
+                conn_id: o.conn_id,
+            })
+        });
+        let presence = Presence::from_new(p);
+        add_presence(&mut s, presence.clone());
+        Ok(match ended {
+            Some(old) => Attach::Superseded { presence, old },
+            None => Attach::Created(presence),
+        })
+    }
+
     async fn member_state(
         &self,
         mesh_id: &str,
@@ -223,7 +286,9 @@ impl PresenceStore for MemoryStore {
         p.grace_until = Some(grace_until);
         p.last_seen_at = now;
         let snapshot = p.clone();
-        save_member_state(&mut s, &snapshot, now);
+        if snapshot.role == PeerRole::ControlPlane {
+            save_member_state(&mut s, &snapshot, now);
+        }
         s.queue.release_claims(id);
         Ok(true)
     }

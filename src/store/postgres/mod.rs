@@ -2,6 +2,7 @@
 //! one transaction (or one statement); row locks, not process memory, make
 //! the checks atomic across nodes.
 
+mod attach;
 mod audit;
 mod hooks;
 mod identity;

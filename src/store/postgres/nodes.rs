@@ -82,9 +82,10 @@ impl NodeStore for PgStore {
             "WITH r AS (
                UPDATE presence SET state = 'grace', grace_until = $2, last_seen_at = $3
                WHERE node_id = ANY($1) AND state = 'online'
-               RETURNING mesh_id, member_id, groups, profile, visible, summary)
+               RETURNING mesh_id, member_id, groups, profile, visible, summary, role)
              INSERT INTO member_state (mesh_id, member_id, groups, profile, visible, last_summary, last_seen_at)
-             SELECT DISTINCT ON (mesh_id, member_id) mesh_id, member_id, groups, profile, visible, summary, $3 FROM r
+             SELECT DISTINCT ON (mesh_id, member_id) mesh_id, member_id, groups, profile, visible, summary, $3
+             FROM r WHERE role = 'control-plane'
              ON CONFLICT (mesh_id, member_id) DO UPDATE SET groups = excluded.groups,
                profile = excluded.profile, visible = excluded.visible,
                last_summary = excluded.last_summary, last_seen_at = excluded.last_seen_at",

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
+use super::attach::end_in;
 use super::messages::ROUTES_TOKEN;
 use super::rows::{presence_from, PRESENCE_COLS};
 use super::{map_err, PgStore};
@@ -13,7 +14,7 @@ use crate::protocol::{Source, Status};
 use crate::store::*;
 use async_trait::async_trait;
 
-async fn write_presence(
+pub(super) async fn write_presence(
     tx: &deadpool_postgres::Transaction<'_>,
     p: &Presence,
 ) -> Result<(), tokio_postgres::Error> {
@@ -23,7 +24,7 @@ async fn write_presence(
                pid=$6, cwd=$7, hostname=$8, peer_type=$9, channel=$10, model=$11,
                capabilities=$12, summary=$13, groups=$14, visible=$15, profile=$16,
                stats=$17, state=$18, grace_until=$19, hook_token_hash=$20, last_seen_at=$21,
-               at_least_once=$22
+               at_least_once=$22, session_id=$23
              WHERE id=$1",
         )
         .await?;
@@ -52,6 +53,7 @@ async fn write_presence(
             &p.hook_token_hash,
             &p.last_seen_at,
             &p.at_least_once,
+            &p.session_id,
         ],
     )
     .await?;
@@ -101,103 +103,11 @@ impl PgStore {
 #[async_trait]
 impl PresenceStore for PgStore {
     async fn attach_presence(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(map_err)?;
-        // Locking the mesh row serialises attaches per mesh across nodes,
-        // which makes both the capacity count and the one-live-presence
-        // check exact.
-        tx.execute("SELECT 1 FROM mesh WHERE id = $1 FOR UPDATE", &[&p.mesh_id])
-            .await
-            .map_err(map_err)?;
-        let sql = format!(
-            "SELECT {PRESENCE_COLS} FROM presence
-             WHERE mesh_id = $1 AND member_id = $2 AND role = $5
-               AND (session_id = $3 OR ($4::text IS NOT NULL AND session_pubkey = $4))
-             LIMIT 1"
-        );
-        let found = tx
-            .query_opt(
-                &sql,
-                &[
-                    &p.mesh_id,
-                    &p.member_id,
-                    &p.session_id,
-                    &p.session_pubkey,
-                    &p.role.as_str(),
-                ],
-            )
-            .await
-            .map_err(map_err)?;
-        if let Some(row) = found {
-            let mut x = presence_from(&row);
-            let was = x.state;
-            let (old_node, old_conn) = (x.node_id, x.conn_id);
-            x.reattach(p);
-            write_presence(&tx, &x).await.map_err(map_err)?;
-            tx.commit().await.map_err(map_err)?;
-            return Ok(match was {
-                PresenceState::Online => Attach::Replaced {
-                    presence: x,
-                    old_node,
-                    old_conn,
-                },
-                _ => Attach::Reattached(x),
-            });
-        }
-        let count: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM presence WHERE mesh_id = $1",
-                &[&p.mesh_id],
-            )
-            .await
-            .map_err(map_err)?
-            .get(0);
-        if count >= i64::from(max_per_mesh) {
-            return Ok(Attach::Capacity);
-        }
-        let x = Presence::from_new(p);
-        tx.execute(
-            "INSERT INTO presence (id, mesh_id, member_id, member_pubkey, node_id, conn_id,
-               session_id, session_pubkey, display_name, pid, cwd, hostname, peer_type, channel,
-               model, capabilities, status, status_source, status_updated_at, summary, groups,
-               visible, profile, state, hook_token_hash, connected_at, last_seen_at, role,
-               at_least_once)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,
-                     $22,$23,'online',$24,$25,$25,$26,$27)",
-            &[
-                &x.id,
-                &x.mesh_id,
-                &x.member_id,
-                &x.member_pubkey,
-                &x.node_id,
-                &x.conn_id,
-                &x.session_id,
-                &x.session_pubkey,
-                &x.display_name,
-                &x.pid,
-                &x.cwd,
-                &x.hostname,
-                &x.peer_type,
-                &x.channel,
-                &x.model,
-                &Json(&x.capabilities),
-                &x.status.as_str(),
-                &x.status_source.as_str(),
-                &x.status_updated_at,
-                &x.summary,
-                &Json(&x.groups),
-                &x.visible,
-                &Json(&x.profile),
-                &x.hook_token_hash,
-                &x.connected_at,
-                &x.role.as_str(),
-                &x.at_least_once,
-            ],
-        )
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(Attach::Created(x))
+        self.attach_hello(p, max_per_mesh).await
+    }
+
+    async fn attach_session(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
+        self.attach_session_hello(p, max_per_mesh).await
     }
 
     async fn member_state(
@@ -298,45 +208,8 @@ impl PresenceStore for PgStore {
     async fn end_presences(&self, ids: &[Uuid]) -> StoreResult<Vec<Presence>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
-        let sql = format!("DELETE FROM presence WHERE id = ANY($1) RETURNING {PRESENCE_COLS}");
-        let mut ended: Vec<Presence> = tx
-            .query(&sql, &[&ids])
-            .await
-            .map_err(map_err)?
-            .iter()
-            .map(presence_from)
-            .collect();
-        if !ended.is_empty() {
-            let gone: Vec<Uuid> = ended.iter().map(|p| p.id).collect();
-            // Session rows become member rows; member rows they held are
-            // freed (a live presence ends holding claims, unlike grace).
-            tx.execute(
-                "UPDATE delivery SET recipient_session = NULL, claimed_by = NULL,
-                   claim_until = NULL
-                 WHERE recipient_session = ANY($1)",
-                &[&gone],
-            )
-            .await
-            .map_err(map_err)?;
-            let mut members: Vec<(String, String)> = ended
-                .iter()
-                .map(|p| (p.mesh_id.clone(), p.member_id.clone()))
-                .collect();
-            members.sort();
-            members.dedup();
-            let (meshes, member_ids): (Vec<String>, Vec<String>) = members.into_iter().unzip();
-            tx.execute(
-                "UPDATE delivery d SET claimed_by = NULL, claim_until = NULL
-                 FROM unnest($2::text[], $3::text[]) AS m(mesh, member)
-                 WHERE d.recipient_session IS NULL AND d.mesh_id = m.mesh
-                   AND d.recipient_member_id = m.member AND d.claimed_session = ANY($1)",
-                &[&gone, &meshes, &member_ids],
-            )
-            .await
-            .map_err(map_err)?;
-        }
+        let ended = end_in(&tx, ids).await.map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        ended.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
         Ok(ended)
     }
 
@@ -358,21 +231,27 @@ impl PresenceStore for PgStore {
     ) -> StoreResult<bool> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
-        let n = tx
-            .execute(
+        // Session presences neither use nor update the member's saved
+        // state (PROTOCOL-SESSIONS.md §3): only a control-plane one saves it.
+        let n: i64 = tx
+            .query_one(
                 "WITH r AS (
                    UPDATE presence SET state = 'grace', grace_until = $3, last_seen_at = $4
                    WHERE id = $1 AND conn_id = $2 AND state = 'online'
-                   RETURNING mesh_id, member_id, groups, profile, visible, summary)
-                 INSERT INTO member_state (mesh_id, member_id, groups, profile, visible, last_summary, last_seen_at)
-                 SELECT mesh_id, member_id, groups, profile, visible, summary, $4 FROM r
-                 ON CONFLICT (mesh_id, member_id) DO UPDATE SET groups = excluded.groups,
-                   profile = excluded.profile, visible = excluded.visible,
-                   last_summary = excluded.last_summary, last_seen_at = excluded.last_seen_at",
+                   RETURNING mesh_id, member_id, groups, profile, visible, summary, role),
+                 saved AS (
+                   INSERT INTO member_state (mesh_id, member_id, groups, profile, visible, last_summary, last_seen_at)
+                   SELECT mesh_id, member_id, groups, profile, visible, summary, $4 FROM r
+                   WHERE role = 'control-plane'
+                   ON CONFLICT (mesh_id, member_id) DO UPDATE SET groups = excluded.groups,
+                     profile = excluded.profile, visible = excluded.visible,
+                     last_summary = excluded.last_summary, last_seen_at = excluded.last_seen_at)
+                 SELECT count(*) FROM r",
                 &[&id, &conn_id, &grace_until, &now],
             )
             .await
-            .map_err(map_err)?;
+            .map_err(map_err)?
+            .get(0);
         if n == 1 {
             // Unacked pushes go back to the queue at once: the session's
             // next socket (or a sibling) gets them without waiting a lease.

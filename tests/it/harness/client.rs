@@ -80,6 +80,44 @@ pub fn signed_hello(
     frame
 }
 
+/// A signed `session_hello` for `member`'s session key `session`
+/// (PROTOCOL-SESSIONS.md §3): the attestation valid for 12 hours, as the
+/// 1.37 client signs it; `extra` merged in last.
+pub fn session_hello_frame(
+    member: &Member,
+    session: &crypto::KeyPair,
+    session_id: &str,
+    extra: Value,
+) -> Value {
+    let ts = fresh_timestamp();
+    let expires = ts + 12 * 3600 * 1000;
+    let parent = &member.keys.public_hex;
+    let attest = format!(
+        "claudemesh-session-attest|{parent}|{}|{expires}",
+        session.public_hex
+    );
+    let hello = format!(
+        "claudemesh-session-hello|{}|{parent}|{}|{ts}",
+        member.mesh_id, session.public_hex
+    );
+    let mut frame = json!({
+        "type": "session_hello", "meshId": member.mesh_id, "parentMemberId": member.id,
+        "parentMemberPubkey": parent, "sessionPubkey": session.public_hex,
+        "parentAttestation": {"sessionPubkey": session.public_hex, "parentMemberPubkey": parent,
+            "expiresAt": expires,
+            "signature": crypto::sign_hex(&member.keys.secret_hex, attest.as_bytes()).unwrap()},
+        "sessionId": session_id, "pid": 4242, "cwd": "/home/u/proj", "hostname": "box",
+        "peerType": "ai", "channel": "claudemesh-session", "timestamp": ts,
+        "signature": crypto::sign_hex(&session.secret_hex, hello.as_bytes()).unwrap(),
+    });
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            frame[k] = v;
+        }
+    }
+    frame
+}
+
 impl Peer {
     pub async fn connect(url: &str) -> Peer {
         let (ws, _) = tokio_tungstenite::connect_async(url)
@@ -105,6 +143,21 @@ impl Peer {
     ) -> (Peer, Value) {
         let mut p = Peer::connect(url).await;
         p.send(hello_frame(member, session_id, extra)).await;
+        let ack = p.recv().await;
+        assert_eq!(ack["type"], "hello_ack", "{ack}");
+        (p, ack)
+    }
+
+    /// Connects and completes a `session_hello`.
+    pub async fn join_session(
+        url: &str,
+        member: &Member,
+        session: &crypto::KeyPair,
+        session_id: &str,
+    ) -> (Peer, Value) {
+        let mut p = Peer::connect(url).await;
+        p.send(session_hello_frame(member, session, session_id, json!({})))
+            .await;
         let ack = p.recv().await;
         assert_eq!(ack["type"], "hello_ack", "{ack}");
         (p, ack)

@@ -132,6 +132,7 @@ pub fn hello(member: &Member, session: &str, node: Uuid, at: DateTime<Utc>) -> N
         session_id: session.to_string(),
         session_pubkey: None,
         display_name: member.display_name.clone(),
+        named: true,
         pid: None,
         cwd: None,
         hostname: None,

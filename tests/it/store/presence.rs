@@ -363,7 +363,95 @@ async fn at_least_once_mode_is_kept_across_reattach(s: &dyn Store) {
     assert!(attach(s, &asks).await.at_least_once);
 }
 
+fn session(member: &Member, key: &str, id: &str, node: Uuid) -> NewPresence {
+    let mut p = hello(member, id, node, t0());
+    p.role = PeerRole::Session;
+    p.session_pubkey = Some(key.to_string());
+    p.at_least_once = true;
+    p
+}
+
+/// `attach_session`: by key first (re-attach, take-over, or another
+/// member's: refused), then a session id held by another key (superseded),
+/// then new under the cap; a session presence saves no member state.
+async fn session_hellos_attach_by_key_then_by_session_id(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let (alice, bob) = (member(s, &m, "alice").await, member(s, &m, "bob").await);
+    let (n1, n2) = (Uuid::now_v7(), Uuid::now_v7());
+    let first = session(&alice, "k1", "sess", n1);
+    let Attach::Created(p) = s.attach_session(&first, 10).await.unwrap() else {
+        panic!("created")
+    };
+    s.update_presence(
+        p.id,
+        &PresencePatch::JoinGroup(GroupRef {
+            name: "kept".into(),
+            role: None,
+        }),
+    )
+    .await
+    .unwrap();
+    let mut moved = session(&alice, "k1", "sess-2", n2);
+    moved.groups = vec![];
+    match s.attach_session(&moved, 10).await.unwrap() {
+        Attach::Replaced {
+            presence,
+            old_node,
+            old_conn,
+        } => {
+            assert_eq!((presence.id, old_node, old_conn), (p.id, n1, p.conn_id));
+            assert_eq!(presence.session_id, "sess-2", "refreshed");
+            assert!(
+                presence.groups.iter().any(|g| g.name == "kept"),
+                "groups kept"
+            );
+        }
+        other => panic!("expected a take-over, got {other:?}"),
+    }
+    assert!(matches!(
+        s.attach_session(&session(&bob, "k1", "b", n1), 10)
+            .await
+            .unwrap(),
+        Attach::Foreign
+    ));
+    s.release_presence(p.id, moved.conn_id, t0() + secs(60), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.member_state(&m.id, &alice.id).await.unwrap(),
+        None,
+        "a session saves nothing"
+    );
+    assert!(matches!(
+        s.attach_session(&session(&alice, "k1", "sess-3", n1), 10).await.unwrap(),
+        Attach::Reattached(x) if x.id == p.id
+    ));
+    let relaunched = session(&alice, "k2", "sess-3", n2);
+    match s.attach_session(&relaunched, 10).await.unwrap() {
+        Attach::Superseded { presence, old } => {
+            assert_ne!(presence.id, p.id);
+            assert_eq!(old.id, p.id);
+        }
+        other => panic!("expected the old key superseded, got {other:?}"),
+    }
+    assert_eq!(s.presence_by_id(p.id).await.unwrap(), None);
+    assert!(matches!(
+        s.attach_session(&session(&alice, "k3", "other", n1), 1)
+            .await
+            .unwrap(),
+        Attach::Capacity
+    ));
+    // Superseding frees the slot it takes.
+    assert!(matches!(
+        s.attach_session(&session(&alice, "k4", "sess-3", n1), 1)
+            .await
+            .unwrap(),
+        Attach::Superseded { .. }
+    ));
+}
+
 crate::conformance!(
+    session_hellos_attach_by_key_then_by_session_id,
     at_least_once_mode_is_kept_across_reattach,
     roles_never_collide,
     attach_creates_reattaches_replaces_and_stops_at_capacity,
