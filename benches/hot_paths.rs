@@ -54,15 +54,17 @@ fn benches(c: &mut Criterion) {
     let message = StoredMessage {
         id: Uuid::now_v7(),
         mesh_id: "mesh".into(),
+        sender_member_id: "m".into(),
         sender_member_pubkey: keys.public_hex.clone(),
         sender_session_pubkey: None,
         priority: Priority::Next,
         nonce: "bm9uY2Vub25jZW5vbmNl".into(),
         ciphertext: "A".repeat(344),
         created_at: Utc::now(),
+        echo: Default::default(),
     };
     c.bench_function("push: serialise once", |b| {
-        b.iter(|| push_frame(black_box(&message)))
+        b.iter(|| push_frame(black_box(&message), false))
     });
 
     // A mesh of 100 sessions, 10 per group.

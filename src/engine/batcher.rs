@@ -19,13 +19,13 @@ use uuid::Uuid;
 use super::audit::Actor;
 use super::dispatch::Refusal;
 use super::handoff::{collect_handed, hand_over, preclaim, takers, Takers};
-use super::routing::{route, validate, WakeRouter};
+use super::routing::{route, validate, Checked, WakeRouter};
 use super::signal::Signal;
 use super::Ctx;
 use crate::protocol::ids;
 use crate::protocol::messaging::SendFrame;
-use crate::protocol::target::{Priority, Target};
-use crate::store::{Bucket, NewMessage, Outgoing, Presence, Routes, SendResult, StoreError};
+use crate::protocol::target::Target;
+use crate::store::{Bucket, Echo, NewMessage, Outgoing, Presence, Routes, SendResult, StoreError};
 
 /// Sends per transaction at most: bounds one transaction's size and the
 /// wait of the last send in it.
@@ -41,8 +41,7 @@ pub type SendOutcome = Result<Uuid, Refusal>;
 struct SendJob {
     sender: Arc<Presence>,
     frame: SendFrame,
-    target: Target,
-    priority: Priority,
+    checked: Checked,
     reply: oneshot::Sender<SendOutcome>,
 }
 
@@ -64,12 +63,11 @@ impl Sends {
         let (reply, rx) = oneshot::channel();
         match validate(&s, ctx.config.settings.max_message_bytes) {
             Err(r) => finish(ctx, &sender, Err(r), reply),
-            Ok((target, priority)) => {
+            Ok(checked) => {
                 let job = SendJob {
                     sender,
                     frame: s,
-                    target,
-                    priority,
+                    checked,
                     reply,
                 };
                 if let Err(e) = self.tx.send(job).await {
@@ -247,17 +245,17 @@ impl Batcher {
                 plan.verdicts.push(Verdict::Unavailable);
                 continue;
             };
-            let mut deliveries = route(&job.target, &job.sender, &routes.targets);
+            let mut deliveries = route(&job.checked.target, &job.sender, &routes.targets);
             if !plan.takers.is_empty() {
                 preclaim(
                     &self.ctx,
                     &mut deliveries,
                     &plan.takers,
-                    job.priority,
+                    job.checked.priority,
                     lease_until,
                 );
             }
-            if deliveries.is_empty() && matches!(job.target, Target::Key(_)) {
+            if deliveries.is_empty() && matches!(job.checked.target, Target::Key(_)) {
                 plan.verdicts.push(Verdict::NoRecipient);
                 continue;
             }
@@ -406,11 +404,17 @@ fn new_message(ctx: &Ctx, job: &SendJob, now: DateTime<Utc>) -> NewMessage {
         sender_member_pubkey: sender.member_pubkey.clone(),
         sender_session_pubkey: sender.session_pubkey.clone(),
         target_spec: job.frame.target_spec.clone(),
-        priority: job.priority,
+        priority: job.checked.priority,
         nonce: job.frame.nonce.clone(),
         ciphertext: job.frame.ciphertext.clone(),
         created_at: now,
         expires_at: now + Duration::seconds(ctx.config.settings.queue_ttl_seconds as i64),
+        echo: Echo {
+            sender_name: sender.display_name.clone(),
+            client_message_id: job.checked.client_message_id.clone(),
+            request_fingerprint: job.checked.request_fingerprint.clone(),
+            reply_to_id: job.checked.reply_to_id.clone(),
+        },
     }
 }
 
@@ -426,9 +430,9 @@ fn audit_sent(ctx: &Ctx, job: &SendJob, message_id: Uuid, recipients: usize) {
         }),
         json!({
             "message_id": ids::encode(message_id),
-            "target_kind": job.target.kind(),
+            "target_kind": job.checked.target.kind(),
             "target_spec": job.frame.target_spec,
-            "priority": job.priority.as_str(),
+            "priority": job.checked.priority.as_str(),
             "size_bytes": job.frame.nonce.len() + job.frame.ciphertext.len(),
             "recipients": recipients,
         }),

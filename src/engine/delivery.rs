@@ -36,16 +36,30 @@ struct PushFrame<'a> {
     message_id: String,
     mesh_id: &'a str,
     sender_pubkey: &'a str,
-    sender_member_pubkey: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender_member_pubkey: Option<&'a str>,
+    sender_member_id: &'a str,
+    sender_name: &'a str,
     priority: &'static str,
     nonce: &'a str,
     ciphertext: &'a str,
     created_at: String,
+    #[serde(rename = "client_message_id", skip_serializing_if = "Option::is_none")]
+    client_message_id: Option<&'a str>,
+    #[serde(
+        rename = "request_fingerprint",
+        skip_serializing_if = "Option::is_none"
+    )]
+    request_fingerprint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to_id: Option<&'a str>,
 }
 
-/// The `push` frame of a message: identical for every recipient, so it is
-/// serialised once and shared.
-pub fn push_frame(m: &StoredMessage) -> Utf8Bytes {
+/// The `push` frame of a message, serialised once and shared by every
+/// recipient of one kind: a recipient of the sender's own member gets no
+/// `senderMemberPubkey` (PROTOCOL-SESSIONS.md §7: the 1.37 daemon drops,
+/// unacked, what carries its own member key, taking it for an echo).
+pub fn push_frame(m: &StoredMessage, to_own_member: bool) -> Utf8Bytes {
     let frame = PushFrame {
         ty: "push",
         message_id: ids::encode(m.id),
@@ -54,11 +68,16 @@ pub fn push_frame(m: &StoredMessage) -> Utf8Bytes {
             .sender_session_pubkey
             .as_deref()
             .unwrap_or(&m.sender_member_pubkey),
-        sender_member_pubkey: &m.sender_member_pubkey,
+        sender_member_pubkey: (!to_own_member).then_some(m.sender_member_pubkey.as_str()),
+        sender_member_id: &m.sender_member_id,
+        sender_name: &m.echo.sender_name,
         priority: m.priority.as_str(),
         nonce: &m.nonce,
         ciphertext: &m.ciphertext,
         created_at: iso(m.created_at),
+        client_message_id: m.echo.client_message_id.as_deref(),
+        request_fingerprint: m.echo.request_fingerprint.as_deref(),
+        reply_to_id: m.echo.reply_to_id.as_deref(),
     };
     serde_json::to_string(&frame)
         .expect("push serialises")
@@ -76,7 +95,8 @@ const PUSH_CACHE_IDLE: Duration = Duration::from_secs(5);
 /// Serialised `push` frames by message id, so every local recipient of a
 /// multicast shares one allocation.
 pub struct Pushes {
-    cache: moka::sync::Cache<Uuid, Utf8Bytes>,
+    /// By (message, whether the recipient is the sender's own member).
+    cache: moka::sync::Cache<(Uuid, bool), Utf8Bytes>,
 }
 
 impl Pushes {
@@ -90,9 +110,11 @@ impl Pushes {
         }
     }
 
-    /// The serialised push of `m`, shared across recipients.
-    pub fn bytes(&self, m: &StoredMessage) -> Utf8Bytes {
-        self.cache.get_with(m.id, || push_frame(m))
+    /// The serialised push of `m` for a recipient of `member_id`,
+    /// shared across recipients.
+    pub fn bytes(&self, m: &StoredMessage, member_id: &str) -> Utf8Bytes {
+        let own = m.sender_member_id == member_id;
+        self.cache.get_with((m.id, own), || push_frame(m, own))
     }
 }
 
@@ -233,7 +255,7 @@ async fn run(
 async fn push(engine: &Engine, who: &Recipient, tx: &OutboundTx, rows: Vec<Claimed>) -> bool {
     let mut ids = Vec::with_capacity(rows.len());
     for c in &rows {
-        let frame = engine.pushes.bytes(&c.message);
+        let frame = engine.pushes.bytes(&c.message, &who.member_id);
         if tx.send(Outbound::Text(frame)).await.is_err() {
             return false;
         }

@@ -17,7 +17,7 @@ pub async fn handle(s: &mut Session, frame: MessagingFrame, _head: &Head) -> Han
             let outcome = s
                 .engine
                 .sends
-                .submit(&s.engine, s.presence.clone(), send)
+                .submit(&s.engine, s.presence.clone(), *send)
                 .await;
             Ok(Reply::Later(Box::pin(async move {
                 match outcome.await {

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::dispatch::Refusal;
@@ -13,39 +14,75 @@ use crate::protocol::messaging::SendFrame;
 use crate::protocol::target::{group_covers, is_base64, Priority, Target};
 use crate::store::{NewDelivery, Presence, RouteTarget};
 
-/// Checks that need no IO. Returns the parsed target and priority.
-pub fn validate(s: &SendFrame, max_bytes: usize) -> Result<(Target, Priority), Refusal> {
+/// Longest `client_message_id` and `request_fingerprint` (§6).
+pub const MAX_CLIENT_ID: usize = 128;
+/// Longest `replyToId` echoed (§6); longer ones are ignored.
+pub const MAX_REPLY_TO: usize = 64;
+
+/// A `send` that passed the checks needing no IO.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    pub target: Target,
+    pub priority: Priority,
+    pub client_message_id: Option<String>,
+    pub request_fingerprint: Option<String>,
+    pub reply_to_id: Option<String>,
+}
+
+/// Checks that need no IO. Every `bad_request` and `too_large` text holds
+/// the word `invalid`: the 1.37 daemon retries a failed send unless its
+/// error matches that (and a few other words none of the retryable codes
+/// use).
+pub fn validate(s: &SendFrame, max_bytes: usize) -> Result<Checked, Refusal> {
+    let bad = |m: &str| Refusal::new("bad_request", format!("invalid {m}"));
     let size = s.nonce.len() + s.ciphertext.len() + s.target_spec.len();
     if size > max_bytes {
         return Err(Refusal::new(
             "too_large",
-            format!("message is {size} bytes; the limit is {max_bytes}"),
+            format!("invalid size: {size} bytes > max_message_bytes {max_bytes}"),
         ));
     }
     if s.target_spec.is_empty() {
-        return Err(Refusal::new("bad_request", "targetSpec is empty"));
+        return Err(bad("target: targetSpec is empty"));
     }
-    let target = Target::parse(&s.target_spec).ok_or_else(|| {
-        Refusal::new(
-            "bad_request",
-            "targetSpec must be a 64-hex pubkey, @group, @all or *",
-        )
-    })?;
+    if s.target_spec.starts_with('#') {
+        return Err(bad("target: topics are not supported"));
+    }
+    let target = Target::parse(&s.target_spec)
+        .ok_or_else(|| bad("target: targetSpec must be a 64-hex pubkey, @group, @all or *"))?;
     let priority = match s.priority.as_deref() {
         None => Priority::Next,
-        Some(p) => Priority::parse(p)
-            .ok_or_else(|| Refusal::new("bad_request", "priority must be now, next or low"))?,
+        Some(p) => Priority::parse(p).ok_or_else(|| bad("priority: must be now, next or low"))?,
     };
     if !is_base64(&s.nonce) || !is_base64(&s.ciphertext) {
-        return Err(Refusal::new(
-            "bad_request",
-            "nonce and ciphertext must be base64",
-        ));
+        return Err(bad("envelope: nonce and ciphertext must be base64"));
     }
     if s.id.len() > crate::protocol::limits::MAX_ID {
-        return Err(Refusal::new("bad_request", "id is too long"));
+        return Err(bad("id: too long"));
     }
-    Ok((target, priority))
+    let bounded_string = |v: &Option<Value>, name: &str| match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(x)) if x.is_empty() => Ok(None),
+        Some(Value::String(x)) if x.chars().count() <= MAX_CLIENT_ID => Ok(Some(x.clone())),
+        Some(_) => Err(bad(&format!(
+            "{name}: must be a string of at most {MAX_CLIENT_ID} characters"
+        ))),
+    };
+    let client_message_id = bounded_string(&s.client_message_id, "client_message_id")?;
+    let request_fingerprint = bounded_string(&s.request_fingerprint, "request_fingerprint")?;
+    let reply_to_id = match &s.reply_to_id {
+        Some(Value::String(x)) if !x.is_empty() && x.chars().count() <= MAX_REPLY_TO => {
+            Some(x.clone())
+        }
+        _ => None,
+    };
+    Ok(Checked {
+        target,
+        priority,
+        client_message_id,
+        request_fingerprint,
+        reply_to_id,
+    })
 }
 
 /// The delivery rows for `target`, from the live and in-grace presences of
@@ -148,6 +185,7 @@ impl<'a> WakeRouter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn frame(target: &str, nonce: &str, ct: &str, prio: Option<&str>) -> SendFrame {
         SendFrame {
@@ -156,48 +194,74 @@ mod tests {
             priority: prio.map(String::from),
             nonce: nonce.into(),
             ciphertext: ct.into(),
+            client_message_id: None,
+            request_fingerprint: None,
+            reply_to_id: None,
         }
     }
 
     #[test]
-    fn validation_codes() {
-        assert_eq!(
-            validate(&frame("*", "bm9uY2U=", "Y3Q=", None), 100)
-                .unwrap()
-                .1,
-            Priority::Next
+    fn refusals_have_their_codes_and_say_invalid() {
+        let ok = validate(&frame("*", "bm9uY2U=", "Y3Q=", None), 100).unwrap();
+        assert_eq!(ok.priority, Priority::Next);
+        let now = validate(&frame("*", "a", "b", Some("now")), 100).unwrap();
+        assert_eq!(now.priority, Priority::Now);
+        let cases = [
+            (frame("*", "a", &"b".repeat(99), None), "too_large"),
+            (frame("", "a", "b", None), "bad_request"),
+            (frame("bob", "a", "b", None), "bad_request"),
+            (frame("#builds", "a", "b", None), "bad_request"),
+            (frame("*", "a", "b", Some("urgent")), "bad_request"),
+            (frame("*", "a b", "b", None), "bad_request"),
+        ];
+        for (f, code) in cases {
+            let r = validate(&f, 100).unwrap_err();
+            assert_eq!(r.code, code, "{f:?}");
+            assert!(
+                r.message.contains("invalid"),
+                "the 1.37 daemon must not retry: {r:?}"
+            );
+        }
+        let topic = validate(&frame("#builds", "a", "b", None), 100).unwrap_err();
+        assert!(
+            topic.message.contains("topics are not supported"),
+            "{topic:?}"
         );
+    }
+
+    #[test]
+    fn extras_are_checked_and_kept() {
+        let with = |cm: Value, rf: Value, rt: Value| SendFrame {
+            client_message_id: Some(cm),
+            request_fingerprint: Some(rf),
+            reply_to_id: Some(rt),
+            ..frame("*", "a", "b", None)
+        };
+        let ok = validate(
+            &with(json!("cm-1"), json!("f".repeat(64)), json!("r-1")),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(ok.client_message_id.as_deref(), Some("cm-1"));
+        assert_eq!(ok.request_fingerprint.as_deref().map(str::len), Some(64));
+        assert_eq!(ok.reply_to_id.as_deref(), Some("r-1"));
+        let empty = validate(&with(json!(""), json!(null), json!(5)), 1000).unwrap();
         assert_eq!(
-            validate(&frame("*", "a", &"b".repeat(99), None), 100)
-                .unwrap_err()
-                .code,
-            "too_large"
+            (empty.client_message_id, empty.reply_to_id),
+            (None, None),
+            "empty = absent; a bad replyToId is ignored"
         );
-        assert_eq!(
-            validate(&frame("", "a", "b", None), 100).unwrap_err().code,
-            "bad_request"
-        );
-        assert_eq!(
-            validate(&frame("bob", "a", "b", None), 100)
-                .unwrap_err()
-                .code,
-            "bad_request"
-        );
-        assert_eq!(
-            validate(&frame("*", "a", "b", Some("urgent")), 100)
-                .unwrap_err()
-                .code,
-            "bad_request"
-        );
-        assert_eq!(
-            validate(&frame("*", "a b", "b", None), 100)
-                .unwrap_err()
-                .code,
-            "bad_request"
-        );
-        assert_eq!(
-            validate(&frame("*", "a", "b", Some("now")), 100).unwrap().1,
-            Priority::Now
-        );
+        for bad in [
+            with(json!(7), json!(null), json!(null)),
+            with(json!("x".repeat(129)), json!(null), json!(null)),
+            with(json!(null), json!(["f"]), json!(null)),
+        ] {
+            let r = validate(&bad, 1000).unwrap_err();
+            assert_eq!(r.code, "bad_request");
+            assert!(r.message.contains("invalid"));
+        }
+        let long_reply =
+            validate(&with(json!(null), json!(null), json!("r".repeat(65))), 1000).unwrap();
+        assert_eq!(long_reply.reply_to_id, None);
     }
 }

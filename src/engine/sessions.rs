@@ -420,12 +420,14 @@ mod tests {
         let msg = Arc::new(StoredMessage {
             id: uuid::Uuid::now_v7(),
             mesh_id: "m".into(),
+            sender_member_id: "m".into(),
             sender_member_pubkey: "k".into(),
             sender_session_pubkey: None,
             priority: crate::protocol::target::Priority::Now,
             nonce: "n".into(),
             ciphertext: "c".into(),
             created_at: chrono::Utc::now(),
+            echo: Default::default(),
         });
         let row = |id| Claimed {
             delivery_id: id,

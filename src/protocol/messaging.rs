@@ -14,6 +14,15 @@ pub struct SendFrame {
     pub priority: Option<String>,
     pub nonce: String,
     pub ciphertext: String,
+    /// The 1.37 client's extras (PROTOCOL-SESSIONS.md §6), checked by the
+    /// engine: any JSON here, so a wrong type is its `bad_request`, not a
+    /// failed parse.
+    #[serde(default, rename = "client_message_id")]
+    pub client_message_id: Option<serde_json::Value>,
+    #[serde(default, rename = "request_fingerprint")]
+    pub request_fingerprint: Option<serde_json::Value>,
+    #[serde(default, rename = "replyToId")]
+    pub reply_to_id: Option<serde_json::Value>,
 }
 
 /// A recipient's acknowledgement (PROTOCOL-SESSIONS.md §5). Every field is
@@ -28,7 +37,8 @@ pub struct ClientAck {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum MessagingFrame {
-    Send(SendFrame),
+    /// Boxed: with its extras it is much the largest request of any family.
+    Send(Box<SendFrame>),
     ClientAck(ClientAck),
 }
 
@@ -47,9 +57,9 @@ impl Family for MessagingFrame {
 
     fn parse(ty: &str, text: &str) -> Result<Self, String> {
         Ok(match ty {
-            "send" => MessagingFrame::Send(
+            "send" => MessagingFrame::Send(Box::new(
                 serde_json::from_str(text).map_err(|e| format!("invalid send: {e}"))?,
-            ),
+            )),
             "client_ack" => MessagingFrame::ClientAck(client_ack(text)),
             other => unreachable!("`{other}` is not a messaging frame"),
         })

@@ -12,6 +12,17 @@ use super::rate::Bucket;
 use super::StoreResult;
 use crate::protocol::target::Priority;
 
+/// What a message's pushes say of its sender and echo of its `send`
+/// (PROTOCOL-SESSIONS.md §6, §7), stored with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Echo {
+    /// The sending presence's display name (`senderName`).
+    pub sender_name: String,
+    pub client_message_id: Option<String>,
+    pub request_fingerprint: Option<String>,
+    pub reply_to_id: Option<String>,
+}
+
 /// An envelope to store. `nonce` and `ciphertext` are opaque to the broker.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -26,6 +37,7 @@ pub struct NewMessage {
     pub ciphertext: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    pub echo: Echo,
 }
 
 /// One recipient of a message.
@@ -118,12 +130,14 @@ pub struct ClaimRequest {
 pub struct StoredMessage {
     pub id: Uuid,
     pub mesh_id: String,
+    pub sender_member_id: String,
     pub sender_member_pubkey: String,
     pub sender_session_pubkey: Option<String>,
     pub priority: Priority,
     pub nonce: String,
     pub ciphertext: String,
     pub created_at: DateTime<Utc>,
+    pub echo: Echo,
 }
 
 impl StoredMessage {
@@ -131,12 +145,14 @@ impl StoredMessage {
         StoredMessage {
             id: m.id,
             mesh_id: m.mesh_id.clone(),
+            sender_member_id: m.sender_member_id.clone(),
             sender_member_pubkey: m.sender_member_pubkey.clone(),
             sender_session_pubkey: m.sender_session_pubkey.clone(),
             priority: m.priority,
             nonce: m.nonce.clone(),
             ciphertext: m.ciphertext.clone(),
             created_at: m.created_at,
+            echo: m.echo.clone(),
         }
     }
 }

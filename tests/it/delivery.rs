@@ -336,6 +336,7 @@ fn alice_to_bob(w: &World, at: chrono::DateTime<chrono::Utc>) -> Outgoing {
             ciphertext: "eA==".into(),
             created_at: at,
             expires_at: at + chrono::Duration::hours(1),
+            echo: Default::default(),
         },
         deliveries: vec![NewDelivery {
             recipient_member_id: w.bob.id.clone(),

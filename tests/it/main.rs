@@ -30,5 +30,6 @@ mod outage;
 mod presence;
 mod process;
 mod replay;
+mod send_extras;
 mod sessions;
 mod store;

@@ -69,15 +69,17 @@ b AS (
 ok AS (
   SELECT s.* FROM unnest($7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[],
                          $12::text[], $13::text[], $14::text[], $15::text[],
-                         $16::timestamptz[], $17::timestamptz[], $18::text[], $19::int4[])
-    AS s(id, me, se, sk, ss, ts, pr, no, ct, ca, ea, bk, rk)
+                         $16::timestamptz[], $17::timestamptz[], $18::text[], $19::int4[],
+                         $31::text[], $32::text[], $33::text[], $34::text[])
+    AS s(id, me, se, sk, ss, ts, pr, no, ct, ca, ea, bk, rk, sn, cm, rf, rt)
   JOIN b ON b.mesh_id = s.me AND b.key = s.bk
   WHERE s.rk <= b.taken
 ),
 m AS (
   INSERT INTO message (id, mesh_id, sender_member_id, sender_member_pubkey, sender_session_pubkey,
-                       target_spec, priority, nonce, ciphertext, created_at, expires_at)
-  SELECT id, me, se, sk, ss, ts, pr, no, ct, ca, ea FROM ok
+                       target_spec, priority, nonce, ciphertext, created_at, expires_at,
+                       sender_name, client_message_id, request_fingerprint, reply_to_id)
+  SELECT id, me, se, sk, ss, ts, pr, no, ct, ca, ea, sn, cm, rf, rt FROM ok
 ),
 d AS (
   INSERT INTO delivery (message_id, mesh_id, recipient_member_id, recipient_session,
@@ -174,7 +176,9 @@ SET claimed_by = picked.node, claimed_session = picked.p, claim_until = picked.l
 FROM picked, message m
 WHERE d.id = picked.id AND m.id = d.message_id
 RETURNING picked.p, d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_session_pubkey,
-          m.priority, m.nonce, m.ciphertext, m.created_at, picked.prev IS NOT NULL";
+          m.priority, m.nonce, m.ciphertext, m.created_at, picked.prev IS NOT NULL,
+          m.sender_member_id, m.sender_name, m.client_message_id, m.request_fingerprint,
+          m.reply_to_id";
 
 #[async_trait]
 impl MessageStore for PgStore {
@@ -278,7 +282,22 @@ impl MessageStore for PgStore {
         let d_claim_until: Vec<Option<DateTime<Utc>>> =
             rows.iter().map(|(_, d)| d.claim.map(|c| c.until)).collect();
 
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 30] = [
+        let echo = |f: fn(&Echo) -> Option<&str>| {
+            stored
+                .iter()
+                .map(|(o, _)| f(&o.message.echo))
+                .collect::<Vec<Option<&str>>>()
+        };
+        let names: Vec<&str> = stored
+            .iter()
+            .map(|(o, _)| o.message.echo.sender_name.as_str())
+            .collect();
+        let (client_ids, fingerprints, reply_tos) = (
+            echo(|e| e.client_message_id.as_deref()),
+            echo(|e| e.request_fingerprint.as_deref()),
+            echo(|e| e.reply_to_id.as_deref()),
+        );
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 34] = [
             &b_mesh,
             &b_key,
             &b_burst,
@@ -309,6 +328,10 @@ impl MessageStore for PgStore {
             &d_claim_until,
             &check_meshes,
             &check_tokens,
+            &names,
+            &client_ids,
+            &fingerprints,
+            &reply_tos,
         ];
         let send = c.query(&stmt, &params);
         // Pipelined behind the send on the same connection: the backend
@@ -412,12 +435,19 @@ impl MessageStore for PgStore {
                 message: Arc::new(StoredMessage {
                     id: r.get(2),
                     mesh_id: r.get(3),
+                    sender_member_id: r.get(11),
                     sender_member_pubkey: r.get(4),
                     sender_session_pubkey: r.get(5),
                     priority: Priority::parse(r.get(6)).unwrap_or(Priority::Next),
                     nonce: r.get(7),
                     ciphertext: r.get(8),
                     created_at: r.get(9),
+                    echo: Echo {
+                        sender_name: r.get(12),
+                        client_message_id: r.get(13),
+                        request_fingerprint: r.get(14),
+                        reply_to_id: r.get(15),
+                    },
                 }),
                 redelivery: r.get(10),
             });

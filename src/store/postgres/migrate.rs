@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0007_hello_signatures",
         include_str!("../../../migrations/0007_hello_signatures.sql"),
     ),
+    (
+        8,
+        "0008_message_echo",
+        include_str!("../../../migrations/0008_message_echo.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

@@ -186,6 +186,7 @@ pub fn outgoing(from: &Presence, at: DateTime<Utc>, deliveries: Vec<NewDelivery>
             ciphertext: "Y3Q=".into(),
             created_at: at,
             expires_at: at + Duration::days(1),
+            echo: Default::default(),
         },
         deliveries,
         bucket: roomy(&from.member_id),
