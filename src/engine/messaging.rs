@@ -49,17 +49,30 @@ async fn settle(s: &Session, ack: ClientAck) {
             tracing::warn!(presence_id = %presence, error = %e, "could not record at-least-once mode");
         }
     }
-    // `brokerMessageId` first, then `clientMessageId` read as one of our
-    // ids (what the 1.37 daemon sends when a push had no client id).
-    let candidates = [ack.broker_message_id, ack.client_message_id];
-    for id in candidates.iter().flatten().filter_map(|c| ids::decode(c)) {
-        match bounded(s.engine.store.ack_delivery(presence, id)).await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(presence_id = %presence, error = %e, "client_ack failed; the push returns after its lease");
-                return;
+    // `brokerMessageId` first; then `clientMessageId` against the
+    // messages' own client ids, then read as one of our ids (what the
+    // 1.37 daemon sends when a push had no client id).
+    let store = &s.engine.store;
+    let by_broker = ack.broker_message_id.as_deref().and_then(ids::decode);
+    let client = ack.client_message_id.as_deref();
+    let settled = async {
+        if let Some(id) = by_broker {
+            if bounded(store.ack_delivery(presence, id)).await? {
+                return Ok(());
             }
         }
+        if let Some(cid) = client {
+            let mesh = &s.presence.mesh_id;
+            if bounded(store.ack_client_message(presence, mesh, cid)).await? {
+                return Ok(());
+            }
+            if let Some(id) = ids::decode(cid) {
+                bounded(store.ack_delivery(presence, id)).await?;
+            }
+        }
+        Ok::<(), crate::store::StoreError>(())
+    };
+    if let Err(e) = settled.await {
+        tracing::warn!(presence_id = %presence, error = %e, "client_ack failed; the push returns after its lease");
     }
 }

@@ -216,6 +216,16 @@ pub trait MessageStore: Send + Sync + 'static {
     /// `false` when it holds none (unknown id, or another session's).
     async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool>;
 
+    /// `client_ack` by `clientMessageId`: completes a row this session
+    /// holds (or held last) whose message carried that `client_message_id`
+    /// in `mesh_id`. `false` when it holds none.
+    async fn ack_client_message(
+        &self,
+        presence: Uuid,
+        mesh_id: &str,
+        client_message_id: &str,
+    ) -> StoreResult<bool>;
+
     /// Deletes messages no row needs any more (every recipient has them),
     /// then expired messages with their rows. Returns how many expired
     /// undelivered: a delivered message is not counted, whenever it goes.

@@ -135,7 +135,32 @@ async fn only_the_pushed_presence_can_settle(backend: Backend) {
     assert!(stays_quiet(&mut b).await || stays_quiet(&mut b).await);
 }
 
+/// `clientMessageId` names the send's own `client_message_id` (the 1.37
+/// daemon's usual ack).
+async fn a_client_message_id_settles_its_push(backend: Backend) {
+    let w = short_leases(backend).await;
+    let url = w.node.ws_url();
+    let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let (mut b, _) =
+        Peer::join_with(&url, &w.bob, "b1", json!({"capabilities": ["client_ack"]})).await;
+    let mut frame = crate::messaging::send_frame("c1", &w.bob.keys.public_hex, "now", "MQ==");
+    frame["client_message_id"] = json!("daemon-7");
+    let ack = a.request(frame).await;
+    assert_eq!(ack["queued"], true, "{ack}");
+    let p = expect_push(&mut b).await;
+    assert_eq!(p["client_message_id"], "daemon-7");
+    b.send(
+        json!({"type": "client_ack", "clientMessageId": "daemon-7", "brokerMessageId": "not-ours"}),
+    )
+    .await;
+    assert!(
+        stays_quiet(&mut b).await || stays_quiet(&mut b).await,
+        "settled"
+    );
+}
+
 both_stores!(
+    a_client_message_id_settles_its_push,
     a_first_client_ack_turns_the_mode_on,
     the_mode_survives_a_reattach,
     client_ack_is_never_answered,

@@ -275,6 +275,28 @@ impl State {
         }
     }
 
+    pub(super) fn ack_client(&mut self, presence: Uuid, mesh_id: &str, cid: &str) -> bool {
+        let q = &mut self.queue;
+        let found = q
+            .rows
+            .iter()
+            .find(|(_, r)| {
+                r.claimed_session == Some(presence)
+                    && r.mesh_id == mesh_id
+                    && q.messages
+                        .get(&r.message_id)
+                        .is_some_and(|h| h.message.echo.client_message_id.as_deref() == Some(cid))
+            })
+            .map(|(id, _)| *id);
+        match found {
+            Some(id) => {
+                q.remove_row(id);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(super) fn sweep_messages(&mut self, now: DateTime<Utc>) -> u64 {
         let q = &mut self.queue;
         let expired: BTreeSet<Uuid> = q
@@ -357,6 +379,15 @@ impl MessageStore for MemoryStore {
 
     async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool> {
         Ok(self.lock().ack(presence, message_id))
+    }
+
+    async fn ack_client_message(
+        &self,
+        presence: Uuid,
+        mesh_id: &str,
+        client_message_id: &str,
+    ) -> StoreResult<bool> {
+        Ok(self.lock().ack_client(presence, mesh_id, client_message_id))
     }
 
     async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64> {

@@ -505,6 +505,29 @@ impl MessageStore for PgStore {
             == 1)
     }
 
+    async fn ack_client_message(
+        &self,
+        presence: Uuid,
+        mesh_id: &str,
+        client_message_id: &str,
+    ) -> StoreResult<bool> {
+        let c = self.fast_client().await?;
+        let stmt = c
+            .prepare_cached(
+                "DELETE FROM delivery WHERE id = (
+                   SELECT d.id FROM message m JOIN delivery d ON d.message_id = m.id
+                   WHERE m.mesh_id = $1 AND m.client_message_id = $2 AND d.claimed_session = $3
+                   LIMIT 1)",
+            )
+            .await
+            .map_err(map_err)?;
+        let n = c
+            .execute(&stmt, &[&mesh_id, &client_message_id, &presence])
+            .await
+            .map_err(map_err)?;
+        Ok(n == 1)
+    }
+
     async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         let c = self.client().await?;
         // Every row of these was delivered: the envelope has no reader left.

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0008_message_echo",
         include_str!("../../../migrations/0008_message_echo.sql"),
     ),
+    (
+        9,
+        "0009_client_message_index",
+        include_str!("../../../migrations/0009_client_message_index.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

@@ -259,7 +259,38 @@ async fn a_session_may_reclaim_rows_it_holds(s: &dyn Store) {
     assert_eq!(claim_ids(s, unsure).await, ids);
 }
 
+/// An ack by client id settles only this presence's row of that message.
+async fn client_ids_settle_this_presences_rows(s: &dyn Store) {
+    let (a, b1, b2) = trio(s).await;
+    let mut sent = outgoing(&a, t0(), vec![to_session(&b1), to_session(&b2)]);
+    sent.message.echo.client_message_id = Some("cm-1".into());
+    store_all(s, &[sent]).await;
+    s.claim_many(&[claim_for(&b1, t0(), 30, 10), claim_for(&b2, t0(), 30, 10)])
+        .await
+        .unwrap();
+    assert!(!s
+        .ack_client_message(b1.id, &b1.mesh_id, "cm-2")
+        .await
+        .unwrap());
+    assert!(!s
+        .ack_client_message(b1.id, "other-mesh", "cm-1")
+        .await
+        .unwrap());
+    assert!(s
+        .ack_client_message(b1.id, &b1.mesh_id, "cm-1")
+        .await
+        .unwrap());
+    assert!(
+        !s.ack_client_message(b1.id, &b1.mesh_id, "cm-1")
+            .await
+            .unwrap(),
+        "once"
+    );
+    assert_eq!(s.queue_depth().await.unwrap(), 1, "b2's row stays");
+}
+
 crate::conformance!(
+    client_ids_settle_this_presences_rows,
     claims_are_oldest_first_gated_by_status_and_skip_excluded_sessions,
     each_claim_request_keeps_its_own_limit_time_and_lease,
     a_batch_takes_tokens_in_order_and_refused_sends_store_nothing,
