@@ -343,7 +343,7 @@ mod tests {
             CLUSTER_CHANNEL.into(),
             Signal::Event {
                 mesh: "m".into(),
-                skip: "x".into(),
+                skip: crate::engine::signal::Skip::Member("x".into()),
                 frame: "{}".into(),
             },
         ));

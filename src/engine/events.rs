@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::signal::{Signal, MAX_PAYLOAD};
+use super::signal::{Signal, Skip, MAX_PAYLOAD};
 use super::Ctx;
 use crate::protocol::ids;
 use crate::store::{MemberState, PeerRole, Presence};
@@ -97,9 +97,9 @@ pub fn announce(ctx: &Ctx, event: PeerEvent, p: &Presence, saved: Option<&Member
     // A session presence's join reaches its member's own other sessions
     // too (PROTOCOL-SESSIONS.md §3): only the presence itself is skipped.
     let skip = if event == PeerEvent::Joined && p.role == PeerRole::Session {
-        p.id.to_string()
+        Skip::Presence(p.id)
     } else {
-        p.member_id.clone()
+        Skip::Member(p.member_id.clone())
     };
     ctx.signal_cluster(Signal::Event {
         mesh: p.mesh_id.clone(),

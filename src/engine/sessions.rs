@@ -12,6 +12,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use uuid::Uuid;
 
 use super::outbound::OutboundTx;
+use super::signal::Skip;
 use crate::store::Claimed;
 
 /// What a session's writer task sends next.
@@ -281,20 +282,22 @@ impl Sessions {
         }
     }
 
-    /// Queues `frame` to every local session of `mesh_id` except those of
-    /// member `skip`, or the presence `skip`. A session whose queue is full misses it: system
-    /// events are advisory, and `list_peers` has the truth.
-    pub fn broadcast(&self, mesh_id: &str, skip: &str, frame: &Utf8Bytes) {
-        let skip_presence = Uuid::parse_str(skip).ok();
+    /// Queues `frame` to every local session of `mesh_id` but `skip`. A
+    /// session whose queue is full misses it: system events are advisory,
+    /// and `list_peers` has the truth.
+    pub fn broadcast(&self, mesh_id: &str, skip: &Skip, frame: &Utf8Bytes) {
         let t = self.lock();
         let Some(presences) = t.by_mesh.get(mesh_id) else {
             return;
         };
-        for h in presences
+        let heard = |(p, h): &(&Uuid, &SessionHandle)| match skip {
+            Skip::Member(m) => h.member_id != *m,
+            Skip::Presence(s) => *p != s,
+        };
+        for (_, h) in presences
             .iter()
-            .filter(|p| Some(**p) != skip_presence)
-            .filter_map(|p| t.by_presence.get(p))
-            .filter(|h| h.member_id != skip)
+            .filter_map(|p| Some((p, t.by_presence.get(p)?)))
+            .filter(heard)
         {
             let _ = h.tx.try_send(Outbound::Text(frame.clone()));
         }
@@ -333,7 +336,7 @@ impl Sessions {
 
 #[cfg(test)]
 mod tests {
-    use super::{Mailbox, Outbound, SessionHandle, Sessions};
+    use super::{Mailbox, Outbound, SessionHandle, Sessions, Skip};
     use crate::engine::outbound::{self, OutboundRx};
     use std::sync::Arc;
     use uuid::Uuid;
@@ -366,7 +369,7 @@ mod tests {
         s.insert(pa, a);
         s.insert(pb, b.clone());
         s.insert(pc, c);
-        s.broadcast("m1", "alice", &"event".into());
+        s.broadcast("m1", &Skip::Member("alice".into()), &"event".into());
         assert!(got_event(&mut b_rx).await);
         assert!(
             !got_event(&mut a_rx).await,
@@ -378,7 +381,7 @@ mod tests {
         let (b2, mut b2_rx) = handle("m1", "bob");
         s.insert(pb, b2);
         s.remove(pb, b.conn_id);
-        s.broadcast("m1", "alice", &"event".into());
+        s.broadcast("m1", &Skip::Member("alice".into()), &"event".into());
         assert!(got_event(&mut b2_rx).await);
 
         s.remove(pa, Uuid::now_v7());

@@ -32,14 +32,23 @@ pub enum Signal {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
-    /// A system event frame for a mesh's sessions, except those of `skip`:
-    /// a member id, or a presence id for an event only that presence
-    /// must not hear.
+    /// A system event frame for a mesh's sessions, except `skip`.
     Event {
         mesh: String,
-        skip: String,
+        skip: Skip,
         frame: String,
     },
+}
+
+/// Who does not hear a mesh event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Skip {
+    /// Every session of this member (its own joins, leaves, …).
+    Member(String),
+    /// Only this presence: a `session_hello`'s join reaches the member's
+    /// other sessions too (PROTOCOL-SESSIONS.md §3).
+    Presence(Uuid),
 }
 
 /// Carries signals to other nodes. Fire and forget: a lost wake-up only
