@@ -62,23 +62,13 @@ pub(super) struct HelloAck<'a> {
 /// session may not claim a key that routes to someone else: another
 /// member's key, or another member's live session key. Otherwise
 /// direct sends to that key would reach it.
-pub(super) async fn check_session_key(
+async fn check_session_key(
     ctx: &Ctx,
     member_id: &str,
     mesh_id: &str,
     key: &str,
 ) -> Result<(), HelloRefusal> {
-    let taken = HelloRefusal::new("unauthorized", "sessionPubkey belongs to another member");
-    if let Some(owner) = ctx
-        .store
-        .member_by_pubkey(mesh_id, key)
-        .await
-        .map_err(unavailable)?
-    {
-        if owner.id != member_id {
-            return Err(taken);
-        }
-    }
+    check_not_a_member_key(ctx, member_id, mesh_id, key).await?;
     let live = ctx
         .store
         .route_targets(mesh_id)
@@ -88,19 +78,86 @@ pub(super) async fn check_session_key(
         .iter()
         .any(|t| t.session_pubkey.as_deref() == Some(key) && t.member_id != member_id)
     {
-        return Err(taken);
+        return Err(key_taken());
     }
     Ok(())
 }
 
+fn key_taken() -> HelloRefusal {
+    HelloRefusal::new("unauthorized", "sessionPubkey belongs to another member")
+}
+
+/// A session key may not be another member's own key. (A `session_hello`
+/// needs only this: its attach refuses another member's session key.)
+pub(super) async fn check_not_a_member_key(
+    ctx: &Ctx,
+    member_id: &str,
+    mesh_id: &str,
+    key: &str,
+) -> Result<(), HelloRefusal> {
+    match ctx
+        .store
+        .member_by_pubkey(mesh_id, key)
+        .await
+        .map_err(unavailable)?
+    {
+        Some(owner) if owner.id != member_id => Err(key_taken()),
+        _ => Ok(()),
+    }
+}
+
+/// The refusal of a revoked member's hello (PROTOCOL-SESSIONS.md §9): the
+/// 1.37 client stops on this code (and on close 4002), where it would
+/// retry `unauthorized` forever.
+pub(super) async fn revoked(ctx: &Ctx, mesh_id: &str) -> HelloRefusal {
+    match ctx.store.mesh_by_id(mesh_id).await {
+        Ok(Some(mesh)) => HelloRefusal::new("revoked", super::moderation::revoked_message(&mesh)),
+        Ok(None) => HelloRefusal::new("unauthorized", "not a member of this mesh"),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Spends an accepted hello's signature (§11): the last check, so only a
+/// hello that passed every other one spends it. Returns what to give back
+/// if the attach refuses the hello after all.
+pub(super) async fn spend_signature(
+    ctx: &Ctx,
+    signature: &str,
+    timestamp_ms: i64,
+) -> Result<Vec<u8>, HelloRefusal> {
+    let hash = signature_hash(signature);
+    let until = chrono::DateTime::from_timestamp_millis(timestamp_ms).unwrap_or(ctx.now())
+        + chrono::Duration::milliseconds(SIGNATURE_KEPT_MS);
+    if ctx
+        .store
+        .use_signature(&hash, until)
+        .await
+        .map_err(unavailable)?
+    {
+        Ok(hash)
+    } else {
+        Err(HelloRefusal::new(
+            "replayed",
+            "hello signature already used",
+        ))
+    }
+}
+
+/// Gives back the signature of a hello the attach refused.
+pub(super) async fn give_back(ctx: &Ctx, hash: &[u8]) {
+    if let Err(e) = ctx.store.release_signature(hash).await {
+        tracing::warn!(error = %e, "could not give back a refused hello's signature");
+    }
+}
+
 /// How long an accepted signature is remembered after its hello's
 /// timestamp: the skew window (60 s) and a margin for clock steps.
-pub(super) const SIGNATURE_KEPT_MS: i64 = 65_000;
+const SIGNATURE_KEPT_MS: i64 = 65_000;
 
 /// What the store keeps of a signature: the SHA-256 of its bytes (of its
 /// text when it is not hex, which `verify` has refused already), so the
 /// same signature in upper- and lower-case hex is one signature.
-pub(super) fn signature_hash(sig: &str) -> Vec<u8> {
+fn signature_hash(sig: &str) -> Vec<u8> {
     match hex::decode(sig) {
         Ok(bytes) => Sha256::digest(bytes).to_vec(),
         Err(_) => Sha256::digest(sig.as_bytes()).to_vec(),
@@ -140,18 +197,7 @@ async fn hello_inner(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, Hel
         return Err(unauthorized());
     }
     if member.revoked_at.is_some() {
-        // PROTOCOL-SESSIONS.md §9: the 1.37 client stops on this code (and
-        // on close 4002), where it would retry `unauthorized` forever.
-        let mesh = ctx
-            .store
-            .mesh_by_id(&h.mesh_id)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(unauthorized)?;
-        return Err(HelloRefusal::new(
-            "revoked",
-            super::moderation::revoked_message(&mesh),
-        ));
+        return Err(revoked(ctx, &h.mesh_id).await);
     }
     if let Some(sp) = &h.session_pubkey {
         check_session_key(ctx, &member.id, &h.mesh_id, &sp.to_ascii_lowercase()).await?;
@@ -208,30 +254,13 @@ async fn hello_inner(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, Hel
         now,
     };
     let max = ctx.config.settings.max_connections_per_mesh;
-    // Last of the checks: a signature is spent only by a hello that
-    // passed every other one (and given back if the attach refuses it).
-    let signature = signature_hash(&h.signature);
-    let until = chrono::DateTime::from_timestamp_millis(h.timestamp).unwrap_or(now)
-        + chrono::Duration::milliseconds(SIGNATURE_KEPT_MS);
-    if !ctx
-        .store
-        .use_signature(&signature, until)
-        .await
-        .map_err(unavailable)?
-    {
-        return Err(HelloRefusal::new(
-            "replayed",
-            "hello signature already used",
-        ));
-    }
+    let signature = spend_signature(ctx, &h.signature, h.timestamp).await?;
     let attached = ctx.store.attach_presence(&new, max).await;
     if !matches!(
         attached,
         Ok(Attach::Created(_) | Attach::Reattached(_) | Attach::Replaced { .. })
     ) {
-        if let Err(e) = ctx.store.release_signature(&signature).await {
-            tracing::warn!(error = %e, "could not give back a refused hello's signature");
-        }
+        give_back(ctx, &signature).await;
     }
     let mut announce = None;
     let presence = match attached.map_err(unavailable)? {

@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::audit::Actor;
 use super::events::PeerEvent;
 use super::hello::{
-    check_session_key, hook_token_hash, signature_hash, unavailable, HelloAck, Welcome,
-    SIGNATURE_KEPT_MS,
+    check_not_a_member_key, give_back, hook_token_hash, revoked, spend_signature, unavailable,
+    HelloAck, Welcome,
 };
 use super::sessions::close;
 use super::signal::Signal;
@@ -58,16 +58,7 @@ async fn checked(ctx: &Ctx, h: &SessionHello, conn_id: Uuid) -> Result<Welcome, 
         .map_err(unavailable)?
         .ok_or_else(unauthorized)?;
     if member.revoked_at.is_some() {
-        let mesh = ctx
-            .store
-            .mesh_by_id(&h.mesh_id)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(unauthorized)?;
-        return Err(HelloRefusal::new(
-            "revoked",
-            super::moderation::revoked_message(&mesh),
-        ));
+        return Err(revoked(ctx, &h.mesh_id).await);
     }
     if h.parent_member_id
         .as_ref()
@@ -78,24 +69,11 @@ async fn checked(ctx: &Ctx, h: &SessionHello, conn_id: Uuid) -> Result<Welcome, 
             "`parentMemberId` is not the id of the member with that key",
         ));
     }
-    // A member's own key, or another member's live key, would route sends
-    // meant for someone else to this session.
-    check_session_key(ctx, &member.id, &h.mesh_id, key).await?;
-    let signature = signature_hash(&h.signature);
+    // Another member's key would route sends meant for it here (another
+    // member's session key is the attach's `Foreign`).
+    check_not_a_member_key(ctx, &member.id, &h.mesh_id, key).await?;
+    let signature = spend_signature(ctx, &h.signature, h.timestamp).await?;
     let now = ctx.now();
-    let until = chrono::DateTime::from_timestamp_millis(h.timestamp).unwrap_or(now)
-        + chrono::Duration::milliseconds(SIGNATURE_KEPT_MS);
-    if !ctx
-        .store
-        .use_signature(&signature, until)
-        .await
-        .map_err(unavailable)?
-    {
-        return Err(HelloRefusal::new(
-            "replayed",
-            "hello signature already used",
-        ));
-    }
     let hook_token = crypto::random_token(32);
     let named = h.display_name.as_ref().is_some_and(|n| !n.is_empty());
     let new = NewPresence {
@@ -144,9 +122,7 @@ async fn checked(ctx: &Ctx, h: &SessionHello, conn_id: Uuid) -> Result<Welcome, 
         Ok(_) => None,
     };
     if let Some(refusal) = refused {
-        if let Err(e) = ctx.store.release_signature(&signature).await {
-            tracing::warn!(error = %e, "could not give back a refused hello's signature");
-        }
+        give_back(ctx, &signature).await;
         return Err(refusal);
     }
     let replaced = |conn, p| Signal::Close {
