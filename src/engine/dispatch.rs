@@ -162,19 +162,11 @@ pub fn parse(text: &str) -> Parsed {
         }
     };
     if head.ty == HELLO {
-        let hello = if head.nul {
-            Err(NUL_REFUSED.to_string())
-        } else {
-            parse_hello(text).map(Box::new)
-        };
+        let hello = handshake(&head, text, parse_hello);
         return Parsed::Hello(head, hello);
     }
     if head.ty == SESSION_HELLO {
-        let hello = if head.nul {
-            Err(NUL_REFUSED.to_string())
-        } else {
-            parse_session_hello(text).map(Box::new)
-        };
+        let hello = handshake(&head, text, parse_session_hello);
         return Parsed::SessionHello(head, hello);
     }
     let Some((spec, parser)) = TABLE.get(head.ty.as_str()) else {
@@ -190,6 +182,19 @@ pub fn parse(text: &str) -> Parsed {
         spec: *spec,
         request,
     }
+}
+
+/// A handshake frame's fields; one with a NUL is malformed, as a
+/// request's is bad.
+fn handshake<T>(
+    head: &Head,
+    text: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Box<T>, String> {
+    if head.nul {
+        return Err(NUL_REFUSED.to_string());
+    }
+    parse(text).map(Box::new)
 }
 
 /// What the socket writes for one frame.

@@ -130,35 +130,67 @@ fn check_shape(h: &Hello) -> Result<(), HelloRefusal> {
             "`timestamp` must be positive milliseconds",
         ));
     }
-    if let Some(pid) = h.pid {
+    check_session_fields(&SessionFields {
+        pid: h.pid,
+        display_name: &h.display_name,
+        cwd: &h.cwd,
+        hostname: &h.hostname,
+        peer_type: &h.peer_type,
+        channel: &h.channel,
+        model: &h.model,
+        groups: &h.groups,
+    })?;
+    if let Some(caps) = &h.capabilities {
+        if caps.len() > MAX_HELLO_CAPS || caps.iter().any(|c| !within(c, MAX_LABEL)) {
+            return Err(HelloRefusal::malformed(
+                "too many or too long `capabilities`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What both handshakes say about where a session runs.
+pub(super) struct SessionFields<'a> {
+    pub pid: Option<i64>,
+    pub display_name: &'a Option<String>,
+    pub cwd: &'a Option<String>,
+    pub hostname: &'a Option<String>,
+    pub peer_type: &'a Option<String>,
+    pub channel: &'a Option<String>,
+    pub model: &'a Option<String>,
+    pub groups: &'a Option<Vec<GroupRef>>,
+}
+
+/// The bounds both handshakes put on those fields (`malformed` past them).
+pub(super) fn check_session_fields(f: &SessionFields) -> Result<(), HelloRefusal> {
+    if let Some(pid) = f.pid {
         if !(0..=i64::from(i32::MAX)).contains(&pid) {
             return Err(HelloRefusal::malformed("`pid` is out of range"));
         }
     }
     let optional = [
-        ("displayName", &h.display_name, MAX_DISPLAY_NAME),
-        ("cwd", &h.cwd, MAX_CWD),
-        ("hostname", &h.hostname, MAX_HOSTNAME),
-        ("channel", &h.channel, MAX_LABEL),
-        ("model", &h.model, MAX_LABEL),
+        ("displayName", f.display_name, MAX_DISPLAY_NAME),
+        ("cwd", f.cwd, MAX_CWD),
+        ("hostname", f.hostname, MAX_HOSTNAME),
+        ("channel", f.channel, MAX_LABEL),
+        ("model", f.model, MAX_LABEL),
     ];
     for (name, value, max) in optional {
-        if let Some(v) = value {
-            if !within(v, max) {
-                return Err(HelloRefusal::malformed(format!(
-                    "`{name}` is over {max} characters"
-                )));
-            }
+        if value.as_ref().is_some_and(|v| !within(v, max)) {
+            return Err(HelloRefusal::malformed(format!(
+                "`{name}` is over {max} characters"
+            )));
         }
     }
-    if let Some(pt) = &h.peer_type {
+    if let Some(pt) = f.peer_type {
         if !matches!(pt.as_str(), "ai" | "human" | "connector") {
             return Err(HelloRefusal::malformed(
                 "`peerType` must be ai, human or connector",
             ));
         }
     }
-    if let Some(groups) = &h.groups {
+    if let Some(groups) = f.groups {
         if groups.len() > MAX_GROUPS {
             return Err(HelloRefusal::malformed(format!(
                 "at most {MAX_GROUPS} groups"
@@ -166,13 +198,6 @@ fn check_shape(h: &Hello) -> Result<(), HelloRefusal> {
         }
         for g in groups {
             validate_group(g).map_err(HelloRefusal::malformed)?;
-        }
-    }
-    if let Some(caps) = &h.capabilities {
-        if caps.len() > MAX_HELLO_CAPS || caps.iter().any(|c| !within(c, MAX_LABEL)) {
-            return Err(HelloRefusal::malformed(
-                "too many or too long `capabilities`",
-            ));
         }
     }
     Ok(())

@@ -8,9 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::crypto;
-use super::hello::HelloRefusal;
+use super::hello::{check_session_fields, HelloRefusal, SessionFields};
 use super::limits::*;
-use super::presence::validate_group;
 use super::types::{de_groups, GroupRef};
 
 pub const SESSION_HELLO: &str = "session_hello";
@@ -217,38 +216,16 @@ fn check_fields(h: &SessionHello) -> Result<(), HelloRefusal> {
     {
         return Err(malformed("`parentMemberId` is too long".into()));
     }
-    if let Some(pid) = h.pid {
-        if !(0..=i64::from(i32::MAX)).contains(&pid) {
-            return Err(malformed("`pid` is out of range".into()));
-        }
-    }
-    for (name, value, max) in [
-        ("displayName", &h.display_name, MAX_DISPLAY_NAME),
-        ("cwd", &h.cwd, MAX_CWD),
-        ("hostname", &h.hostname, MAX_HOSTNAME),
-        ("channel", &h.channel, MAX_LABEL),
-        ("model", &h.model, MAX_LABEL),
-    ] {
-        if value.as_ref().is_some_and(|v| !within(v, max)) {
-            return Err(malformed(format!("`{name}` is over {max} characters")));
-        }
-    }
-    if let Some(pt) = &h.peer_type {
-        if !matches!(pt.as_str(), "ai" | "human" | "connector") {
-            return Err(malformed(
-                "`peerType` must be ai, human or connector".into(),
-            ));
-        }
-    }
-    if let Some(groups) = &h.groups {
-        if groups.len() > MAX_GROUPS {
-            return Err(malformed(format!("at most {MAX_GROUPS} groups")));
-        }
-        for g in groups {
-            validate_group(g).map_err(malformed)?;
-        }
-    }
-    Ok(())
+    check_session_fields(&SessionFields {
+        pid: h.pid,
+        display_name: &h.display_name,
+        cwd: &h.cwd,
+        hostname: &h.hostname,
+        peer_type: &h.peer_type,
+        channel: &h.channel,
+        model: &h.model,
+        groups: &h.groups,
+    })
 }
 
 #[cfg(test)]
