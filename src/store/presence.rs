@@ -175,41 +175,37 @@ impl Presence {
     /// A re-attaching or replacing hello refreshes what the session says
     /// about itself, keeping status, summary, stats and identity.
     pub fn reattach(&mut self, p: &NewPresence) {
-        self.node_id = p.node_id;
-        self.conn_id = p.conn_id;
+        self.attach_socket(p);
         if p.session_pubkey.is_some() {
             self.session_pubkey = p.session_pubkey.clone();
         }
         self.display_name = p.display_name.clone();
-        self.pid = p.pid;
-        self.cwd = p.cwd.clone();
-        self.hostname = p.hostname.clone();
         self.peer_type = p.peer_type.clone();
         self.channel = p.channel.clone();
         self.model = p.model.clone();
         self.capabilities = p.capabilities.clone();
-        // The mode lives on the presence: a re-attach keeps it.
-        self.at_least_once |= p.at_least_once;
         self.groups = p.groups.clone();
-        self.state = PresenceState::Online;
-        self.grace_until = None;
-        self.hook_token_hash = p.hook_token_hash.clone();
-        self.last_seen_at = p.now;
     }
 
     /// A re-attaching `session_hello` (PROTOCOL-SESSIONS.md §3) keeps the
     /// presence's groups, status and mode, and refreshes what the session
     /// says of where it runs (and its name, when it sent one).
     pub fn reattach_session(&mut self, p: &NewPresence) {
-        self.node_id = p.node_id;
-        self.conn_id = p.conn_id;
+        self.attach_socket(p);
         self.session_id = p.session_id.clone();
-        self.pid = p.pid;
-        self.cwd = p.cwd.clone();
-        self.hostname = p.hostname.clone();
         if p.named {
             self.display_name = p.display_name.clone();
         }
+    }
+
+    /// What every re-attach does: the new socket, where the session runs,
+    /// online again. The mode lives on the presence: a re-attach keeps it.
+    fn attach_socket(&mut self, p: &NewPresence) {
+        self.node_id = p.node_id;
+        self.conn_id = p.conn_id;
+        self.pid = p.pid;
+        self.cwd = p.cwd.clone();
+        self.hostname = p.hostname.clone();
         self.at_least_once |= p.at_least_once;
         self.state = PresenceState::Online;
         self.grace_until = None;

@@ -259,42 +259,44 @@ impl State {
         }
     }
 
-    pub(super) fn ack(&mut self, presence: Uuid, message_id: Uuid) -> bool {
-        let q = &mut self.queue;
+    /// Completes the first row `presence` holds for which `matches` holds.
+    /// Only its own rows and its member's can be held by it, so only those
+    /// are looked at (1.37 clients ack every push).
+    fn settle(&mut self, presence: Uuid, matches: impl Fn(&Row, &Held) -> bool) -> bool {
+        let Some(p) = self.presences.get(&presence) else {
+            return false;
+        };
+        let q = &self.queue;
+        let member = (p.mesh_id.clone(), p.member_id.clone());
         let found = q
-            .rows
-            .iter()
-            .find(|(_, r)| r.message_id == message_id && r.claimed_session == Some(presence))
-            .map(|(id, _)| *id);
+            .by_session
+            .get(&presence)
+            .into_iter()
+            .flatten()
+            .chain(q.by_member.get(&member).into_iter().flatten())
+            .copied()
+            .find(|id| {
+                let r = &q.rows[id];
+                r.claimed_session == Some(presence)
+                    && q.messages.get(&r.message_id).is_some_and(|h| matches(r, h))
+            });
         match found {
             Some(id) => {
-                q.remove_row(id);
+                self.queue.remove_row(id);
                 true
             }
             None => false,
         }
     }
 
+    pub(super) fn ack(&mut self, presence: Uuid, message_id: Uuid) -> bool {
+        self.settle(presence, |r, _| r.message_id == message_id)
+    }
+
     pub(super) fn ack_client(&mut self, presence: Uuid, mesh_id: &str, cid: &str) -> bool {
-        let q = &mut self.queue;
-        let found = q
-            .rows
-            .iter()
-            .find(|(_, r)| {
-                r.claimed_session == Some(presence)
-                    && r.mesh_id == mesh_id
-                    && q.messages
-                        .get(&r.message_id)
-                        .is_some_and(|h| h.message.echo.client_message_id.as_deref() == Some(cid))
-            })
-            .map(|(id, _)| *id);
-        match found {
-            Some(id) => {
-                q.remove_row(id);
-                true
-            }
-            None => false,
-        }
+        self.settle(presence, |r, h| {
+            r.mesh_id == mesh_id && h.message.echo.client_message_id.as_deref() == Some(cid)
+        })
     }
 
     pub(super) fn sweep_messages(&mut self, now: DateTime<Utc>) -> u64 {

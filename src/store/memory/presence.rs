@@ -78,6 +78,23 @@ impl State {
     }
 }
 
+/// Re-attaches `x` (`refresh` says how): taken over from its socket if it
+/// is online, else back from grace.
+fn take_over(x: &mut Presence, refresh: impl FnOnce(&mut Presence)) -> Attach {
+    let was = x.state;
+    let (old_node, old_conn) = (x.node_id, x.conn_id);
+    refresh(x);
+    let presence = x.clone();
+    match was {
+        PresenceState::Online => Attach::Replaced {
+            presence,
+            old_node,
+            old_conn,
+        },
+        PresenceState::Grace => Attach::Reattached(presence),
+    }
+}
+
 #[async_trait]
 impl PresenceStore for MemoryStore {
     async fn attach_presence(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
@@ -91,18 +108,7 @@ impl PresenceStore for MemoryStore {
             })
             .map(|x| x.id);
         if let Some(x) = existing.and_then(|id| s.presences.get_mut(&id)) {
-            let was = x.state;
-            let (old_node, old_conn) = (x.node_id, x.conn_id);
-            x.reattach(p);
-            let presence = x.clone();
-            return Ok(match was {
-                PresenceState::Online => Attach::Replaced {
-                    presence,
-                    old_node,
-                    old_conn,
-                },
-                _ => Attach::Reattached(presence),
-            });
+            return Ok(take_over(x, |x| x.reattach(p)));
         }
         let count = s
             .presences_by_mesh
@@ -131,18 +137,7 @@ impl PresenceStore for MemoryStore {
             Some((_, false)) => return Ok(Attach::Foreign),
             Some((id, true)) => {
                 let x = s.presences.get_mut(&id).expect("listed by mesh");
-                let was = x.state;
-                let (old_node, old_conn) = (x.node_id, x.conn_id);
-                x.reattach_session(p);
-                let presence = x.clone();
-                return Ok(match was {
-                    PresenceState::Online => Attach::Replaced {
-                        presence,
-                        old_node,
-                        old_conn,
-                    },
-                    PresenceState::Grace => Attach::Reattached(presence),
-                });
+                return Ok(take_over(x, |x| x.reattach_session(p)));
             }
             None => {}
         }
