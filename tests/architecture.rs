@@ -164,3 +164,37 @@ fn the_scan_sees_references_in_uses_and_paths_but_not_comments() {
     let got: Vec<String> = references(text).into_iter().collect();
     assert_eq!(got, ["engine", "protocol", "store", "time"]);
 }
+
+/// The broker's own dependencies: the load generator's crates live in its
+/// crate (`loadgen/`), so `cargo build -p claudemesh-broker` compiles none
+/// of them; `bytes` was never used.
+#[test]
+fn the_broker_depends_on_none_of_the_load_generators_crates() {
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let deps: Vec<&str> = manifest
+        .split("\n[")
+        .find(|s| s.starts_with("dependencies]"))
+        .expect("a [dependencies] table")
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('=').next())
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && !n.starts_with('#'))
+        .collect();
+    for crate_name in ["hdrhistogram", "indicatif", "tokio-tungstenite", "bytes"] {
+        assert!(!deps.contains(&crate_name), "{crate_name} in {deps:?}");
+    }
+    assert!(deps.contains(&"tokio"), "the table was read: {deps:?}");
+}
+
+/// A presence that ends is deleted; no query names a `gone` state.
+#[test]
+fn no_query_names_a_gone_presence() {
+    let mut files = Vec::new();
+    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store"), &mut files);
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(!text.contains("'gone'"), "{}", f.display());
+    }
+}

@@ -284,10 +284,18 @@ async fn every_bad_session_hello_gets_its_code(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_reattach_and_are_replaced_across_nodes() {
     let c = cluster(3, |_| {}).await;
+    // Alice's daemon (member socket) on node 2 hears her own session's
+    // join from node 1; bob on node 0 hears it too.
+    let (mut own, _) = Peer::join(&c.nodes[2].ws_url(), &c.alice, "daemon-1").await;
     let (mut watcher, _) = Peer::join(&c.nodes[0].ws_url(), &c.bob, "w").await;
+    assert_eq!(own.next_event().await["eventData"]["name"], "bob");
     let key = KeyPair::generate();
     let (mut first, ack) = Peer::join_session(&c.nodes[1].ws_url(), &c.alice, &key, "sess").await;
-    assert_eq!(watcher.next_event().await["event"], "peer_joined");
+    for peer in [&mut watcher, &mut own] {
+        let e = peer.next_event().await;
+        assert_eq!(e["event"], "peer_joined", "{e}");
+        assert_eq!(e["eventData"]["pubkey"], key.public_hex);
+    }
     first
         .send(json!({"type": "join_group", "name": "kept"}))
         .await;
