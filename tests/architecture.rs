@@ -192,7 +192,10 @@ fn the_broker_depends_on_none_of_the_load_generators_crates() {
 #[test]
 fn no_query_names_a_gone_presence() {
     let mut files = Vec::new();
-    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store"), &mut files);
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store"),
+        &mut files,
+    );
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         assert!(!text.contains("'gone'"), "{}", f.display());
