@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "presence_grace_seconds",
     "claim_lease_seconds",
     "queue_ttl_seconds",
+    "delivered_retention_seconds",
     "ping_interval_seconds",
     "pong_timeout_seconds",
     "node_heartbeat_seconds",
@@ -92,6 +93,7 @@ pub struct Settings {
     pub presence_grace_seconds: u64,
     pub claim_lease_seconds: u64,
     pub queue_ttl_seconds: u64,
+    pub delivered_retention_seconds: u64,
     pub ping_interval_seconds: u64,
     pub pong_timeout_seconds: u64,
     pub node_heartbeat_seconds: u64,
@@ -129,6 +131,9 @@ impl Default for Settings {
             presence_grace_seconds: 90,
             claim_lease_seconds: 30,
             queue_ttl_seconds: 604_800,
+            // An hour covers the 1.37 daemon's retries (25, backing off)
+            // and a user asking `message status` about today's messages.
+            delivered_retention_seconds: 3600,
             ping_interval_seconds: 30,
             pong_timeout_seconds: 75,
             node_heartbeat_seconds: 5,
@@ -258,6 +263,15 @@ impl Settings {
                 self.node_heartbeat_seconds
             );
         }
+        // Every send is remembered this long: a month is already a large
+        // table, and a larger value could overflow a timestamp.
+        const MAX_RETENTION: u64 = 30 * 86_400;
+        if self.delivered_retention_seconds > MAX_RETENTION {
+            anyhow::bail!(
+                "invalid configuration: `delivered_retention_seconds` ({}) must be at most {MAX_RETENTION} (30 days)",
+                self.delivered_retention_seconds
+            );
+        }
         if let Some(url) = &self.database_url {
             if url.trim().is_empty() {
                 anyhow::bail!("invalid configuration: `database_url` is empty");
@@ -335,6 +349,7 @@ mod tests {
         assert_eq!(s.max_connections_per_mesh, 100);
         assert_eq!(s.presence_grace_seconds, 90);
         assert_eq!(s.queue_ttl_seconds, 604_800);
+        assert_eq!(s.delivered_retention_seconds, 3600);
         let c = s.resolve(false);
         assert_eq!(c.hook_auth, HookAuth::Token);
         assert_eq!(c.bind.to_string(), "0.0.0.0");
@@ -408,6 +423,18 @@ mod tests {
             jail.set_env("BROKER_SEND_BURST", "0");
             let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
             assert!(err.to_string().contains("send_burst"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("BROKER_DELIVERED_RETENTION_SECONDS", "99999999999");
+            let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(
+                err.to_string().contains("delivered_retention_seconds"),
+                "{err}"
+            );
+            jail.set_env("BROKER_DELIVERED_RETENTION_SECONDS", "0");
+            let s = Settings::load(None, &CliOverrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(s.delivered_retention_seconds, 0, "0 keeps nothing");
             Ok(())
         });
     }

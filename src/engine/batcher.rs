@@ -25,7 +25,9 @@ use super::Ctx;
 use crate::protocol::ids;
 use crate::protocol::messaging::SendFrame;
 use crate::protocol::target::Target;
-use crate::store::{Bucket, Echo, NewMessage, Outgoing, Presence, Routes, SendResult, StoreError};
+use crate::store::{
+    Bucket, Echo, NewMessage, Outgoing, Presence, Routes, SendKey, SendResult, StoreError,
+};
 
 /// Sends per transaction at most: bounds one transaction's size and the
 /// wait of the last send in it.
@@ -121,6 +123,10 @@ impl Batcher {
 
     async fn store_batch(&self, jobs: Vec<SendJob>) {
         let started = std::time::Instant::now();
+        let jobs = self.answer_repeats(jobs).await;
+        if jobs.is_empty() {
+            return;
+        }
         let mut fresh = false;
         loop {
             let meshes = self.batch_routes(&jobs, fresh).await;
@@ -197,6 +203,49 @@ impl Batcher {
                 }
             }
         }
+    }
+
+    /// Answers the sends that repeat a remembered (mesh, sender member,
+    /// `client_message_id`) with the original message, before routing and
+    /// before the rate limit (PROTOCOL-SESSIONS.md §6); returns the rest.
+    /// Sends that race one another are caught by the store instead.
+    async fn answer_repeats(&self, jobs: Vec<SendJob>) -> Vec<SendJob> {
+        let keys: Vec<(usize, SendKey)> = jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, j)| {
+                let cm = j.checked.client_message_id.as_deref()?;
+                Some((
+                    i,
+                    (j.sender.mesh_id.as_str(), j.sender.member_id.as_str(), cm),
+                ))
+            })
+            .collect();
+        if keys.is_empty() {
+            return jobs;
+        }
+        let just: Vec<SendKey> = keys.iter().map(|k| k.1).collect();
+        let found = match super::bounded(self.ctx.store.remembered_sends(&just)).await {
+            Ok(found) => found,
+            Err(e) => {
+                // The batch's own insert still refuses a repeat; it only
+                // costs the repeat a token.
+                tracing::warn!(error = %e, "could not look up repeated sends");
+                return jobs;
+            }
+        };
+        let mut originals: Vec<Option<Uuid>> = vec![None; jobs.len()];
+        for ((i, _), f) in keys.iter().zip(found) {
+            originals[*i] = f;
+        }
+        let mut rest = Vec::with_capacity(jobs.len());
+        for (job, original) in jobs.into_iter().zip(originals) {
+            match original {
+                Some(id) => repeated(&self.ctx, id, job.reply),
+                None => rest.push(job),
+            }
+        }
+        rest
     }
 
     /// One routing view per mesh in the batch.
@@ -333,6 +382,14 @@ impl Batcher {
                     let r = rate_limited(&self.ctx);
                     finish(&self.ctx, &job.sender, Err(r), job.reply);
                 }
+                SendResult::Duplicate { original: Some(id) } => repeated(&self.ctx, id, job.reply),
+                SendResult::Duplicate { original: None } => {
+                    let r = Refusal::new(
+                        "unavailable",
+                        "a send with this client_message_id was just forgotten; try again",
+                    );
+                    finish(&self.ctx, &job.sender, Err(r), job.reply);
+                }
             }
         }
         hand_over(&self.ctx, handed, &takers).await;
@@ -382,6 +439,13 @@ fn finish(ctx: &Ctx, sender: &Presence, outcome: SendOutcome, reply: oneshot::Se
     let _ = reply.send(outcome);
 }
 
+/// Answers a repeated send with the message its first send stored: it
+/// stores nothing, delivers nothing and is not audited again.
+fn repeated(ctx: &Ctx, original: Uuid, reply: oneshot::Sender<SendOutcome>) {
+    ctx.metrics.message("duplicate");
+    let _ = reply.send(Ok(original));
+}
+
 /// The refusal for a member over its budget.
 fn rate_limited(ctx: &Ctx) -> Refusal {
     let s = &ctx.config.settings;
@@ -398,7 +462,7 @@ fn rate_limited(ctx: &Ctx) -> Refusal {
 fn new_message(ctx: &Ctx, job: &SendJob, now: DateTime<Utc>) -> NewMessage {
     let sender = &job.sender;
     NewMessage {
-        id: Uuid::now_v7(),
+        id: crate::store::new_message_id(now),
         mesh_id: sender.mesh_id.clone(),
         sender_member_id: sender.member_id.clone(),
         sender_member_pubkey: sender.member_pubkey.clone(),

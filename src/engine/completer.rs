@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Ctx;
-use crate::store::Store;
 
 /// How long a batch collects after its first row: completion is not on
 /// anyone's latency path, the statement count is.
@@ -32,7 +31,7 @@ enum Job {
 pub struct Completions {
     tx: mpsc::Sender<Job>,
     /// For completing directly once the completer has stopped.
-    store: Arc<dyn Store>,
+    ctx: Arc<Ctx>,
 }
 
 impl Completions {
@@ -46,7 +45,7 @@ impl Completions {
         {
             // Shutting down: complete directly.
             let rows: Vec<(Uuid, i64)> = ids.into_iter().map(|i| (p, i)).collect();
-            complete_now(&*self.store, &rows).await;
+            complete_now(&self.ctx, &rows).await;
         }
     }
 
@@ -59,11 +58,11 @@ impl Completions {
     }
 }
 
-async fn complete_now(store: &dyn Store, rows: &[(Uuid, i64)]) {
+async fn complete_now(ctx: &Ctx, rows: &[(Uuid, i64)]) {
     if rows.is_empty() {
         return;
     }
-    if let Err(e) = super::bounded(store.complete_many(rows)).await {
+    if let Err(e) = super::bounded(ctx.store.complete_many(rows, ctx.retention())).await {
         // The rows stay claimed; their lease lapses and they are
         // delivered again: a duplicate, not a loss.
         tracing::warn!(error = %e, rows = rows.len(), "could not complete deliveries");
@@ -80,14 +79,14 @@ impl Completer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let handle = Completions {
             tx,
-            store: ctx.store.clone(),
+            ctx: ctx.clone(),
         };
         (handle, Completer { ctx, rx })
     }
 
     /// Completes batches until `stop`, then what is queued.
     pub async fn run(mut self, stop: CancellationToken) {
-        let store = &*self.ctx.store;
+        let store = &*self.ctx;
         loop {
             let first = tokio::select! {
                 j = self.rx.recv() => match j { Some(j) => j, None => return },

@@ -53,21 +53,22 @@ async fn settle(s: &Session, ack: ClientAck) {
     // messages' own client ids, then read as one of our ids (what the
     // 1.37 daemon sends when a push had no client id).
     let store = &s.engine.store;
+    let r = s.engine.retention();
     let by_broker = ack.broker_message_id.as_deref().and_then(ids::decode);
     let client = ack.client_message_id.as_deref();
     let settled = async {
         if let Some(id) = by_broker {
-            if bounded(store.ack_delivery(presence, id)).await? {
+            if bounded(store.ack_delivery(presence, id, r)).await? {
                 return Ok(());
             }
         }
         if let Some(cid) = client {
             let mesh = &s.presence.mesh_id;
-            if bounded(store.ack_client_message(presence, mesh, cid)).await? {
+            if bounded(store.ack_client_message(presence, mesh, cid, r)).await? {
                 return Ok(());
             }
             if let Some(id) = ids::decode(cid) {
-                bounded(store.ack_delivery(presence, id)).await?;
+                bounded(store.ack_delivery(presence, id, r)).await?;
             }
         }
         Ok::<(), crate::store::StoreError>(())

@@ -75,6 +75,11 @@ impl Ctx {
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
+
+    /// What is remembered of sends, as of now.
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention::new(self.now(), self.config.settings.delivered_retention_seconds)
+    }
 }
 
 /// The context plus the handles of the components sessions use.

@@ -70,7 +70,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
         if let Err(e) = sweep_status(&ctx).await {
             tracing::warn!(node_id = %ctx.node_id, error = %e, "status sweep failed");
         }
-        if let Err(e) = ctx.store.sweep_messages(ctx.now()).await {
+        if let Err(e) = ctx.store.sweep_messages(ctx.retention()).await {
             tracing::warn!(node_id = %ctx.node_id, error = %e, "message sweep failed");
         }
         if let Err(e) = ctx.store.sweep_signatures(ctx.now()).await {

@@ -80,6 +80,90 @@ pub enum SendResult {
         claimed: Vec<i64>,
     },
     RateLimited,
+    /// Its (mesh, sender member, `client_message_id`) was already taken,
+    /// by a send stored earlier in this batch or by another node's racing
+    /// batch: nothing was stored, and `original` is that send's message
+    /// (`None` only if its key was swept in the meantime).
+    Duplicate {
+        original: Option<Uuid>,
+    },
+}
+
+/// How long the record of a send outlives its envelope
+/// (`delivered_retention_seconds`): deliveries that end are recorded, and
+/// keys and records swept, against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub now: DateTime<Utc>,
+    /// Sends made before this are forgotten; `None`: every send is.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl Retention {
+    pub fn new(now: DateTime<Utc>, seconds: u64) -> Retention {
+        Retention {
+            now,
+            since: (seconds > 0).then(|| now - chrono::Duration::seconds(seconds as i64)),
+        }
+    }
+
+    /// Whether a send made at `created` is still remembered.
+    pub fn keeps(&self, created: DateTime<Utc>) -> bool {
+        self.since.is_some_and(|s| created > s)
+    }
+
+    /// The smallest UUIDv7 of a send made at `since` or later: the sweep's
+    /// cutoff, since message ids are UUIDv7 and so ordered by time.
+    pub fn cutoff_id(&self) -> Uuid {
+        let t = self.since.unwrap_or(self.now);
+        let ms = t.timestamp_millis().max(0) as u64;
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        b[6] = 0x70;
+        b[8] = 0x80;
+        Uuid::from_bytes(b)
+    }
+}
+
+/// The record of one delivery that ended, kept for
+/// `delivered_retention_seconds` after its send with what `message_status`
+/// reports: never the envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub message_id: Uuid,
+    pub mesh_id: String,
+    pub sender_member_id: String,
+    pub target_spec: String,
+    pub client_message_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub recipient_member_id: String,
+    /// The presence that took it (its display name, its session key else
+    /// its member key); the member's own for an expired member-addressed
+    /// row nobody took.
+    pub recipient_name: String,
+    pub recipient_pubkey: String,
+    /// `None`: it expired undelivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A new message id: a UUIDv7 of `at`, the send's own time (from the
+/// engine's clock), so that "sent before t" is an id range for the sweeps.
+pub fn new_message_id(at: DateTime<Utc>) -> Uuid {
+    let ts = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        at.timestamp().max(0) as u64,
+        at.timestamp_subsec_nanos(),
+    );
+    Uuid::new_v7(ts)
+}
+
+/// A remembered send: (mesh, sender member, `client_message_id`).
+pub type SendKey<'a> = (&'a str, &'a str, &'a str);
+
+/// The key a message's send is remembered by, if it has one.
+pub fn send_key(m: &NewMessage) -> Option<SendKey<'_>> {
+    let cm = m.echo.client_message_id.as_deref()?;
+    Some((&m.mesh_id, &m.sender_member_id, cm))
 }
 
 /// The presences a send batch routes by. A store that caches them gives a
@@ -178,9 +262,11 @@ pub struct Outgoing {
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Stores a batch in one transaction, in order: for each message,
-    /// take a token from its bucket; if there is one, store the message and
-    /// its delivery rows. One verdict per message; nothing is written for a
-    /// rate-limited one, and nothing at all if the transaction fails.
+    /// take a token from its bucket; if there is one, remember its send key
+    /// (if it has a `client_message_id`) and, unless that key was taken
+    /// already, store the message and its delivery rows. One verdict per
+    /// message; nothing is written for a rate-limited one or a duplicate,
+    /// and nothing at all if the transaction fails.
     /// `checks` names the route versions (`send_routes`) the batch was
     /// routed by: `None` when one of those meshes changed since, and then
     /// nothing was written. Then the `notices` whose messages were stored
@@ -208,13 +294,24 @@ pub trait MessageStore: Send + Sync + 'static {
     /// that ended meanwhile), so they are claimable at once.
     async fn release_rows(&self, presence: Uuid, delivery_ids: &[i64]) -> StoreResult<()>;
 
-    /// Written to the socket (sessions without `client_ack`): done. Each
-    /// pair is (presence, row); a row another session holds stays.
-    async fn complete_many(&self, done: &[(Uuid, i64)]) -> StoreResult<()>;
+    /// The messages of sends already remembered by these keys, one
+    /// answer per key (`None`: not remembered).
+    async fn remembered_sends(&self, keys: &[SendKey<'_>]) -> StoreResult<Vec<Option<Uuid>>>;
 
-    /// `client_ack`: completes the row of `message_id` this session holds.
-    /// `false` when it holds none (unknown id, or another session's).
-    async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool>;
+    /// Written to the socket (sessions without `client_ack`): done. Each
+    /// pair is (presence, row); a row another session holds stays. A row
+    /// of a send `r` keeps is recorded as delivered at `r.now`.
+    async fn complete_many(&self, done: &[(Uuid, i64)], r: Retention) -> StoreResult<()>;
+
+    /// `client_ack`: completes (and records, as `complete_many`) the row
+    /// of `message_id` this session holds. `false` when it holds none
+    /// (unknown id, or another session's).
+    async fn ack_delivery(
+        &self,
+        presence: Uuid,
+        message_id: Uuid,
+        r: Retention,
+    ) -> StoreResult<bool>;
 
     /// `client_ack` by `clientMessageId`: completes a row this session
     /// holds (or held last) whose message carried that `client_message_id`
@@ -224,12 +321,23 @@ pub trait MessageStore: Send + Sync + 'static {
         presence: Uuid,
         mesh_id: &str,
         client_message_id: &str,
+        r: Retention,
     ) -> StoreResult<bool>;
 
     /// Deletes messages no row needs any more (every recipient has them),
-    /// then expired messages with their rows. Returns how many expired
+    /// then expired messages with their rows (recording those rows as
+    /// undelivered if `r` keeps their send), then the keys and records of
+    /// sends `r` no longer keeps. Returns how many messages expired
     /// undelivered: a delivered message is not counted, whenever it goes.
-    async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+    async fn sweep_messages(&self, r: Retention) -> StoreResult<u64>;
+
+    /// The records of the deliveries of `message_id` (in `mesh_id`) that
+    /// ended, oldest first; empty for another mesh's message.
+    async fn delivery_records(
+        &self,
+        mesh_id: &str,
+        message_id: Uuid,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
 
     /// Undelivered rows, all meshes.
     async fn queue_depth(&self) -> StoreResult<i64>;

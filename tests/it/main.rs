@@ -19,6 +19,7 @@ mod handoff;
 mod health;
 mod hello;
 mod hooks;
+mod idempotency;
 mod isolation;
 mod join;
 mod loadgen;

@@ -29,6 +29,7 @@ pub(super) struct Row {
 
 pub(super) struct Held {
     message: Arc<StoredMessage>,
+    target_spec: String,
     expires_at: DateTime<Utc>,
     /// Delivery rows still pointing here.
     rows: usize,
@@ -42,6 +43,10 @@ pub(super) struct Queue {
     /// (mesh, member) → member-addressed rows.
     by_member: HashMap<(String, String), BTreeSet<i64>>,
     messages: HashMap<Uuid, Held>,
+    /// Remembered sends (mesh, sender member, client_message_id) → message.
+    send_keys: HashMap<(String, String, String), Uuid>,
+    /// Ended deliveries by message, for `delivered_retention_seconds`.
+    records: BTreeMap<Uuid, Vec<DeliveryRecord>>,
     /// (scope, key) → (tokens, updated_at). Scope is the mesh id for send
     /// budgets.
     pub(super) buckets: HashMap<(String, String), (f64, DateTime<Utc>)>,
@@ -157,6 +162,15 @@ impl State {
             return SendResult::RateLimited;
         }
         let q = &mut self.queue;
+        if let Some((mesh, member, cm)) = send_key(m) {
+            let key = (mesh.to_string(), member.to_string(), cm.to_string());
+            if let Some(original) = q.send_keys.get(&key) {
+                return SendResult::Duplicate {
+                    original: Some(*original),
+                };
+            }
+            q.send_keys.insert(key, m.id);
+        }
         let mut claimed = Vec::new();
         if deliveries.is_empty() {
             return SendResult::Queued { claimed };
@@ -165,6 +179,7 @@ impl State {
             m.id,
             Held {
                 message: Arc::new(StoredMessage::of(m)),
+                target_spec: m.target_spec.clone(),
                 expires_at: m.expires_at,
                 rows: deliveries.len(),
             },
@@ -246,7 +261,7 @@ impl State {
         }
     }
 
-    pub(super) fn complete(&mut self, presence: Uuid, ids: &[i64]) {
+    pub(super) fn complete(&mut self, presence: Uuid, ids: &[i64], r: Retention) {
         for id in ids {
             if self
                 .queue
@@ -254,15 +269,102 @@ impl State {
                 .get(id)
                 .is_some_and(|r| r.claimed_session == Some(presence))
             {
+                self.record(*id, Some(r.now), r);
                 self.queue.remove_row(*id);
             }
         }
     }
 
+    /// Records row `id` as it ends (delivered at `at`, or expired when
+    /// `None`) if `r` keeps its send: named after the presence that took
+    /// it, else the member's own name and key.
+    fn record(&mut self, id: i64, at: Option<DateTime<Utc>>, r: Retention) {
+        let q = &self.queue;
+        let Some(row) = q.rows.get(&id) else { return };
+        let Some(held) = q.messages.get(&row.message_id) else {
+            return;
+        };
+        let m = &held.message;
+        if !r.keeps(m.created_at) {
+            return;
+        }
+        let taker = row
+            .session
+            .or(row.claimed_session)
+            .and_then(|p| self.presences.get(&p));
+        let (name, pubkey) = match taker {
+            Some(p) => (
+                p.display_name.clone(),
+                p.session_pubkey
+                    .clone()
+                    .unwrap_or_else(|| p.member_pubkey.clone()),
+            ),
+            None => self
+                .members
+                .get(&row.member_id)
+                .map(|mb| (mb.display_name.clone(), mb.pubkey.clone()))
+                .unwrap_or_default(),
+        };
+        let rec = DeliveryRecord {
+            message_id: m.id,
+            mesh_id: m.mesh_id.clone(),
+            sender_member_id: m.sender_member_id.clone(),
+            target_spec: held.target_spec.clone(),
+            client_message_id: m.echo.client_message_id.clone(),
+            created_at: m.created_at,
+            recipient_member_id: row.member_id.clone(),
+            recipient_name: name,
+            recipient_pubkey: pubkey,
+            delivered_at: at,
+        };
+        self.queue.records.entry(m.id).or_default().push(rec);
+    }
+
+    pub(super) fn remembered(&self, keys: &[SendKey<'_>]) -> Vec<Option<Uuid>> {
+        keys.iter()
+            .map(|(m, s, c)| {
+                self.queue
+                    .send_keys
+                    .get(&(m.to_string(), s.to_string(), c.to_string()))
+                    .copied()
+            })
+            .collect()
+    }
+
+    pub(super) fn records(&self, mesh_id: &str, message_id: Uuid) -> Vec<DeliveryRecord> {
+        let mut out: Vec<DeliveryRecord> = self
+            .queue
+            .records
+            .get(&message_id)
+            .into_iter()
+            .flatten()
+            .filter(|r| r.mesh_id == mesh_id)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            (
+                a.delivered_at.is_none(),
+                a.delivered_at,
+                &a.recipient_member_id,
+            )
+                .cmp(&(
+                    b.delivered_at.is_none(),
+                    b.delivered_at,
+                    &b.recipient_member_id,
+                ))
+        });
+        out
+    }
+
     /// Completes the first row `presence` holds for which `matches` holds.
     /// Only its own rows and its member's can be held by it, so only those
     /// are looked at (1.37 clients ack every push).
-    fn settle(&mut self, presence: Uuid, matches: impl Fn(&Row, &Held) -> bool) -> bool {
+    fn settle(
+        &mut self,
+        presence: Uuid,
+        r: Retention,
+        matches: impl Fn(&Row, &Held) -> bool,
+    ) -> bool {
         let Some(p) = self.presences.get(&presence) else {
             return false;
         };
@@ -282,6 +384,7 @@ impl State {
             });
         match found {
             Some(id) => {
+                self.record(id, Some(r.now), r);
                 self.queue.remove_row(id);
                 true
             }
@@ -289,22 +392,31 @@ impl State {
         }
     }
 
-    pub(super) fn ack(&mut self, presence: Uuid, message_id: Uuid) -> bool {
-        self.settle(presence, |r, _| r.message_id == message_id)
+    pub(super) fn ack(&mut self, presence: Uuid, message_id: Uuid, r: Retention) -> bool {
+        self.settle(presence, r, |row, _| row.message_id == message_id)
     }
 
-    pub(super) fn ack_client(&mut self, presence: Uuid, mesh_id: &str, cid: &str) -> bool {
-        self.settle(presence, |r, h| {
+    pub(super) fn ack_client(
+        &mut self,
+        presence: Uuid,
+        mesh_id: &str,
+        cid: &str,
+        ret: Retention,
+    ) -> bool {
+        self.settle(presence, ret, |r, h| {
             r.mesh_id == mesh_id && h.message.echo.client_message_id.as_deref() == Some(cid)
         })
     }
 
-    pub(super) fn sweep_messages(&mut self, now: DateTime<Utc>) -> u64 {
+    pub(super) fn sweep_messages(&mut self, r: Retention) -> u64 {
+        let cutoff = r.cutoff_id();
         let q = &mut self.queue;
+        q.send_keys.retain(|_, id| *id >= cutoff);
+        q.records = q.records.split_off(&cutoff);
         let expired: BTreeSet<Uuid> = q
             .messages
             .iter()
-            .filter(|(_, h)| h.expires_at <= now)
+            .filter(|(_, h)| h.expires_at <= r.now)
             .map(|(id, _)| *id)
             .collect();
         if expired.is_empty() {
@@ -313,15 +425,16 @@ impl State {
         let rows: Vec<i64> = q
             .rows
             .iter()
-            .filter(|(_, r)| expired.contains(&r.message_id))
+            .filter(|(_, row)| expired.contains(&row.message_id))
             .map(|(id, _)| *id)
             .collect();
         for id in rows {
-            q.remove_row(id);
+            self.record(id, None, r);
+            self.queue.remove_row(id);
         }
         // Rows keep messages alive; a message whose rows are gone is gone.
         for id in &expired {
-            q.messages.remove(id);
+            self.queue.messages.remove(id);
         }
         expired.len() as u64
     }
@@ -371,16 +484,25 @@ impl MessageStore for MemoryStore {
         Ok(())
     }
 
-    async fn complete_many(&self, done: &[(Uuid, i64)]) -> StoreResult<()> {
+    async fn remembered_sends(&self, keys: &[SendKey<'_>]) -> StoreResult<Vec<Option<Uuid>>> {
+        Ok(self.lock().remembered(keys))
+    }
+
+    async fn complete_many(&self, done: &[(Uuid, i64)], r: Retention) -> StoreResult<()> {
         let mut s = self.lock();
         for (presence, id) in done {
-            s.complete(*presence, std::slice::from_ref(id));
+            s.complete(*presence, std::slice::from_ref(id), r);
         }
         Ok(())
     }
 
-    async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool> {
-        Ok(self.lock().ack(presence, message_id))
+    async fn ack_delivery(
+        &self,
+        presence: Uuid,
+        message_id: Uuid,
+        r: Retention,
+    ) -> StoreResult<bool> {
+        Ok(self.lock().ack(presence, message_id, r))
     }
 
     async fn ack_client_message(
@@ -388,12 +510,23 @@ impl MessageStore for MemoryStore {
         presence: Uuid,
         mesh_id: &str,
         client_message_id: &str,
+        r: Retention,
     ) -> StoreResult<bool> {
-        Ok(self.lock().ack_client(presence, mesh_id, client_message_id))
+        Ok(self
+            .lock()
+            .ack_client(presence, mesh_id, client_message_id, r))
     }
 
-    async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        Ok(self.lock().sweep_messages(now))
+    async fn sweep_messages(&self, r: Retention) -> StoreResult<u64> {
+        Ok(self.lock().sweep_messages(r))
+    }
+
+    async fn delivery_records(
+        &self,
+        mesh_id: &str,
+        message_id: Uuid,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        Ok(self.lock().records(mesh_id, message_id))
     }
 
     async fn queue_depth(&self) -> StoreResult<i64> {

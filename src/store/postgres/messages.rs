@@ -3,7 +3,7 @@
 //! sessions at any time without blocking another.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -32,15 +32,18 @@ RETURNING tokens";
 pub(super) const ROUTES_TOKEN: &str =
     "md5(coalesce(string_agg(id::text || ':' || xmin::text, ',' ORDER BY id), ''))";
 
-static SEND_BATCH_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| SEND_BATCH.replace("ROUTES_TOKEN", ROUTES_TOKEN));
+static SEND_BATCH_SQL: LazyLock<String> =
+    LazyLock::new(|| SEND_BATCH.replace("ROUTES_TOKEN", ROUTES_TOKEN));
 
 /// A whole group commit. `fresh` first checks that the presences of every
 /// mesh routed from a cached read are still the ones read (their ids and
 /// row versions); if not, nothing is written and one row says so. `b` refills each bucket and takes up to `n`
 /// tokens (rows locked in key order: no deadlock between nodes; a new
 /// bucket starts full); `ok` keeps the sends within what their bucket
-/// gave; messages and their delivery rows follow (row order kept with
+/// gave; `k` remembers their send keys, and only the sends without one or
+/// whose key went in (`w`: not a repeat of an earlier or a racing send,
+/// whose insert this one waits for) store messages and their delivery
+/// rows (row order kept with
 /// ORDINALITY, so delivery ids follow send order). The foreign key from
 /// delivery to message is checked at the end of the statement, when both
 /// inserts are visible.
@@ -71,15 +74,24 @@ ok AS (
                          $12::text[], $13::text[], $14::text[], $15::text[],
                          $16::timestamptz[], $17::timestamptz[], $18::text[], $19::int4[],
                          $31::text[], $32::text[], $33::text[], $34::text[])
-    AS s(id, me, se, sk, ss, ts, pr, no, ct, ca, ea, bk, rk, sn, cm, rf, rt)
+    WITH ORDINALITY AS s(id, me, se, sk, ss, ts, pr, no, ct, ca, ea, bk, rk, sn, cm, rf, rt, ord)
   JOIN b ON b.mesh_id = s.me AND b.key = s.bk
   WHERE s.rk <= b.taken
+),
+k AS (
+  INSERT INTO send_key (mesh_id, sender_member_id, client_message_id, message_id)
+  SELECT me, se, cm, id FROM ok WHERE cm IS NOT NULL ORDER BY ord
+  ON CONFLICT DO NOTHING
+  RETURNING message_id
+),
+w AS MATERIALIZED (
+  SELECT * FROM ok WHERE cm IS NULL OR id IN (SELECT message_id FROM k)
 ),
 m AS (
   INSERT INTO message (id, mesh_id, sender_member_id, sender_member_pubkey, sender_session_pubkey,
                        target_spec, priority, nonce, ciphertext, created_at, expires_at,
                        sender_name, client_message_id, request_fingerprint, reply_to_id)
-  SELECT id, me, se, sk, ss, ts, pr, no, ct, ca, ea, sn, cm, rf, rt FROM ok
+  SELECT id, me, se, sk, ss, ts, pr, no, ct, ca, ea, sn, cm, rf, rt FROM w
 ),
 d AS (
   INSERT INTO delivery (message_id, mesh_id, recipient_member_id, recipient_session,
@@ -88,7 +100,7 @@ d AS (
   FROM unnest($20::uuid[], $21::text[], $22::text[], $23::uuid[], $24::uuid[], $25::text[],
               $26::uuid[], $27::uuid[], $28::timestamptz[])
        WITH ORDINALITY AS x(mi, dm, r, s, e, p, cb, cs, cu, n)
-  WHERE mi IN (SELECT id FROM ok)
+  WHERE mi IN (SELECT id FROM w)
   ORDER BY n
   RETURNING id, message_id, claimed_session
 )
@@ -96,7 +108,68 @@ SELECT mesh_id, key, taken, NULL::int8, NULL::uuid, NULL::uuid FROM b
 UNION ALL
 SELECT NULL, NULL, NULL, id, message_id, claimed_session FROM d WHERE claimed_session IS NOT NULL
 UNION ALL
+SELECT NULL, NULL, NULL, -2, id, NULL FROM ok WHERE id NOT IN (SELECT id FROM w)
+UNION ALL
 SELECT NULL, NULL, NULL, -1, NULL, NULL FROM fresh WHERE NOT ok";
+
+/// What a completed delivery row hands to [`RECORD`].
+const DONE_COLS: &str = "d.message_id, d.recipient_member_id, d.claimed_session";
+
+/// Records completed rows (`d`, from a DELETE … RETURNING [`DONE_COLS`])
+/// as delivered at `$3` to the presence that held them, for sends made
+/// after `$4` (NULL: none). The message row is still there: only the
+/// sweeper deletes it, after its last row.
+const RECORD: &str = "
+INSERT INTO delivery_record (message_id, mesh_id, sender_member_id, target_spec, client_message_id,
+                             created_at, recipient_member_id, recipient_name, recipient_pubkey,
+                             delivered_at)
+SELECT m.id, m.mesh_id, m.sender_member_id, m.target_spec, m.client_message_id, m.created_at,
+       d.recipient_member_id, coalesce(p.display_name, ''),
+       coalesce(p.session_pubkey, p.member_pubkey, ''), $3
+FROM d JOIN message m ON m.id = d.message_id LEFT JOIN presence p ON p.id = d.claimed_session
+WHERE m.created_at > $4";
+
+/// Completion: (row, presence) pairs; a row another session holds stays.
+static COMPLETE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH d AS (
+           DELETE FROM delivery d USING unnest($1::bigint[], $2::uuid[]) AS c(id, p)
+           WHERE d.id = c.id AND d.claimed_session = c.p
+           RETURNING {DONE_COLS}) {RECORD}"
+    )
+});
+
+/// `client_ack` by message id ($1) for presence $2; one row if any.
+static ACK: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH d AS (
+           DELETE FROM delivery d WHERE d.id = (
+             SELECT id FROM delivery WHERE message_id = $1 AND claimed_session = $2 LIMIT 1)
+           RETURNING {DONE_COLS}),
+         r AS ({RECORD})
+         SELECT count(*) FROM d"
+    )
+});
+
+/// `client_ack` by client id ($2, in mesh $1) for presence $5.
+static ACK_CLIENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH d AS (
+           DELETE FROM delivery d WHERE d.id = (
+             SELECT x.id FROM message m JOIN delivery x ON x.message_id = m.id
+             WHERE m.mesh_id = $1 AND m.client_message_id = $2 AND x.claimed_session = $5
+             LIMIT 1)
+           RETURNING {DONE_COLS}),
+         r AS ({RECORD})
+         SELECT count(*) FROM d"
+    )
+});
+
+/// The messages of remembered sends, by key.
+const REMEMBERED: &str = "
+SELECT x.n, k.message_id
+FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS x(m, s, c, n)
+JOIN send_key k ON k.mesh_id = x.m AND k.sender_member_id = x.s AND k.client_message_id = x.c";
 
 /// The notices of a send batch, each sent only if one of its messages
 /// was stored. `synchronous_commit` off: a notification is not durable
@@ -180,6 +253,27 @@ RETURNING picked.p, d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_sess
           m.sender_member_id, m.sender_name, m.client_message_id, m.request_fingerprint,
           m.reply_to_id";
 
+/// The messages remembered for `keys`, one answer per key.
+async fn remembered(
+    c: &deadpool_postgres::Object,
+    keys: &[SendKey<'_>],
+) -> StoreResult<Vec<Option<Uuid>>> {
+    let stmt = c.prepare_cached(REMEMBERED).await.map_err(map_err)?;
+    let meshes: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let members: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let cms: Vec<&str> = keys.iter().map(|k| k.2).collect();
+    let rows = c
+        .query(&stmt, &[&meshes, &members, &cms])
+        .await
+        .map_err(map_err)?;
+    let mut out = vec![None; keys.len()];
+    for r in rows {
+        let n: i64 = r.get(0);
+        out[n as usize - 1] = Some(r.get(1));
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl MessageStore for PgStore {
     /// One group commit in one statement (one round trip, one WAL
@@ -228,7 +322,8 @@ impl MessageStore for PgStore {
         let stored: Vec<(&Outgoing, i32)> = batch
             .iter()
             .zip(&ranks)
-            .filter(|(o, _)| !o.deliveries.is_empty())
+            // A send to nobody stores no rows, but its key is remembered.
+            .filter(|(o, _)| !o.deliveries.is_empty() || o.message.echo.client_message_id.is_some())
             .map(|(o, r)| (o, *r))
             .collect();
         let m = |f: fn(&NewMessage) -> &str| {
@@ -351,9 +446,13 @@ impl MessageStore for PgStore {
         let rows = rows.map_err(map_err)?;
         let mut taken: HashMap<(String, String), i32> = HashMap::new();
         let mut claimed: HashMap<(Uuid, Uuid), i64> = HashMap::new();
+        let mut repeats: HashMap<Uuid, Option<Uuid>> = HashMap::new();
         for r in &rows {
             match r.get::<_, Option<i64>>(3) {
                 Some(-1) => return Ok(None),
+                Some(-2) => {
+                    repeats.insert(r.get(4), None);
+                }
                 None => {
                     taken.insert((r.get(0), r.get(1)), r.get(2));
                 }
@@ -362,11 +461,31 @@ impl MessageStore for PgStore {
                 }
             }
         }
+        if !repeats.is_empty() {
+            // Read after the commit: the send that holds the key may be
+            // another node's, committed while this batch waited on it.
+            let again: Vec<&Outgoing> = batch
+                .iter()
+                .filter(|o| repeats.contains_key(&o.message.id))
+                .collect();
+            let keys: Vec<SendKey> = again.iter().filter_map(|o| send_key(&o.message)).collect();
+            let originals = remembered(&c, &keys).await?;
+            for (o, original) in again.iter().zip(originals) {
+                repeats.insert(o.message.id, original);
+            }
+        }
         let results = batch
             .iter()
             .zip(&ranks)
             .map(|(o, rank)| {
                 let key = (o.message.mesh_id.clone(), o.bucket.key.clone());
+                if let Some(original) = repeats.get(&o.message.id) {
+                    // `None`: gone between the commit and the read, which
+                    // only a sweep past retention does.
+                    return SendResult::Duplicate {
+                        original: *original,
+                    };
+                }
                 match taken.get(&key) {
                     Some(t) if rank <= t => SendResult::Queued {
                         claimed: o
@@ -473,36 +592,38 @@ impl MessageStore for PgStore {
         Ok(())
     }
 
-    async fn complete_many(&self, done: &[(Uuid, i64)]) -> StoreResult<()> {
+    async fn remembered_sends(&self, keys: &[SendKey<'_>]) -> StoreResult<Vec<Option<Uuid>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let c = self.fast_client().await?;
-        let stmt = c
-            .prepare_cached(
-                "DELETE FROM delivery d USING unnest($1::bigint[], $2::uuid[]) AS c(id, p)
-                 WHERE d.id = c.id AND d.claimed_session = c.p",
-            )
-            .await
-            .map_err(map_err)?;
+        remembered(&c, keys).await
+    }
+
+    async fn complete_many(&self, done: &[(Uuid, i64)], r: Retention) -> StoreResult<()> {
+        let c = self.fast_client().await?;
+        let stmt = c.prepare_cached(&COMPLETE).await.map_err(map_err)?;
         let ids: Vec<i64> = done.iter().map(|d| d.1).collect();
         let sessions: Vec<Uuid> = done.iter().map(|d| d.0).collect();
-        c.execute(&stmt, &[&ids, &sessions])
+        c.execute(&stmt, &[&ids, &sessions, &r.now, &r.since])
             .await
             .map_err(map_err)?;
         Ok(())
     }
 
-    async fn ack_delivery(&self, presence: Uuid, message_id: Uuid) -> StoreResult<bool> {
+    async fn ack_delivery(
+        &self,
+        presence: Uuid,
+        message_id: Uuid,
+        r: Retention,
+    ) -> StoreResult<bool> {
         let c = self.fast_client().await?;
-        let stmt = c
-            .prepare_cached(
-                "DELETE FROM delivery WHERE id = (
-                   SELECT id FROM delivery WHERE message_id = $1 AND claimed_session = $2 LIMIT 1)",
-            )
+        let stmt = c.prepare_cached(&ACK).await.map_err(map_err)?;
+        let row = c
+            .query_one(&stmt, &[&message_id, &presence, &r.now, &r.since])
             .await
             .map_err(map_err)?;
-        Ok(c.execute(&stmt, &[&message_id, &presence])
-            .await
-            .map_err(map_err)?
-            == 1)
+        Ok(row.get::<_, i64>(0) == 1)
     }
 
     async fn ack_client_message(
@@ -510,26 +631,22 @@ impl MessageStore for PgStore {
         presence: Uuid,
         mesh_id: &str,
         client_message_id: &str,
+        r: Retention,
     ) -> StoreResult<bool> {
         let c = self.fast_client().await?;
-        let stmt = c
-            .prepare_cached(
-                "DELETE FROM delivery WHERE id = (
-                   SELECT d.id FROM message m JOIN delivery d ON d.message_id = m.id
-                   WHERE m.mesh_id = $1 AND m.client_message_id = $2 AND d.claimed_session = $3
-                   LIMIT 1)",
+        let stmt = c.prepare_cached(&ACK_CLIENT).await.map_err(map_err)?;
+        let row = c
+            .query_one(
+                &stmt,
+                &[&mesh_id, &client_message_id, &r.now, &r.since, &presence],
             )
             .await
             .map_err(map_err)?;
-        let n = c
-            .execute(&stmt, &[&mesh_id, &client_message_id, &presence])
-            .await
-            .map_err(map_err)?;
-        Ok(n == 1)
+        Ok(row.get::<_, i64>(0) == 1)
     }
 
-    async fn sweep_messages(&self, now: DateTime<Utc>) -> StoreResult<u64> {
-        let c = self.client().await?;
+    async fn sweep_messages(&self, r: Retention) -> StoreResult<u64> {
+        let mut c = self.client().await?;
         // Every row of these was delivered: the envelope has no reader left.
         // First, so that only undelivered messages count as expired.
         c.execute(
@@ -539,9 +656,76 @@ impl MessageStore for PgStore {
         )
         .await
         .map_err(map_err)?;
-        c.execute("DELETE FROM message WHERE expires_at <= $1", &[&now])
+        let tx = c.transaction().await.map_err(map_err)?;
+        // Expired rows of sends still remembered say so in their record:
+        // nobody took them. The member's own name and key for a row no
+        // session holds.
+        tx.execute(
+            "INSERT INTO delivery_record (message_id, mesh_id, sender_member_id, target_spec,
+                                          client_message_id, created_at, recipient_member_id,
+                                          recipient_name, recipient_pubkey, delivered_at)
+             SELECT m.id, m.mesh_id, m.sender_member_id, m.target_spec, m.client_message_id,
+                    m.created_at, d.recipient_member_id,
+                    coalesce(p.display_name, mb.display_name, ''),
+                    coalesce(p.session_pubkey, p.member_pubkey, mb.peer_pubkey, ''), NULL
+             FROM message m JOIN delivery d ON d.message_id = m.id
+             LEFT JOIN presence p ON p.id = coalesce(d.recipient_session, d.claimed_session)
+             LEFT JOIN member mb ON mb.id = d.recipient_member_id
+             WHERE m.expires_at <= $1 AND m.created_at > $2",
+            &[&r.now, &r.since],
+        )
+        .await
+        .map_err(map_err)?;
+        let expired = tx
+            .execute("DELETE FROM message WHERE expires_at <= $1", &[&r.now])
             .await
-            .map_err(map_err)
+            .map_err(map_err)?;
+        let cutoff = r.cutoff_id();
+        tx.execute("DELETE FROM send_key WHERE message_id < $1", &[&cutoff])
+            .await
+            .map_err(map_err)?;
+        tx.execute(
+            "DELETE FROM delivery_record WHERE message_id < $1",
+            &[&cutoff],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(expired)
+    }
+
+    async fn delivery_records(
+        &self,
+        mesh_id: &str,
+        message_id: Uuid,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT message_id, mesh_id, sender_member_id, target_spec, client_message_id,
+                        created_at, recipient_member_id, recipient_name, recipient_pubkey,
+                        delivered_at
+                 FROM delivery_record WHERE message_id = $1 AND mesh_id = $2
+                 ORDER BY delivered_at NULLS LAST, recipient_member_id",
+                &[&message_id, &mesh_id],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| DeliveryRecord {
+                message_id: r.get(0),
+                mesh_id: r.get(1),
+                sender_member_id: r.get(2),
+                target_spec: r.get(3),
+                client_message_id: r.get(4),
+                created_at: r.get(5),
+                recipient_member_id: r.get(6),
+                recipient_name: r.get(7),
+                recipient_pubkey: r.get(8),
+                delivered_at: r.get(9),
+            })
+            .collect())
     }
 
     async fn queue_depth(&self) -> StoreResult<i64> {

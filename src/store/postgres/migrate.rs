@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0009_client_message_index",
         include_str!("../../../migrations/0009_client_message_index.sql"),
     ),
+    (
+        10,
+        "0010_send_records",
+        include_str!("../../../migrations/0010_send_records.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

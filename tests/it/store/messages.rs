@@ -7,6 +7,11 @@ use uuid::Uuid;
 
 use super::*;
 
+/// Remembers sends for an hour as of `at`.
+fn hour(at: chrono::DateTime<chrono::Utc>) -> Retention {
+    Retention::new(at, 3600)
+}
+
 /// Two sessions of bob and alice sending: (alice, bob1, bob2).
 async fn trio(s: &dyn Store) -> (Presence, Presence, Presence) {
     let m = mesh(s, "m").await;
@@ -158,21 +163,33 @@ async fn completion_and_acks_touch_only_the_sessions_own_rows(s: &dyn Store) {
         .unwrap();
     let (b1_rows, b2_rows) = (&rows[0], &rows[1]);
     // Completing b2's row as b1 does nothing; as b2 it goes.
-    s.complete_many(&[(b1.id, b2_rows[0].delivery_id)])
+    s.complete_many(&[(b1.id, b2_rows[0].delivery_id)], hour(t0()))
         .await
         .unwrap();
     assert_eq!(s.queue_depth().await.unwrap(), 3);
-    s.complete_many(&[
-        (b2.id, b2_rows[0].delivery_id),
-        (b1.id, b1_rows[0].delivery_id),
-    ])
+    s.complete_many(
+        &[
+            (b2.id, b2_rows[0].delivery_id),
+            (b1.id, b1_rows[0].delivery_id),
+        ],
+        hour(t0()),
+    )
     .await
     .unwrap();
     assert_eq!(s.queue_depth().await.unwrap(), 1);
-    assert!(!s.ack_delivery(b2.id, ids[1]).await.unwrap(), "not b2's");
-    assert!(!s.ack_delivery(b1.id, Uuid::now_v7()).await.unwrap());
-    assert!(s.ack_delivery(b1.id, ids[1]).await.unwrap());
-    assert!(!s.ack_delivery(b1.id, ids[1]).await.unwrap(), "once");
+    assert!(
+        !s.ack_delivery(b2.id, ids[1], hour(t0())).await.unwrap(),
+        "not b2's"
+    );
+    assert!(!s
+        .ack_delivery(b1.id, Uuid::now_v7(), hour(t0()))
+        .await
+        .unwrap());
+    assert!(s.ack_delivery(b1.id, ids[1], hour(t0())).await.unwrap());
+    assert!(
+        !s.ack_delivery(b1.id, ids[1], hour(t0())).await.unwrap(),
+        "once"
+    );
     assert_eq!(s.queue_depth().await.unwrap(), 0);
 }
 
@@ -203,10 +220,10 @@ async fn sweeps_count_only_undelivered_expired_messages(s: &dyn Store) {
         .unwrap()
         .remove(0);
     let done: Vec<(Uuid, i64)> = got.iter().map(|c| (b2.id, c.delivery_id)).collect();
-    s.complete_many(&done).await.unwrap();
-    assert_eq!(s.sweep_messages(t0()).await.unwrap(), 0);
+    s.complete_many(&done, hour(t0())).await.unwrap();
+    assert_eq!(s.sweep_messages(hour(t0())).await.unwrap(), 0);
     assert_eq!(s.queue_depth().await.unwrap(), 1);
-    assert_eq!(s.sweep_messages(t0() + secs(60)).await.unwrap(), 1);
+    assert_eq!(s.sweep_messages(hour(t0() + secs(60))).await.unwrap(), 1);
     assert_eq!(s.queue_depth().await.unwrap(), 0);
     assert!(claim_ids(s, claim_for(&b1, t0() + secs(61), 30, 10))
         .await
@@ -269,19 +286,19 @@ async fn client_ids_settle_this_presences_rows(s: &dyn Store) {
         .await
         .unwrap();
     assert!(!s
-        .ack_client_message(b1.id, &b1.mesh_id, "cm-2")
+        .ack_client_message(b1.id, &b1.mesh_id, "cm-2", hour(t0()))
         .await
         .unwrap());
     assert!(!s
-        .ack_client_message(b1.id, "other-mesh", "cm-1")
+        .ack_client_message(b1.id, "other-mesh", "cm-1", hour(t0()))
         .await
         .unwrap());
     assert!(s
-        .ack_client_message(b1.id, &b1.mesh_id, "cm-1")
+        .ack_client_message(b1.id, &b1.mesh_id, "cm-1", hour(t0()))
         .await
         .unwrap());
     assert!(
-        !s.ack_client_message(b1.id, &b1.mesh_id, "cm-1")
+        !s.ack_client_message(b1.id, &b1.mesh_id, "cm-1", hour(t0()))
             .await
             .unwrap(),
         "once"

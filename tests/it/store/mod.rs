@@ -9,6 +9,7 @@ mod identity;
 mod messages;
 mod nodes;
 mod presence;
+mod sends;
 
 use std::sync::Arc;
 
@@ -175,7 +176,7 @@ pub fn roomy(key: &str) -> Bucket {
 pub fn outgoing(from: &Presence, at: DateTime<Utc>, deliveries: Vec<NewDelivery>) -> Outgoing {
     Outgoing {
         message: NewMessage {
-            id: Uuid::now_v7(),
+            id: new_message_id(at),
             mesh_id: from.mesh_id.clone(),
             sender_member_id: from.member_id.clone(),
             sender_member_pubkey: from.member_pubkey.clone(),
