@@ -294,7 +294,12 @@ impl Batcher {
                 plan.verdicts.push(Verdict::Unavailable);
                 continue;
             };
-            let mut deliveries = route(&job.checked.target, &job.sender, &routes.targets);
+            let mut deliveries = route(
+                &job.checked.target,
+                job.checked.priority,
+                &job.sender,
+                &routes.targets,
+            );
             if !plan.takers.is_empty() {
                 preclaim(
                     &self.ctx,

@@ -12,7 +12,8 @@ use super::dispatch::Refusal;
 use super::signal::Signal;
 use crate::protocol::messaging::SendFrame;
 use crate::protocol::target::{group_covers, is_base64, Priority, Target};
-use crate::store::{NewDelivery, Presence, RouteTarget};
+use crate::protocol::Status;
+use crate::store::{NewDelivery, PeerRole, Presence, RouteTarget};
 
 /// Longest `client_message_id` and `request_fingerprint` (§6).
 pub const MAX_CLIENT_ID: usize = 128;
@@ -87,7 +88,12 @@ pub fn validate(s: &SendFrame, max_bytes: usize) -> Result<Checked, Refusal> {
 
 /// The delivery rows for `target`, from the live and in-grace presences of
 /// the sender's mesh. Empty for a direct send means `no_recipient`.
-pub fn route(target: &Target, sender: &Presence, presences: &[RouteTarget]) -> Vec<NewDelivery> {
+pub fn route(
+    target: &Target,
+    priority: Priority,
+    sender: &Presence,
+    presences: &[RouteTarget],
+) -> Vec<NewDelivery> {
     let others = presences
         .iter()
         .filter(|p| p.member_id != sender.member_id && p.visible);
@@ -104,12 +110,23 @@ pub fn route(target: &Target, sender: &Presence, presences: &[RouteTarget]) -> V
             {
                 return vec![NewDelivery::to_session(p)];
             }
-            // A member key: any of its sessions may take it, but never the
-            // sending session itself.
-            match presences
-                .iter()
-                .find(|p| p.member_pubkey == *key && p.id != sender.id)
-            {
+            // A member key: one delivery any of its sessions may take, but
+            // never the sending session itself; pinned to a presence that
+            // acks, when one can take it now (PROTOCOL-SESSIONS.md §5), so
+            // a short-lived socket that never acks cannot swallow it.
+            let member = || {
+                presences
+                    .iter()
+                    .filter(|p| p.member_pubkey == *key && p.id != sender.id)
+            };
+            let acking = member()
+                .filter(|p| p.at_least_once && p.online)
+                .filter(|p| priority == Priority::Now || p.status == Status::Idle)
+                .min_by_key(|p| p.role != PeerRole::ControlPlane);
+            if let Some(p) = acking {
+                return vec![NewDelivery::to_session(p)];
+            }
+            match member().next() {
                 Some(p) => vec![NewDelivery {
                     recipient_member_id: p.member_id.clone(),
                     recipient_session: None,

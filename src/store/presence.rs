@@ -334,6 +334,11 @@ pub struct RouteTarget {
     /// A pre-claim also needs the status older than the recipient's last
     /// full claim (see `engine::handoff`).
     pub status_updated_at: DateTime<Utc>,
+    /// Member-key sends prefer live presences in at-least-once mode,
+    /// control-plane first (PROTOCOL-SESSIONS.md §5).
+    pub online: bool,
+    pub at_least_once: bool,
+    pub role: PeerRole,
 }
 
 impl RouteTarget {
@@ -349,6 +354,9 @@ impl RouteTarget {
             groups: p.groups.clone(),
             status: p.status,
             status_updated_at: p.status_updated_at,
+            online: p.state == PresenceState::Online,
+            at_least_once: p.at_least_once,
+            role: p.role,
         }
     }
 }

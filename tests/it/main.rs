@@ -23,6 +23,7 @@ mod idempotency;
 mod isolation;
 mod join;
 mod loadgen;
+mod member_routing;
 mod messaging;
 mod migrate;
 mod moderation;

@@ -71,10 +71,10 @@ impl PgStore {
         let sql = format!(
             "WITH p AS MATERIALIZED (
                SELECT id, member_id, member_pubkey, session_pubkey, node_id, visible, groups,
-                      status, status_updated_at, connected_at, xmin
+                      status, status_updated_at, connected_at, state, at_least_once, role, xmin
                FROM presence WHERE mesh_id = $1)
              SELECT p.id, member_id, member_pubkey, session_pubkey, node_id, visible, groups,
-                    status, status_updated_at, v.token
+                    status, status_updated_at, v.token, state = 'online', at_least_once, role
              FROM p, (SELECT {ROUTES_TOKEN} AS token FROM p) v
              ORDER BY p.connected_at, p.id"
         );
@@ -94,6 +94,9 @@ impl PgStore {
                 groups: r.get::<_, Json<_>>(6).0,
                 status: Status::parse(r.get(7)).unwrap_or(Status::Idle),
                 status_updated_at: r.get(8),
+                online: r.get(10),
+                at_least_once: r.get(11),
+                role: PeerRole::parse(r.get(12)),
             })
             .collect();
         Ok((targets, token))
