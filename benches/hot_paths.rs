@@ -83,6 +83,9 @@ fn benches(c: &mut Criterion) {
             }],
             status: claudemesh_broker::protocol::Status::Idle,
             status_updated_at: Utc::now(),
+            online: true,
+            at_least_once: false,
+            role: claudemesh_broker::store::PeerRole::ControlPlane,
         })
         .collect();
     let sender: Presence = {
@@ -95,13 +98,13 @@ fn benches(c: &mut Criterion) {
     let direct = Target::Key(targets[57].member_pubkey.clone());
     let group = Target::Group("team3".into());
     c.bench_function("route: direct to a member key, 100 sessions", |b| {
-        b.iter(|| route(black_box(&direct), &sender, &targets))
+        b.iter(|| route(black_box(&direct), Priority::Next, &sender, &targets))
     });
     c.bench_function("route: @group with subgroups, 100 sessions", |b| {
-        b.iter(|| route(black_box(&group), &sender, &targets))
+        b.iter(|| route(black_box(&group), Priority::Next, &sender, &targets))
     });
     c.bench_function("route: broadcast, 100 sessions", |b| {
-        b.iter(|| route(black_box(&Target::All), &sender, &targets))
+        b.iter(|| route(black_box(&Target::All), Priority::Next, &sender, &targets))
     });
 }
 
