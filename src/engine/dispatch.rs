@@ -84,6 +84,9 @@ pub struct Session {
     /// At-least-once mode (shared with the delivery loop): pushes are
     /// completed on `client_ack`, not on write.
     pub at_least_once: Arc<std::sync::atomic::AtomicBool>,
+    /// Shared with the delivery loop and the session table; the socket
+    /// notes here when it was last heard from.
+    pub mailbox: Arc<super::sessions::Mailbox>,
 }
 
 /// Why a request was refused: its wire code and a sentence for humans.

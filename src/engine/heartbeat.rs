@@ -1,6 +1,7 @@
 //! The heartbeat: this node's row in the registry kept fresh, the
-//! database's health recorded as it goes, and a lost lease (another node
-//! declared us dead) answered by registering again.
+//! database's health recorded as it goes, a lost lease (another node
+//! declared us dead) answered by registering again, and the sockets'
+//! activity recorded for moderation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,9 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
         if let Ok(false) = beat {
             lease_lost(&ctx).await;
         }
+        if ok {
+            record_activity(&ctx).await;
+        }
         let was = ctx.node.set_db_up(ok);
         if was != ok {
             if ok {
@@ -39,6 +43,20 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
                 tracing::warn!(node_id = %ctx.node_id, "database unreachable");
             }
         }
+    }
+}
+
+/// Writes when each local socket was last heard from: what `kick` and
+/// `disconnect` by `stale` read, on any node. One statement per beat.
+async fn record_activity(ctx: &Ctx) {
+    let heard = ctx.sessions.take_activity();
+    if heard.is_empty() {
+        return;
+    }
+    if let Err(e) = super::bounded(ctx.store.record_activity(&heard)).await {
+        // Lost for this beat only: an active socket is heard again soon.
+        tracing::warn!(node_id = %ctx.node_id, error = %e, sessions = heard.len(),
+            "could not record socket activity");
     }
 }
 

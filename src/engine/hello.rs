@@ -385,11 +385,12 @@ pub async fn start_session(
         member_id: p.member_id.clone(),
         at_least_once: at_least_once.clone(),
     };
-    let deliverer = Deliverer::start(engine.clone(), who, socket.tx.clone(), mailbox);
+    let deliverer = Deliverer::start(engine.clone(), who, socket.tx.clone(), mailbox.clone());
     let session = Session {
         engine: engine.clone(),
         presence: Arc::new(welcome.presence),
         at_least_once,
+        mailbox,
     };
     (session, deliverer)
 }

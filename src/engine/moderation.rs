@@ -4,6 +4,7 @@
 //! from the shared table and their sockets closed on whatever node holds
 //! them. Revocation by the admin API ends sessions the same way.
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::audit::Actor;
@@ -100,14 +101,17 @@ fn key_matches(key: &str, target: &str) -> bool {
             && key[..target.len()].eq_ignore_ascii_case(target))
 }
 
-fn selected(p: &Presence, sel: &Selection) -> bool {
+fn selected(p: &Presence, sel: &Selection, now: DateTime<Utc>) -> bool {
     match sel {
         Selection::All => true,
-        // "Last activity" (last pong or frame) is not recorded on the
-        // shared presence row yet; `last_seen_at` is only the attach or
-        // release time, so a stale selection by it would end active
-        // sessions. Until activity is recorded, it selects nothing.
-        Selection::Stale(_) => false,
+        // Activity is recorded with each node's heartbeat, so a session
+        // active within the last beat may look that much older.
+        // A `stale` reaching past the start of time selects nothing.
+        Selection::Stale(ms) => i64::try_from(*ms)
+            .ok()
+            .and_then(chrono::Duration::try_milliseconds)
+            .and_then(|d| now.checked_sub_signed(d))
+            .is_some_and(|cutoff| p.last_active() < cutoff),
         Selection::Target(t) => {
             p.display_name == *t
                 || key_matches(&p.member_pubkey, t)
@@ -132,7 +136,11 @@ async fn end_sessions(
     let all = bounded(ctx.store.list_presences(&me.mesh_id)).await?;
     let mut skipped = Vec::new();
     let mut chosen = Vec::new();
-    for p in all.iter().filter(|p| p.id != me.id && selected(p, &sel)) {
+    let now = ctx.now();
+    for p in all
+        .iter()
+        .filter(|p| p.id != me.id && selected(p, &sel, now))
+    {
         if kick && p.role == PeerRole::ControlPlane {
             skipped.push(name_of(p));
         } else {

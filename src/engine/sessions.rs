@@ -96,6 +96,9 @@ pub struct Mailbox {
     /// recipient's status to be older than that claim.
     claimed_all: std::sync::atomic::AtomicI64,
     handed: Mutex<Vec<Claimed>>,
+    /// When the socket last sent a frame or pong, not yet recorded in the
+    /// store (µs since the epoch; 0: nothing new).
+    heard: std::sync::atomic::AtomicI64,
 }
 
 impl Mailbox {
@@ -138,6 +141,19 @@ impl Mailbox {
     /// When the last claim that took everything began, if any did.
     pub fn claimed_all(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         match self.claimed_all.load(Ordering::SeqCst) {
+            0 => None,
+            us => chrono::DateTime::from_timestamp_micros(us),
+        }
+    }
+
+    /// The socket's side: a frame or pong arrived at `at`.
+    pub fn heard(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.heard.store(at.timestamp_micros(), Ordering::Relaxed);
+    }
+
+    /// When the socket was last heard from, if since the last call.
+    fn take_heard(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self.heard.swap(0, Ordering::Relaxed) {
             0 => None,
             us => chrono::DateTime::from_timestamp_micros(us),
         }
@@ -273,6 +289,15 @@ impl Sessions {
         for h in self.lock().by_presence.values() {
             h.closer.send_replace(Some((code, reason)));
         }
+    }
+
+    /// Each local session heard from since the last call, with when.
+    pub fn take_activity(&self) -> Vec<(Uuid, chrono::DateTime<chrono::Utc>)> {
+        self.lock()
+            .by_presence
+            .iter()
+            .filter_map(|(p, h)| Some((*p, h.mailbox.take_heard()?)))
+            .collect()
     }
 
     /// Wakes every local delivery loop (catch-up after a bus outage).

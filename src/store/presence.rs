@@ -132,9 +132,19 @@ pub struct Presence {
     pub hook_token_hash: Vec<u8>,
     pub connected_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
+    /// The last frame or pong its socket sent, as recorded (in batches)
+    /// by the node holding it; `None` if none since the attach.
+    pub last_active_at: Option<DateTime<Utc>>,
 }
 
 impl Presence {
+    /// Its last activity: the last recorded frame or pong, else the
+    /// attach (or release) itself.
+    pub fn last_active(&self) -> DateTime<Utc> {
+        self.last_active_at
+            .map_or(self.last_seen_at, |a| a.max(self.last_seen_at))
+    }
+
     /// A brand-new presence from a hello: idle, inferred (`jsonl`).
     pub fn from_new(p: &NewPresence) -> Presence {
         Presence {
@@ -169,6 +179,7 @@ impl Presence {
             hook_token_hash: p.hook_token_hash.clone(),
             connected_at: p.now,
             last_seen_at: p.now,
+            last_active_at: None,
         }
     }
 
@@ -406,6 +417,11 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Puts a presence in at-least-once mode (its first `client_ack`).
     /// `false` when no live or in-grace presence has that id.
     async fn enter_at_least_once(&self, id: Uuid) -> StoreResult<bool>;
+
+    /// Records when each presence's socket was last heard from; a time
+    /// older than the one recorded changes nothing, an ended presence is
+    /// skipped.
+    async fn record_activity(&self, heard: &[(Uuid, DateTime<Utc>)]) -> StoreResult<()>;
 
     /// Socket closed: online → grace until `grace_until`, if `conn_id` is
     /// still the attached socket. Saves the member's state for `restored`.

@@ -198,6 +198,9 @@ impl Conn {
                         Some(Ok(m)) => m,
                     };
                     last_heard = Instant::now();
+                    if let Some(s) = &self.session {
+                        s.mailbox.heard(self.engine.now());
+                    }
                     match msg {
                         Message::Text(text) => {
                             if !self.take_frame_token() {

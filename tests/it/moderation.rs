@@ -267,8 +267,69 @@ async fn a_ban_closes_sockets_on_every_node() {
     }
 }
 
+/// `stale` selects the presences not heard from within that many ms,
+/// whatever node holds them: `kick` closes the silent 1.37 session
+/// (4001) and skips the silent control-plane socket, `disconnect` closes
+/// that one (1000); a socket that keeps talking is never selected.
+async fn stale_selects_the_silent(moderator: &TestNode, holder: &TestNode) {
+    let root = enrol(moderator, "root", "admin", KeyPair::generate()).await;
+    let (mut r, _) = Peer::join(&moderator.ws_url(), &root, "r1").await;
+    let bob = enrol(holder, "bob2", "member", KeyPair::generate()).await;
+    let url = holder.ws_url();
+    let (mut silent, _) =
+        Peer::join_with(&url, &bob, "cp", json!({"displayName": "quiet-cp"})).await;
+    let (mut session, _) = Peer::join_session(&url, &bob, &KeyPair::generate(), "s1").await;
+    let (mut active, _) = Peer::join_with(&url, &bob, "a", json!({"displayName": "chatty"})).await;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(3000);
+    while tokio::time::Instant::now() < until {
+        let l = active
+            .request(json!({"type": "list_peers", "_reqId": "p"}))
+            .await;
+        assert_eq!(l["type"], "peers_list", "{l}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let k = r
+        .request(json!({"type": "kick", "stale": 1800, "_reqId": "k"}))
+        .await;
+    assert_eq!(k["type"], "kick_ack", "{k}");
+    assert_eq!(k["kicked"].as_array().map(Vec::len), Some(1), "{k}");
+    assert_ne!(k["kicked"][0], "chatty", "{k}");
+    assert_eq!(k["skipped_control_plane"], json!(["quiet-cp"]), "{k}");
+    assert_eq!(session.expect_close().await, 4001);
+    let d = r
+        .request(json!({"type": "disconnect", "stale": 1800, "_reqId": "d"}))
+        .await;
+    assert_eq!(d["type"], "disconnect_ack", "{d}");
+    assert_eq!(d["affected"], json!(["quiet-cp"]), "{d}");
+    assert_eq!(silent.expect_close().await, 1000);
+    // A `stale` wider than all time selects nobody.
+    let none = r
+        .request(json!({"type": "disconnect", "stale": 1e300, "_reqId": "n"}))
+        .await;
+    assert_eq!(none["affected"], json!([]), "{none}");
+    let l = active
+        .request(json!({"type": "list_peers", "_reqId": "p"}))
+        .await;
+    assert_eq!(
+        l["type"], "peers_list",
+        "the active socket is still open: {l}"
+    );
+}
+
+async fn stale_selects_the_silent_on_one_node(backend: Backend) {
+    let w = crate::harness::world_with(backend, |s| s.node_heartbeat_seconds = 1).await;
+    stale_selects_the_silent(&w.node, &w.node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_stale_selects_the_silent_on_every_node() {
+    let c = cluster(2, |s| s.node_heartbeat_seconds = 1).await;
+    stale_selects_the_silent(&c.nodes[0], &c.nodes[1]).await;
+}
+
 both_stores!(
     only_owner_or_admin_moderates,
     ban_list_and_unban,
-    an_ambiguous_ban_is_refused
+    an_ambiguous_ban_is_refused,
+    stale_selects_the_silent_on_one_node
 );

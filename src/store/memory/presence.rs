@@ -288,6 +288,18 @@ impl PresenceStore for MemoryStore {
         Ok(true)
     }
 
+    async fn record_activity(&self, heard: &[(Uuid, DateTime<Utc>)]) -> StoreResult<()> {
+        let mut s = self.lock();
+        for (id, t) in heard {
+            if let Some(p) = s.presences.get_mut(id) {
+                if p.last_active_at.is_none_or(|a| a < *t) {
+                    p.last_active_at = Some(*t);
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn route_targets(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>> {
         let s = self.lock();
         let mut v: Vec<&Presence> = mesh_presences(&s, mesh_id).collect();

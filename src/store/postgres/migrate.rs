@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0010_send_records",
         include_str!("../../../migrations/0010_send_records.sql"),
     ),
+    (
+        11,
+        "0011_presence_activity",
+        include_str!("../../../migrations/0011_presence_activity.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

@@ -281,6 +281,25 @@ impl PresenceStore for PgStore {
         Ok(self.read_routes(mesh_id).await?.0)
     }
 
+    async fn record_activity(&self, heard: &[(Uuid, DateTime<Utc>)]) -> StoreResult<()> {
+        if heard.is_empty() {
+            return Ok(());
+        }
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "UPDATE presence p SET last_active_at = x.t
+                 FROM unnest($1::uuid[], $2::timestamptz[]) AS x(id, t)
+                 WHERE p.id = x.id AND (p.last_active_at IS NULL OR p.last_active_at < x.t)",
+            )
+            .await
+            .map_err(map_err)?;
+        let ids: Vec<Uuid> = heard.iter().map(|h| h.0).collect();
+        let times: Vec<DateTime<Utc>> = heard.iter().map(|h| h.1).collect();
+        c.execute(&stmt, &[&ids, &times]).await.map_err(map_err)?;
+        Ok(())
+    }
+
     async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {
         let c = self.client().await?;
         let sql = format!("SELECT {PRESENCE_COLS} FROM presence WHERE id = $1");

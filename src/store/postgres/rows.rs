@@ -35,7 +35,8 @@ pub fn member_from(r: &Row) -> Member {
 pub const PRESENCE_COLS: &str = "id, mesh_id, member_id, member_pubkey, node_id, conn_id, \
     session_id, session_pubkey, display_name, pid, cwd, hostname, peer_type, channel, model, \
     capabilities, status, status_source, status_updated_at, summary, groups, visible, profile, \
-    stats, state, grace_until, hook_token_hash, connected_at, last_seen_at, role, at_least_once";
+    stats, state, grace_until, hook_token_hash, connected_at, last_seen_at, role, at_least_once, \
+    last_active_at";
 
 pub fn presence_from(r: &Row) -> Presence {
     Presence {
@@ -70,5 +71,6 @@ pub fn presence_from(r: &Row) -> Presence {
         last_seen_at: r.get(28),
         role: PeerRole::parse(r.get(29)),
         at_least_once: r.get(30),
+        last_active_at: r.get(31),
     }
 }

@@ -297,7 +297,9 @@ async fn routes_and_listings_are_oldest_first(s: &dyn Store) {
         "in grace counts; another mesh does not"
     );
     let routes = s.route_targets(&m.id).await.unwrap();
+    let late = s.presence_by_id(late.id).await.unwrap().unwrap();
     assert_eq!(routes, [RouteTarget::of(&early), RouteTarget::of(&late)]);
+    assert!(!routes[1].online, "in grace");
     let view = s.send_routes(&m.id, true).await.unwrap();
     assert_eq!(*view.targets, routes);
 }
@@ -450,7 +452,28 @@ async fn session_hellos_attach_by_key_then_by_session_id(s: &dyn Store) {
     ));
 }
 
+/// Activity moves forward only, and only for presences that exist.
+async fn activity_is_recorded_forward_only(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let alice = member(s, &m, "alice").await;
+    let p = attach(s, &hello(&alice, "s1", Uuid::now_v7(), t0())).await;
+    assert_eq!(p.last_active_at, None);
+    assert_eq!(p.last_active(), t0(), "the attach counts");
+    s.record_activity(&[(p.id, t0() + secs(5)), (Uuid::now_v7(), t0())])
+        .await
+        .unwrap();
+    let read = s.presence_by_id(p.id).await.unwrap().unwrap();
+    assert_eq!(read.last_active_at, Some(t0() + secs(5)));
+    s.record_activity(&[(p.id, t0() + secs(2))]).await.unwrap();
+    let read = s.presence_by_id(p.id).await.unwrap().unwrap();
+    assert_eq!(read.last_active(), t0() + secs(5), "never backwards");
+    s.record_activity(&[]).await.unwrap();
+    let listed = s.list_presences(&p.mesh_id).await.unwrap();
+    assert_eq!(listed[0].last_active_at, Some(t0() + secs(5)));
+}
+
 crate::conformance!(
+    activity_is_recorded_forward_only,
     session_hellos_attach_by_key_then_by_session_id,
     at_least_once_mode_is_kept_across_reattach,
     roles_never_collide,
