@@ -159,7 +159,30 @@ async fn a_client_message_id_settles_its_push(backend: Backend) {
     );
 }
 
+/// System pushes are never leased: a presence in the mode gets each one
+/// once, however long it leaves it unacked, and an ack naming it is
+/// ignored.
+async fn system_pushes_are_never_leased(backend: Backend) {
+    let w = short_leases(backend).await;
+    let url = w.node.ws_url();
+    let (mut b, _) =
+        Peer::join_with(&url, &w.bob, "b1", json!({"capabilities": ["client_ack"]})).await;
+    let (_a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let e = b.next_event().await;
+    assert_eq!(
+        (e["event"].as_str(), e["subtype"].as_str()),
+        (Some("peer_joined"), Some("system")),
+        "{e}"
+    );
+    assert!(stays_quiet(&mut b).await);
+    assert!(b.events.is_empty(), "pushed again: {:?}", b.events);
+    b.send(json!({"type": "client_ack", "brokerMessageId": e["messageId"]}))
+        .await;
+    assert!(b.quiet_for(Duration::from_millis(500)).await && b.events.is_empty());
+}
+
 both_stores!(
+    system_pushes_are_never_leased,
     a_client_message_id_settles_its_push,
     a_first_client_ack_turns_the_mode_on,
     the_mode_survives_a_reattach,
