@@ -105,6 +105,9 @@ pub fn notices(origin: Uuid, wakes: &[(Uuid, Signal, Uuid)]) -> Vec<Notice> {
         .collect();
     coalesce_tagged(origin, tagged)
         .into_iter()
+        // Wake-ups are chunked to fit; a notice is sent by the store,
+        // which has no payload table to point into.
+        .filter(|(_, p, _)| p.len() <= MAX_PAYLOAD)
         .map(|(channel, payload, mut messages)| {
             messages.sort_unstable();
             messages.dedup();
@@ -163,7 +166,6 @@ fn coalesce_tagged<T: Clone>(
             push(&channel, s, tags.clone(), &mut out);
         }
     }
-    out.retain(|(_, p, _)| p.len() <= MAX_PAYLOAD);
     out
 }
 
@@ -221,6 +223,7 @@ async fn run_notifier(
 struct Notifier {
     client: tokio_postgres::Client,
     notify: tokio_postgres::Statement,
+    park: tokio_postgres::Statement,
 }
 
 async fn send_batch(
@@ -240,11 +243,44 @@ async fn send_batch(
         let notify = c
             .prepare("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)")
             .await?;
-        *client = Some(Notifier { client: c, notify });
+        // Parks a payload too large for NOTIFY (a big state value) and
+        // drops those parked over a minute ago, far past any listener's
+        // lag, in the same statement.
+        let park = c
+            .prepare(
+                "WITH old AS (DELETE FROM bus_payload
+                              WHERE created_at < now() - interval '60 seconds')
+                 INSERT INTO bus_payload (body) VALUES ($1) RETURNING id",
+            )
+            .await?;
+        *client = Some(Notifier {
+            client: c,
+            notify,
+            park,
+        });
     }
     let n = client.as_ref().expect("connected above");
-    n.client.execute(&n.notify, &[&channels, &payloads]).await?;
+    let mut sent = payloads.to_vec();
+    for p in sent.iter_mut().filter(|p| p.len() > MAX_PAYLOAD) {
+        let id: i64 = n.client.query_one(&n.park, &[&*p]).await?.get(0);
+        *p = pointer(id);
+    }
+    n.client.execute(&n.notify, &[&channels, &sent]).await?;
     Ok(())
+}
+
+/// The notification that stands for a payload parked as row `id`.
+fn pointer(id: i64) -> String {
+    format!("{{\"r\":{id}}}")
+}
+
+/// The parked row a notification points to, if it is a pointer.
+fn pointed(payload: &str) -> Option<i64> {
+    payload
+        .strip_prefix("{\"r\":")?
+        .strip_suffix('}')?
+        .parse()
+        .ok()
 }
 
 /// One notification: this node's own events were already delivered
@@ -257,6 +293,50 @@ fn received(ctx: &Ctx, payload: &str) {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "bad bus payload"),
+    }
+}
+
+/// Reads parked payloads, on a connection of its own (opened at the first
+/// pointer): the listening connection is busy being driven.
+struct Parked {
+    url: String,
+    client: Option<tokio_postgres::Client>,
+}
+
+impl Parked {
+    fn new(url: String) -> Parked {
+        Parked { url, client: None }
+    }
+
+    /// The payload parked as `id`; `None` (logged) if it cannot be read:
+    /// what the bus carries is advisory, like a lost notification.
+    async fn fetch(&mut self, ctx: &Ctx, id: i64) -> Option<String> {
+        for _ in 0..2 {
+            if self.client.is_none() {
+                match tokio_postgres::connect(&self.url, NoTls).await {
+                    Ok((c, conn)) => {
+                        tokio::spawn(conn);
+                        self.client = Some(c);
+                    }
+                    Err(e) => {
+                        tracing::warn!(node_id = %ctx.node_id, error = %e, "cannot read a parked bus payload");
+                        return None;
+                    }
+                }
+            }
+            let c = self.client.as_ref().expect("connected above");
+            match c
+                .query_opt("SELECT body FROM bus_payload WHERE id = $1", &[&id])
+                .await
+            {
+                Ok(row) => return row.map(|r| r.get(0)),
+                Err(e) => {
+                    tracing::warn!(node_id = %ctx.node_id, error = %e, "reading a parked bus payload failed");
+                    self.client = None;
+                }
+            }
+        }
+        None
     }
 }
 
@@ -276,12 +356,23 @@ async fn run_listener(ctx: Arc<Ctx>, url: String, stop: CancellationToken) {
                 // hop to another task on the cross-node path.
                 let mut driver = {
                     let ctx = ctx.clone();
+                    let url = url.clone();
                     tokio::spawn(async move {
                         let mut messages =
                             futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+                        let mut parked = Parked::new(url);
                         while let Some(m) = messages.next().await {
                             match m {
-                                Ok(AsyncMessage::Notification(n)) => received(&ctx, n.payload()),
+                                Ok(AsyncMessage::Notification(n)) => match pointed(n.payload()) {
+                                    // Fetched before the next notification
+                                    // is looked at: events keep their order.
+                                    Some(id) => {
+                                        if let Some(body) = parked.fetch(&ctx, id).await {
+                                            received(&ctx, &body);
+                                        }
+                                    }
+                                    None => received(&ctx, n.payload()),
+                                },
                                 Ok(_) => {}
                                 Err(_) => break,
                             }

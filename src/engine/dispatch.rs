@@ -67,6 +67,7 @@ families! {
     Presence(crate::protocol::presence::PresenceFrame) => super::presence::handle,
     Messaging(crate::protocol::messaging::MessagingFrame) => super::messaging::handle,
     Moderation(crate::protocol::moderation::ModerationFrame) => super::moderation::handle,
+    State(crate::protocol::state::StateFrame) => super::state::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;
@@ -126,6 +127,8 @@ pub enum Reply {
     None,
     /// One reply frame, serialised without `_reqId`.
     Frame(String),
+    /// Several, written in this order (a reply and its 1.37 alias).
+    Frames(Vec<String>),
     /// A reply still being worked out.
     Later(Later),
 }
@@ -204,6 +207,8 @@ fn handshake<T>(
 pub enum Out {
     /// Write this now.
     Now(String),
+    /// Write these now, in order.
+    Many(Vec<String>),
     /// Write this once resolved, after every earlier `Ordered` of the
     /// socket (acks keep the order of their sends).
     Ordered(Pending),
@@ -268,7 +273,10 @@ pub fn answer(metrics: &Metrics, head: Head, spec: &FrameSpec, handled: Handled)
         let outcome: Later = match handled {
             Ok(Reply::Later(l)) => l,
             Ok(Reply::Frame(f)) => Box::pin(std::future::ready(Ok(f))),
-            Ok(Reply::None) => return None,
+            Ok(Reply::Frames(mut f)) if !f.is_empty() => {
+                Box::pin(std::future::ready(Ok(f.swap_remove(0))))
+            }
+            Ok(Reply::None | Reply::Frames(_)) => return None,
             Err(r) => Box::pin(std::future::ready(Err(r))),
         };
         return ordered(outcome, head);
@@ -276,6 +284,11 @@ pub fn answer(metrics: &Metrics, head: Head, spec: &FrameSpec, handled: Handled)
     match handled {
         Ok(Reply::None) => None,
         Ok(Reply::Frame(f)) => Some(Out::Now(with_req_id(f, head.req_id.as_deref()))),
+        Ok(Reply::Frames(f)) => Some(Out::Many(
+            f.into_iter()
+                .map(|f| with_req_id(f, head.req_id.as_deref()))
+                .collect(),
+        )),
         Ok(Reply::Later(l)) => ordered(l, head),
         Err(r)
             if spec.answer == Answer::Never

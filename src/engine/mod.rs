@@ -36,6 +36,7 @@ pub mod routing;
 pub mod session_hello;
 pub mod sessions;
 pub mod signal;
+pub mod state;
 pub mod status;
 pub mod sweeper;
 

@@ -12,6 +12,7 @@ pub mod messaging;
 pub mod moderation;
 pub mod presence;
 pub mod session_hello;
+pub mod state;
 pub mod status;
 pub mod target;
 pub mod types;

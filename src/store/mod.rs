@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod presence;
 pub mod rate;
 pub mod signatures;
+pub mod state;
 
 use async_trait::async_trait;
 
@@ -28,6 +29,7 @@ pub use nodes::*;
 pub use presence::*;
 pub use rate::*;
 pub use signatures::*;
+pub use state::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +55,7 @@ pub trait Store:
     + RateStore
     + AuditStore
     + SignatureStore
+    + StateStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

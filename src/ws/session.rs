@@ -251,6 +251,11 @@ impl Conn {
     async fn write(&mut self, out: Out) {
         match out {
             Out::Now(frame) => self.send(frame).await,
+            Out::Many(frames) => {
+                for frame in frames {
+                    self.send(frame).await;
+                }
+            }
             Out::Ordered(pending) => {
                 let (queue, _) = self.ordered.get_or_insert_with(|| {
                     let (queue, rx) = mpsc::channel(PIPELINED_REPLIES);

@@ -34,4 +34,5 @@ mod process;
 mod replay;
 mod send_extras;
 mod sessions;
+mod state;
 mod store;

@@ -17,6 +17,7 @@ mod nodes;
 mod presence;
 mod rate;
 mod signatures;
+mod state;
 
 use super::*;
 use crate::protocol::Status;
@@ -43,6 +44,7 @@ struct State {
     audit: audit::Chains,
     /// SHA-256 of accepted hello signatures → kept until.
     signatures: HashMap<Vec<u8>, DateTime<Utc>>,
+    state: state::States,
 }
 
 #[derive(Default)]

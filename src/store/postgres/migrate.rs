@@ -64,6 +64,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0011_presence_activity",
         include_str!("../../../migrations/0011_presence_activity.sql"),
     ),
+    (
+        12,
+        "0012_mesh_state",
+        include_str!("../../../migrations/0012_mesh_state.sql"),
+    ),
+    (
+        13,
+        "0013_bus_payload",
+        include_str!("../../../migrations/0013_bus_payload.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

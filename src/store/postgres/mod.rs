@@ -13,6 +13,7 @@ mod presence;
 mod rate;
 mod rows;
 mod signatures;
+mod state;
 
 use std::str::FromStr;
 

@@ -10,6 +10,7 @@ mod messages;
 mod nodes;
 mod presence;
 mod sends;
+mod state;
 
 use std::sync::Arc;
 
