@@ -68,6 +68,7 @@ families! {
     Messaging(crate::protocol::messaging::MessagingFrame) => super::messaging::handle,
     Moderation(crate::protocol::moderation::ModerationFrame) => super::moderation::handle,
     State(crate::protocol::state::StateFrame) => super::state::handle,
+    Tasks(crate::protocol::tasks::TaskFrame) => super::tasks::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

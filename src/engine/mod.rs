@@ -39,6 +39,7 @@ pub mod signal;
 pub mod state;
 pub mod status;
 pub mod sweeper;
+pub mod tasks;
 
 use std::sync::Arc;
 

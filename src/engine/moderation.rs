@@ -55,8 +55,7 @@ pub async fn handle(s: &mut Session, frame: ModerationFrame, _head: &Head) -> Ha
     let ctx = &s.engine.ctx;
     let me = &s.presence;
     let (mesh, caller) = caller(ctx, me).await?;
-    let privileged =
-        caller.role == Role::Admin || caller.pubkey.eq_ignore_ascii_case(&mesh.owner_pubkey);
+    let privileged = is_privileged(&mesh, &caller);
     let forbidden =
         |verb: &str| Refusal::new("forbidden", format!("only owner or admin can {verb}"));
     match frame {
@@ -80,7 +79,12 @@ pub async fn handle(s: &mut Session, frame: ModerationFrame, _head: &Head) -> Ha
 
 /// The caller's mesh and member row, read fresh: a member banned a moment
 /// ago moderates nothing.
-async fn caller(ctx: &Ctx, me: &Presence) -> Result<(Mesh, Member), Refusal> {
+/// An admin, or the mesh's owner (PROTOCOL-SESSIONS.md §9).
+pub fn is_privileged(mesh: &Mesh, m: &Member) -> bool {
+    m.role == Role::Admin || m.pubkey.eq_ignore_ascii_case(&mesh.owner_pubkey)
+}
+
+pub async fn caller(ctx: &Ctx, me: &Presence) -> Result<(Mesh, Member), Refusal> {
     let mesh = bounded(ctx.store.mesh_by_id(&me.mesh_id)).await?;
     let member = bounded(ctx.store.member_by_id(&me.mesh_id, &me.member_id)).await?;
     match (mesh, member) {

@@ -15,6 +15,7 @@ pub mod session_hello;
 pub mod state;
 pub mod status;
 pub mod target;
+pub mod tasks;
 pub mod types;
 pub mod wire;
 

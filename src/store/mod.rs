@@ -18,6 +18,7 @@ pub mod presence;
 pub mod rate;
 pub mod signatures;
 pub mod state;
+pub mod tasks;
 
 use async_trait::async_trait;
 
@@ -30,6 +31,7 @@ pub use presence::*;
 pub use rate::*;
 pub use signatures::*;
 pub use state::*;
+pub use tasks::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,6 +58,7 @@ pub trait Store:
     + AuditStore
     + SignatureStore
     + StateStore
+    + TaskStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

@@ -36,3 +36,4 @@ mod send_extras;
 mod sessions;
 mod state;
 mod store;
+mod tasks;

@@ -18,6 +18,7 @@ mod presence;
 mod rate;
 mod signatures;
 mod state;
+mod tasks;
 
 use super::*;
 use crate::protocol::Status;
@@ -45,6 +46,7 @@ struct State {
     /// SHA-256 of accepted hello signatures → kept until.
     signatures: HashMap<Vec<u8>, DateTime<Utc>>,
     state: state::States,
+    tasks: tasks::Tasks,
 }
 
 #[derive(Default)]

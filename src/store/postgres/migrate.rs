@@ -74,6 +74,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0013_bus_payload",
         include_str!("../../../migrations/0013_bus_payload.sql"),
     ),
+    (
+        14,
+        "0014_tasks",
+        include_str!("../../../migrations/0014_tasks.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

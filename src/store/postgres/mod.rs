@@ -14,6 +14,7 @@ mod rate;
 mod rows;
 mod signatures;
 mod state;
+mod tasks;
 
 use std::str::FromStr;
 

@@ -11,6 +11,7 @@ mod nodes;
 mod presence;
 mod sends;
 mod state;
+mod tasks;
 
 use std::sync::Arc;
 
