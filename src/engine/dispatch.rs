@@ -69,6 +69,7 @@ families! {
     Moderation(crate::protocol::moderation::ModerationFrame) => super::moderation::handle,
     State(crate::protocol::state::StateFrame) => super::state::handle,
     Tasks(crate::protocol::tasks::TaskFrame) => super::tasks::handle,
+    Memory(crate::protocol::memory::MemoryFrame) => super::memory::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

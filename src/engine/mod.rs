@@ -27,6 +27,7 @@ pub mod handoff;
 pub mod heartbeat;
 pub mod hello;
 pub mod join;
+pub mod memory;
 pub mod messaging;
 pub mod moderation;
 pub mod node;

@@ -8,6 +8,7 @@ pub mod hello;
 pub mod ids;
 pub mod invite;
 pub mod limits;
+pub mod memory;
 pub mod messaging;
 pub mod moderation;
 pub mod presence;

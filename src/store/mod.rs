@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod hooks;
 pub mod identity;
+pub mod memories;
 pub mod memory;
 pub mod messages;
 pub mod nodes;
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 pub use audit::*;
 pub use hooks::*;
 pub use identity::*;
+pub use memories::*;
 pub use messages::*;
 pub use nodes::*;
 pub use presence::*;
@@ -59,6 +61,7 @@ pub trait Store:
     + SignatureStore
     + StateStore
     + TaskStore
+    + MemoriesStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

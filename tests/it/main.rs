@@ -24,6 +24,7 @@ mod isolation;
 mod join;
 mod loadgen;
 mod member_routing;
+mod memory;
 mod messaging;
 mod migrate;
 mod moderation;

@@ -12,6 +12,7 @@ use uuid::Uuid;
 mod audit;
 mod hooks;
 mod identity;
+mod memories;
 mod messages;
 mod nodes;
 mod presence;
@@ -19,6 +20,7 @@ mod rate;
 mod signatures;
 mod state;
 mod tasks;
+mod text;
 
 use super::*;
 use crate::protocol::Status;
@@ -47,6 +49,7 @@ struct State {
     signatures: HashMap<Vec<u8>, DateTime<Utc>>,
     state: state::States,
     tasks: tasks::Tasks,
+    notes: memories::Notes,
 }
 
 #[derive(Default)]

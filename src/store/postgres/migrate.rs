@@ -79,6 +79,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0014_tasks",
         include_str!("../../../migrations/0014_tasks.sql"),
     ),
+    (
+        15,
+        "0015_memory",
+        include_str!("../../../migrations/0015_memory.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

@@ -6,6 +6,7 @@ mod attach;
 mod audit;
 mod hooks;
 mod identity;
+mod memories;
 mod messages;
 pub mod migrate;
 mod nodes;

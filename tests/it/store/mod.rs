@@ -6,6 +6,7 @@
 mod audit;
 mod hooks;
 mod identity;
+mod memories;
 mod messages;
 mod nodes;
 mod presence;
