@@ -70,6 +70,7 @@ families! {
     State(crate::protocol::state::StateFrame) => super::state::handle,
     Tasks(crate::protocol::tasks::TaskFrame) => super::tasks::handle,
     Memory(crate::protocol::memory::MemoryFrame) => super::memory::handle,
+    Contexts(crate::protocol::contexts::ContextFrame) => super::contexts::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

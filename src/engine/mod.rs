@@ -20,6 +20,7 @@ pub mod batcher;
 pub mod claims;
 pub mod clock;
 pub mod completer;
+pub mod contexts;
 pub mod delivery;
 pub mod dispatch;
 pub mod events;

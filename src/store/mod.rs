@@ -8,6 +8,7 @@
 //! `tests/it/store/` runs one conformance suite over both.
 
 pub mod audit;
+pub mod contexts;
 pub mod hooks;
 pub mod identity;
 pub mod memories;
@@ -24,6 +25,7 @@ pub mod tasks;
 use async_trait::async_trait;
 
 pub use audit::*;
+pub use contexts::*;
 pub use hooks::*;
 pub use identity::*;
 pub use memories::*;
@@ -62,6 +64,7 @@ pub trait Store:
     + StateStore
     + TaskStore
     + MemoriesStore
+    + ContextStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

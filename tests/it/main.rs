@@ -10,6 +10,7 @@ mod audit;
 mod cli;
 mod clock;
 mod cluster;
+mod contexts;
 mod dashboard;
 mod delivery;
 mod floods;

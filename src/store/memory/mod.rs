@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 mod audit;
+mod contexts;
 mod hooks;
 mod identity;
 mod memories;
@@ -50,6 +51,7 @@ struct State {
     state: state::States,
     tasks: tasks::Tasks,
     notes: memories::Notes,
+    contexts: contexts::Contexts,
 }
 
 #[derive(Default)]

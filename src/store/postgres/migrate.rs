@@ -84,6 +84,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0015_memory",
         include_str!("../../../migrations/0015_memory.sql"),
     ),
+    (
+        16,
+        "0016_contexts",
+        include_str!("../../../migrations/0016_contexts.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

@@ -1,0 +1,68 @@
+//! Contexts (PROTOCOL-MESH.md §5): what a member learned, one per member,
+//! replaced by each `share_context` (fire-and-forget, answered
+//! `context_shared`).
+
+use serde_json::Value;
+
+use super::tasks::tags;
+use super::wire::{Family, FrameSpec};
+
+/// `get_context` answers at most this many.
+pub const MAX_FOUND: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextFrame {
+    Share {
+        summary: String,
+        files_read: Vec<String>,
+        key_findings: Vec<String>,
+        tags: Vec<String>,
+    },
+    Get {
+        query: String,
+    },
+    List,
+}
+
+impl Family for ContextFrame {
+    const FRAMES: &'static [FrameSpec] = &[
+        FrameSpec::fire_and_forget("share_context"),
+        FrameSpec::request("get_context"),
+        FrameSpec::request("list_contexts"),
+    ];
+
+    fn parse(ty: &str, text: &str) -> Result<Self, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid frame: {e}"))?;
+        Ok(match ty {
+            // `summary` is bounded by max_message_bytes (the engine's).
+            "share_context" => ContextFrame::Share {
+                summary: match v.get("summary") {
+                    Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                    _ => return Err("`summary` must be a non-empty string".into()),
+                },
+                files_read: tags(&v, "filesRead")?,
+                key_findings: tags(&v, "keyFindings")?,
+                tags: tags(&v, "tags")?,
+            },
+            "get_context" => ContextFrame::Get {
+                query: match v.get("query") {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(q)) if q.chars().count() <= 1024 => q.clone(),
+                    Some(_) => {
+                        return Err("`query` must be a string of at most 1024 characters".into())
+                    }
+                },
+            },
+            "list_contexts" => ContextFrame::List,
+            other => unreachable!("`{other}` is not a context frame"),
+        })
+    }
+
+    fn ty(&self) -> &'static str {
+        match self {
+            ContextFrame::Share { .. } => "share_context",
+            ContextFrame::Get { .. } => "get_context",
+            ContextFrame::List => "list_contexts",
+        }
+    }
+}
