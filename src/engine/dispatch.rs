@@ -71,6 +71,7 @@ families! {
     Tasks(crate::protocol::tasks::TaskFrame) => super::tasks::handle,
     Memory(crate::protocol::memory::MemoryFrame) => super::memory::handle,
     Contexts(crate::protocol::contexts::ContextFrame) => super::contexts::handle,
+    Mesh(crate::protocol::mesh::MeshFrame) => super::mesh::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

@@ -29,6 +29,7 @@ pub mod heartbeat;
 pub mod hello;
 pub mod join;
 pub mod memory;
+pub mod mesh;
 pub mod messaging;
 pub mod moderation;
 pub mod node;

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod invite;
 pub mod limits;
 pub mod memory;
+pub mod mesh;
 pub mod messaging;
 pub mod moderation;
 pub mod presence;

@@ -38,6 +38,9 @@ pub trait MemoriesStore: Send + Sync + 'static {
     /// empty or stop-words-only query matches nothing.
     async fn recall(&self, mesh_id: &str, query: &str, limit: usize) -> StoreResult<Vec<Memory>>;
 
+    /// Memories of the mesh not forgotten.
+    async fn count_memories(&self, mesh_id: &str) -> StoreResult<u64>;
+
     /// Soft-deletes a memory: its author's, or anyone's when `privileged`.
     async fn forget(
         &self,

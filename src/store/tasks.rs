@@ -99,6 +99,9 @@ pub trait TaskStore: Send + Sync + 'static {
         result: Option<&str>,
     ) -> StoreResult<TaskCompletion>;
 
+    /// The mesh's tasks by status: (open, claimed, done).
+    async fn count_tasks(&self, mesh_id: &str) -> StoreResult<(u64, u64, u64)>;
+
     /// Newest first, at most `limit`, with exact filters.
     async fn list_tasks(
         &self,

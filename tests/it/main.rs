@@ -26,6 +26,7 @@ mod join;
 mod loadgen;
 mod member_routing;
 mod memory;
+mod mesh;
 mod messaging;
 mod migrate;
 mod moderation;

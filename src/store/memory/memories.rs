@@ -52,6 +52,12 @@ impl MemoriesStore for MemoryStore {
         Ok(hits.into_iter().take(limit).map(|h| h.2.clone()).collect())
     }
 
+    async fn count_memories(&self, mesh_id: &str) -> StoreResult<u64> {
+        let s = self.lock();
+        let notes = s.notes.get(mesh_id).into_iter().flatten();
+        Ok(notes.filter(|n| !n.forgotten).count() as u64)
+    }
+
     async fn forget(
         &self,
         mesh_id: &str,

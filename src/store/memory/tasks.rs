@@ -70,6 +70,19 @@ impl TaskStore for MemoryStore {
         Ok(TaskCompletion::Done)
     }
 
+    async fn count_tasks(&self, mesh_id: &str) -> StoreResult<(u64, u64, u64)> {
+        let s = self.lock();
+        let mut n = (0, 0, 0);
+        for t in s.tasks.get(mesh_id).into_iter().flatten() {
+            match t.status {
+                TaskStatus::Open => n.0 += 1,
+                TaskStatus::Claimed => n.1 += 1,
+                TaskStatus::Done => n.2 += 1,
+            }
+        }
+        Ok(n)
+    }
+
     async fn list_tasks(
         &self,
         mesh_id: &str,

@@ -59,6 +59,18 @@ impl MemoriesStore for PgStore {
             .collect())
     }
 
+    async fn count_memories(&self, mesh_id: &str) -> StoreResult<u64> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT count(*) FROM memory WHERE mesh_id = $1 AND forgotten_at IS NULL",
+                &[&mesh_id],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     async fn forget(
         &self,
         mesh_id: &str,

@@ -111,6 +111,22 @@ impl TaskStore for PgStore {
         })
     }
 
+    async fn count_tasks(&self, mesh_id: &str) -> StoreResult<(u64, u64, u64)> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'open'),
+                        count(*) FILTER (WHERE status = 'claimed'),
+                        count(*) FILTER (WHERE status = 'done')
+                 FROM task WHERE mesh_id = $1",
+                &[&mesh_id],
+            )
+            .await
+            .map_err(map_err)?;
+        let n = |i: usize| row.get::<_, i64>(i) as u64;
+        Ok((n(0), n(1), n(2)))
+    }
+
     async fn list_tasks(
         &self,
         mesh_id: &str,

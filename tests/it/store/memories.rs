@@ -135,10 +135,17 @@ async fn only_the_author_or_a_privileged_member_forgets(s: &dyn Store) {
         1,
         "still there"
     );
+    assert_eq!(s.count_memories(&m.id).await.unwrap(), 2);
     assert_eq!(
         s.forget(&m.id, n.id, &alice.id, false).await.unwrap(),
         Forgot::Done
     );
+    assert_eq!(
+        s.count_memories(&m.id).await.unwrap(),
+        1,
+        "forgotten ones do not count"
+    );
+    assert_eq!(s.count_memories("other").await.unwrap(), 0);
     assert_eq!(
         s.forget(&m.id, n.id, &alice.id, false).await.unwrap(),
         Forgot::NotFound,

@@ -116,6 +116,8 @@ async fn a_task_is_claimed_once_and_completed_by_whom_the_rule_allows(s: &dyn St
         (got.status, got.claimed_by.as_deref()),
         (TaskStatus::Claimed, Some("bob"))
     );
+    assert_eq!(s.count_tasks(&m.id).await.unwrap(), (0, 1, 0));
+    assert_eq!(s.count_tasks("other").await.unwrap(), (0, 0, 0));
     // Claimed: carol may not complete it; its claimer, creator or a
     // privileged member may, again and again.
     assert_eq!(
@@ -168,6 +170,10 @@ async fn a_task_is_claimed_once_and_completed_by_whom_the_rule_allows(s: &dyn St
         TaskClaim::NotClaimable,
         "done is not open"
     );
+    s.create_task(&new_task(&m, &alice, "fresh", None, t0()))
+        .await
+        .unwrap();
+    assert_eq!(s.count_tasks(&m.id).await.unwrap(), (1, 0, 2));
 }
 
 async fn racing_claims_have_one_winner(s: &dyn Store) {
