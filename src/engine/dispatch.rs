@@ -72,6 +72,7 @@ families! {
     Memory(crate::protocol::memory::MemoryFrame) => super::memory::handle,
     Contexts(crate::protocol::contexts::ContextFrame) => super::contexts::handle,
     Mesh(crate::protocol::mesh::MeshFrame) => super::mesh::handle,
+    Skills(crate::protocol::skills::SkillFrame) => super::skills::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

@@ -39,6 +39,7 @@ pub mod routing;
 pub mod session_hello;
 pub mod sessions;
 pub mod signal;
+pub mod skills;
 pub mod state;
 pub mod status;
 pub mod sweeper;

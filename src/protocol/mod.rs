@@ -15,6 +15,7 @@ pub mod messaging;
 pub mod moderation;
 pub mod presence;
 pub mod session_hello;
+pub mod skills;
 pub mod state;
 pub mod status;
 pub mod target;

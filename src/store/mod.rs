@@ -19,6 +19,7 @@ pub mod postgres;
 pub mod presence;
 pub mod rate;
 pub mod signatures;
+pub mod skills;
 pub mod state;
 pub mod tasks;
 
@@ -34,6 +35,7 @@ pub use nodes::*;
 pub use presence::*;
 pub use rate::*;
 pub use signatures::*;
+pub use skills::*;
 pub use state::*;
 pub use tasks::*;
 
@@ -65,6 +67,7 @@ pub trait Store:
     + TaskStore
     + MemoriesStore
     + ContextStore
+    + SkillStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

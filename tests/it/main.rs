@@ -37,6 +37,7 @@ mod process;
 mod replay;
 mod send_extras;
 mod sessions;
+mod skills;
 mod state;
 mod store;
 mod tasks;

@@ -19,6 +19,7 @@ mod nodes;
 mod presence;
 mod rate;
 mod signatures;
+mod skills;
 mod state;
 mod tasks;
 mod text;
@@ -52,6 +53,7 @@ struct State {
     tasks: tasks::Tasks,
     notes: memories::Notes,
     contexts: contexts::Contexts,
+    skills: skills::Skills,
 }
 
 #[derive(Default)]

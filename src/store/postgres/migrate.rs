@@ -89,6 +89,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0016_contexts",
         include_str!("../../../migrations/0016_contexts.sql"),
     ),
+    (
+        17,
+        "0017_skills",
+        include_str!("../../../migrations/0017_skills.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

@@ -15,6 +15,7 @@ mod presence;
 mod rate;
 mod rows;
 mod signatures;
+mod skills;
 mod state;
 mod tasks;
 

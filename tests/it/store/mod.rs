@@ -12,6 +12,7 @@ mod messages;
 mod nodes;
 mod presence;
 mod sends;
+mod skills;
 mod state;
 mod tasks;
 
