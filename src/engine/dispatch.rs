@@ -73,6 +73,7 @@ families! {
     Contexts(crate::protocol::contexts::ContextFrame) => super::contexts::handle,
     Mesh(crate::protocol::mesh::MeshFrame) => super::mesh::handle,
     Skills(crate::protocol::skills::SkillFrame) => super::skills::handle,
+    MessageStatus(crate::protocol::message_status::MessageStatusFrame) => super::message_status::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

@@ -30,6 +30,7 @@ pub mod hello;
 pub mod join;
 pub mod memory;
 pub mod mesh;
+pub mod message_status;
 pub mod messaging;
 pub mod moderation;
 pub mod node;

@@ -11,6 +11,7 @@ pub mod invite;
 pub mod limits;
 pub mod memory;
 pub mod mesh;
+pub mod message_status;
 pub mod messaging;
 pub mod moderation;
 pub mod presence;

@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod identity;
 pub mod memories;
 pub mod memory;
+pub mod message_status;
 pub mod messages;
 pub mod nodes;
 pub mod postgres;
@@ -30,6 +31,7 @@ pub use contexts::*;
 pub use hooks::*;
 pub use identity::*;
 pub use memories::*;
+pub use message_status::*;
 pub use messages::*;
 pub use nodes::*;
 pub use presence::*;
@@ -68,6 +70,7 @@ pub trait Store:
     + MemoriesStore
     + ContextStore
     + SkillStore
+    + MessageStatusStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

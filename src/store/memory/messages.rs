@@ -15,21 +15,21 @@ use crate::store::*;
 use async_trait::async_trait;
 
 pub(super) struct Row {
-    message_id: Uuid,
+    pub(super) message_id: Uuid,
     mesh_id: String,
-    member_id: String,
-    session: Option<Uuid>,
+    pub(super) member_id: String,
+    pub(super) session: Option<Uuid>,
     exclude: Option<Uuid>,
     priority: Priority,
-    claimed_session: Option<Uuid>,
+    pub(super) claimed_session: Option<Uuid>,
     /// The node that made the claim, so a dead node's claims can be freed.
     claimed_by: Option<Uuid>,
     claim_until: Option<DateTime<Utc>>,
 }
 
 pub(super) struct Held {
-    message: Arc<StoredMessage>,
-    target_spec: String,
+    pub(super) message: Arc<StoredMessage>,
+    pub(super) target_spec: String,
     expires_at: DateTime<Utc>,
     /// Delivery rows still pointing here.
     rows: usize,
@@ -38,15 +38,15 @@ pub(super) struct Held {
 #[derive(Default)]
 pub(super) struct Queue {
     next_id: i64,
-    rows: BTreeMap<i64, Row>,
+    pub(super) rows: BTreeMap<i64, Row>,
     by_session: HashMap<Uuid, BTreeSet<i64>>,
     /// (mesh, member) → member-addressed rows.
     by_member: HashMap<(String, String), BTreeSet<i64>>,
-    messages: HashMap<Uuid, Held>,
+    pub(super) messages: HashMap<Uuid, Held>,
     /// Remembered sends (mesh, sender member, client_message_id) → message.
     send_keys: HashMap<(String, String, String), Uuid>,
     /// Ended deliveries by message, for `delivered_retention_seconds`.
-    records: BTreeMap<Uuid, Vec<DeliveryRecord>>,
+    pub(super) records: BTreeMap<Uuid, Vec<DeliveryRecord>>,
     /// (scope, key) → (tokens, updated_at). Scope is the mesh id for send
     /// budgets.
     pub(super) buckets: HashMap<(String, String), (f64, DateTime<Utc>)>,

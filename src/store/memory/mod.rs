@@ -14,6 +14,7 @@ mod contexts;
 mod hooks;
 mod identity;
 mod memories;
+mod message_status;
 mod messages;
 mod nodes;
 mod presence;

@@ -8,6 +8,7 @@ mod contexts;
 mod hooks;
 mod identity;
 mod memories;
+mod message_status;
 mod messages;
 pub mod migrate;
 mod nodes;
