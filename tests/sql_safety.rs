@@ -28,6 +28,10 @@ const ALLOWED: &[(&str, &str)] = &[
         "a `const &str` SELECT head in src/store/postgres/skills.rs: fixed text",
     ),
     (
+        "VAULT_COLS",
+        "a `const &str` column list in src/store/postgres/vault.rs: fixed text",
+    ),
+    (
         "TASK_COLS",
         "a `const &str` column list in src/store/postgres/tasks.rs: fixed text",
     ),
@@ -550,6 +554,11 @@ fn allow_list_reasons_still_hold() {
         source("src/store/postgres/skills.rs")
             .contains("const SKILL_SELECT: &str = \"SELECT mesh_id, name,"),
         "SKILL_SELECT is a string constant"
+    );
+    assert!(
+        source("src/store/postgres/vault.rs")
+            .contains("const VAULT_COLS: &str = \"mesh_id, member_id, key,"),
+        "VAULT_COLS is a string constant"
     );
     let bus = source("src/cluster/bus.rs");
     assert!(

@@ -74,6 +74,7 @@ families! {
     Mesh(crate::protocol::mesh::MeshFrame) => super::mesh::handle,
     Skills(crate::protocol::skills::SkillFrame) => super::skills::handle,
     MessageStatus(crate::protocol::message_status::MessageStatusFrame) => super::message_status::handle,
+    Vault(crate::protocol::vault::VaultFrame) => super::vault::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

@@ -45,6 +45,7 @@ pub mod state;
 pub mod status;
 pub mod sweeper;
 pub mod tasks;
+pub mod vault;
 
 use std::sync::Arc;
 

@@ -22,6 +22,7 @@ pub mod status;
 pub mod target;
 pub mod tasks;
 pub mod types;
+pub mod vault;
 pub mod wire;
 
 pub use status::Source;

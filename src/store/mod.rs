@@ -23,6 +23,7 @@ pub mod signatures;
 pub mod skills;
 pub mod state;
 pub mod tasks;
+pub mod vault;
 
 use async_trait::async_trait;
 
@@ -40,6 +41,7 @@ pub use signatures::*;
 pub use skills::*;
 pub use state::*;
 pub use tasks::*;
+pub use vault::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,6 +73,7 @@ pub trait Store:
     + ContextStore
     + SkillStore
     + MessageStatusStore
+    + VaultStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

@@ -42,3 +42,4 @@ mod skills;
 mod state;
 mod store;
 mod tasks;
+mod vault;

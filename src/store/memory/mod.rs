@@ -24,6 +24,7 @@ mod skills;
 mod state;
 mod tasks;
 mod text;
+mod vault;
 
 use super::*;
 use crate::protocol::Status;
@@ -55,6 +56,7 @@ struct State {
     notes: memories::Notes,
     contexts: contexts::Contexts,
     skills: skills::Skills,
+    vaults: vault::Vaults,
 }
 
 #[derive(Default)]

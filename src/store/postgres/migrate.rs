@@ -94,6 +94,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0017_skills",
         include_str!("../../../migrations/0017_skills.sql"),
     ),
+    (
+        18,
+        "0018_vault",
+        include_str!("../../../migrations/0018_vault.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

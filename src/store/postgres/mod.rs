@@ -19,6 +19,7 @@ mod signatures;
 mod skills;
 mod state;
 mod tasks;
+mod vault;
 
 use std::str::FromStr;
 

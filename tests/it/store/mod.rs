@@ -16,6 +16,7 @@ mod sends;
 mod skills;
 mod state;
 mod tasks;
+mod vault;
 
 use std::sync::Arc;
 
