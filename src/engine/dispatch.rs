@@ -75,6 +75,7 @@ families! {
     Skills(crate::protocol::skills::SkillFrame) => super::skills::handle,
     MessageStatus(crate::protocol::message_status::MessageStatusFrame) => super::message_status::handle,
     Vault(crate::protocol::vault::VaultFrame) => super::vault::handle,
+    Vectors(crate::protocol::vectors::VectorFrame) => super::vectors::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

@@ -78,8 +78,9 @@ async fn info(ctx: &Ctx, me: &Presence) -> Handled {
         .collect();
     let memories = bounded(ctx.store.count_memories(mesh)).await?;
     let (open, claimed, done) = bounded(ctx.store.count_tasks(mesh)).await?;
-    // Files, streams and vector collections are later families
-    // (PROTOCOL-MESH.md §11, §14, §17): none exist in this broker yet.
+    let collections = bounded(ctx.store.list_collections(mesh)).await?;
+    // Files and streams are later families (PROTOCOL-MESH.md §14, §17):
+    // none exist in this broker yet.
     Ok(Reply::Frame(
         json!({
             "type": "mesh_info_result",
@@ -92,7 +93,7 @@ async fn info(ctx: &Ctx, me: &Presence) -> Handled {
             "tasks": {"open": open, "claimed": claimed, "done": done},
             "streams": [],
             "tables": [],
-            "collections": [],
+            "collections": collections,
             "yourName": me.display_name,
             "yourGroups": me.groups,
         })

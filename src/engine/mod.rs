@@ -46,6 +46,7 @@ pub mod status;
 pub mod sweeper;
 pub mod tasks;
 pub mod vault;
+pub mod vectors;
 
 use std::sync::Arc;
 

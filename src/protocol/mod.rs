@@ -23,6 +23,7 @@ pub mod target;
 pub mod tasks;
 pub mod types;
 pub mod vault;
+pub mod vectors;
 pub mod wire;
 
 pub use status::Source;

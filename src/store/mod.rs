@@ -24,6 +24,7 @@ pub mod skills;
 pub mod state;
 pub mod tasks;
 pub mod vault;
+pub mod vectors;
 
 use async_trait::async_trait;
 
@@ -42,6 +43,7 @@ pub use skills::*;
 pub use state::*;
 pub use tasks::*;
 pub use vault::*;
+pub use vectors::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -74,6 +76,7 @@ pub trait Store:
     + SkillStore
     + MessageStatusStore
     + VaultStore
+    + VectorStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

@@ -43,3 +43,4 @@ mod state;
 mod store;
 mod tasks;
 mod vault;
+mod vectors;

@@ -25,6 +25,7 @@ mod state;
 mod tasks;
 mod text;
 mod vault;
+mod vectors;
 
 use super::*;
 use crate::protocol::Status;
@@ -57,6 +58,7 @@ struct State {
     contexts: contexts::Contexts,
     skills: skills::Skills,
     vaults: vault::Vaults,
+    points: vectors::Points,
 }
 
 #[derive(Default)]

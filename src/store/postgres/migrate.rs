@@ -99,6 +99,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0018_vault",
         include_str!("../../../migrations/0018_vault.sql"),
     ),
+    (
+        19,
+        "0019_vectors",
+        include_str!("../../../migrations/0019_vectors.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

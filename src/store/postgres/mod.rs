@@ -20,6 +20,7 @@ mod skills;
 mod state;
 mod tasks;
 mod vault;
+mod vectors;
 
 use std::str::FromStr;
 

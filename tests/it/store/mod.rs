@@ -17,6 +17,7 @@ mod skills;
 mod state;
 mod tasks;
 mod vault;
+mod vectors;
 
 use std::sync::Arc;
 
