@@ -24,6 +24,7 @@ pub const KEYS: &[&str] = &[
     "send_rate_per_min",
     "send_burst",
     "hook_rate_limit_per_min",
+    "webhook_rate_limit_per_min",
     "hook_auth",
     "status_ttl_seconds",
     "hook_fresh_window_seconds",
@@ -87,6 +88,7 @@ pub struct Settings {
     pub send_rate_per_min: u32,
     pub send_burst: u32,
     pub hook_rate_limit_per_min: u32,
+    pub webhook_rate_limit_per_min: u32,
     pub hook_auth: Option<HookAuth>,
     pub status_ttl_seconds: u64,
     pub hook_fresh_window_seconds: u64,
@@ -125,6 +127,8 @@ impl Default for Settings {
             send_rate_per_min: 60,
             send_burst: 10,
             hook_rate_limit_per_min: 30,
+            // A CI system posting per job stays far below this.
+            webhook_rate_limit_per_min: 60,
             hook_auth: None,
             status_ttl_seconds: 60,
             hook_fresh_window_seconds: 30,
@@ -223,6 +227,10 @@ impl Settings {
             (
                 "hook_rate_limit_per_min",
                 self.hook_rate_limit_per_min as u64,
+            ),
+            (
+                "webhook_rate_limit_per_min",
+                self.webhook_rate_limit_per_min as u64,
             ),
             ("status_ttl_seconds", self.status_ttl_seconds),
             ("claim_lease_seconds", self.claim_lease_seconds),

@@ -76,6 +76,7 @@ families! {
     MessageStatus(crate::protocol::message_status::MessageStatusFrame) => super::message_status::handle,
     Vault(crate::protocol::vault::VaultFrame) => super::vault::handle,
     Vectors(crate::protocol::vectors::VectorFrame) => super::vectors::handle,
+    Webhooks(crate::protocol::webhooks::WebhookFrame) => super::webhooks::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

@@ -47,6 +47,7 @@ pub mod sweeper;
 pub mod tasks;
 pub mod vault;
 pub mod vectors;
+pub mod webhooks;
 
 use std::sync::Arc;
 

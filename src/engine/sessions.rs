@@ -318,6 +318,7 @@ impl Sessions {
         let heard = |(p, h): &(&Uuid, &SessionHandle)| match skip {
             Skip::Member(m) => h.member_id != *m,
             Skip::Presence(s) => *p != s,
+            Skip::Nobody => true,
         };
         for (_, h) in presences
             .iter()

@@ -49,6 +49,8 @@ pub enum Skip {
     /// Only this presence: a `session_hello`'s join reaches the member's
     /// other sessions too (PROTOCOL-SESSIONS.md §3).
     Presence(Uuid),
+    /// Every presence hears it (a webhook's push).
+    Nobody,
 }
 
 /// Carries signals to other nodes. Fire and forget: a lost wake-up only

@@ -3,6 +3,7 @@
 pub mod health;
 pub mod hook;
 pub mod join;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub fn router(node: Arc<Engine>, admin: Router<Arc<Engine>>) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/join", post(join::join))
         .route("/hook/set-status", post(hook::set_status))
+        .route("/hook/{mesh_id}/{secret}", post(webhook::inbound))
         .nest("/admin", admin)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

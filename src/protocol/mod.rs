@@ -24,6 +24,7 @@ pub mod tasks;
 pub mod types;
 pub mod vault;
 pub mod vectors;
+pub mod webhooks;
 pub mod wire;
 
 pub use status::Source;

@@ -25,6 +25,7 @@ pub mod state;
 pub mod tasks;
 pub mod vault;
 pub mod vectors;
+pub mod webhooks;
 
 use async_trait::async_trait;
 
@@ -44,6 +45,7 @@ pub use state::*;
 pub use tasks::*;
 pub use vault::*;
 pub use vectors::*;
+pub use webhooks::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -77,6 +79,7 @@ pub trait Store:
     + MessageStatusStore
     + VaultStore
     + VectorStore
+    + WebhookStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

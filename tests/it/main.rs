@@ -44,3 +44,4 @@ mod store;
 mod tasks;
 mod vault;
 mod vectors;
+mod webhooks;

@@ -26,6 +26,7 @@ mod tasks;
 mod text;
 mod vault;
 mod vectors;
+mod webhooks;
 
 use super::*;
 use crate::protocol::Status;
@@ -59,6 +60,7 @@ struct State {
     skills: skills::Skills,
     vaults: vault::Vaults,
     points: vectors::Points,
+    webhooks: webhooks::Webhooks,
 }
 
 #[derive(Default)]

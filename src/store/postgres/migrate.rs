@@ -104,6 +104,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0019_vectors",
         include_str!("../../../migrations/0019_vectors.sql"),
     ),
+    (
+        20,
+        "0020_webhooks",
+        include_str!("../../../migrations/0020_webhooks.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

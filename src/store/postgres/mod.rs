@@ -21,6 +21,7 @@ mod state;
 mod tasks;
 mod vault;
 mod vectors;
+mod webhooks;
 
 use std::str::FromStr;
 

@@ -18,6 +18,7 @@ mod state;
 mod tasks;
 mod vault;
 mod vectors;
+mod webhooks;
 
 use std::sync::Arc;
 
