@@ -30,6 +30,15 @@ pub struct RefusedLabels {
     pub code: &'static str,
 }
 
+/// A handled frame: its family, its type and its result (`ok` or the
+/// refusal's code). All three are fixed sets.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FrameLabels {
+    pub family: &'static str,
+    pub r#type: &'static str,
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub route: String,
@@ -45,6 +54,8 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter<u64, AtomicU64>>,
     /// Fire-and-forget frames refused without an answer (no `_reqId`).
     pub ws_refused: Family<RefusedLabels, Counter<u64, AtomicU64>>,
+    /// Every handled frame after the handshake, by family, type, result.
+    pub frames: Family<FrameLabels, Counter<u64, AtomicU64>>,
     /// Frames answered with `bad_request`.
     pub bad_frames: Counter<u64, AtomicU64>,
     /// Sockets closed for missing pongs.
@@ -105,6 +116,7 @@ impl Metrics {
         let http_requests = Family::default();
         let bad_frames = Counter::default();
         let ws_refused = Family::default();
+        let frames = Family::default();
         let pong_timeouts = Counter::default();
         let oversized_frames = Counter::default();
         let messages = Family::default();
@@ -274,6 +286,11 @@ impl Metrics {
             ws_refused.clone(),
         );
         registry.register(
+            "frames",
+            "Frames handled after the handshake, by family, type and result (ok or the error code)",
+            frames.clone(),
+        );
+        registry.register(
             "pong_timeouts",
             "Sockets closed because pongs stopped",
             pong_timeouts.clone(),
@@ -290,6 +307,7 @@ impl Metrics {
             http_requests,
             bad_frames,
             ws_refused,
+            frames,
             pong_timeouts,
             oversized_frames,
             messages,

@@ -24,7 +24,7 @@ use crate::store::{Presence, StoreError};
 
 /// The registry: one line per family, `Variant(frame type) => handler`.
 macro_rules! families {
-    ($($variant:ident($frame:ty) => $handler:path),* $(,)?) => {
+    ($($variant:ident($name:literal, $frame:ty) => $handler:path),* $(,)?) => {
         /// A parsed request of any family.
         #[derive(Debug, Clone, PartialEq)]
         pub enum Request {
@@ -36,6 +36,13 @@ macro_rules! families {
             pub fn ty(&self) -> &'static str {
                 match self {
                     $(Request::$variant(f) => f.ty()),*
+                }
+            }
+
+            /// The family it belongs to (the `family` label of metrics).
+            pub fn family(&self) -> &'static str {
+                match self {
+                    $(Request::$variant(_) => $name),*
                 }
             }
         }
@@ -54,29 +61,41 @@ macro_rules! families {
                 table
             });
 
-        /// Runs `request` through its family's handler.
+        /// Runs `request` through its family's handler and counts the
+        /// outcome in `broker_frames_total`.
         pub async fn handle(s: &mut Session, request: Request, head: &Head) -> Handled {
-            match request {
+            let (family, ty) = (request.family(), request.ty());
+            let handled = match request {
                 $(Request::$variant(f) => $handler(s, f, head).await),*
-            }
+            };
+            let result = match &handled {
+                Ok(_) => "ok",
+                Err(r) => r.code,
+            };
+            s.engine
+                .metrics
+                .frames
+                .get_or_create(&crate::metrics::FrameLabels { family, r#type: ty, result })
+                .inc();
+            handled
         }
     };
 }
 
 families! {
-    Presence(crate::protocol::presence::PresenceFrame) => super::presence::handle,
-    Messaging(crate::protocol::messaging::MessagingFrame) => super::messaging::handle,
-    Moderation(crate::protocol::moderation::ModerationFrame) => super::moderation::handle,
-    State(crate::protocol::state::StateFrame) => super::state::handle,
-    Tasks(crate::protocol::tasks::TaskFrame) => super::tasks::handle,
-    Memory(crate::protocol::memory::MemoryFrame) => super::memory::handle,
-    Contexts(crate::protocol::contexts::ContextFrame) => super::contexts::handle,
-    Mesh(crate::protocol::mesh::MeshFrame) => super::mesh::handle,
-    Skills(crate::protocol::skills::SkillFrame) => super::skills::handle,
-    MessageStatus(crate::protocol::message_status::MessageStatusFrame) => super::message_status::handle,
-    Vault(crate::protocol::vault::VaultFrame) => super::vault::handle,
-    Vectors(crate::protocol::vectors::VectorFrame) => super::vectors::handle,
-    Webhooks(crate::protocol::webhooks::WebhookFrame) => super::webhooks::handle,
+    Presence("presence", crate::protocol::presence::PresenceFrame) => super::presence::handle,
+    Messaging("messaging", crate::protocol::messaging::MessagingFrame) => super::messaging::handle,
+    Moderation("moderation", crate::protocol::moderation::ModerationFrame) => super::moderation::handle,
+    State("state", crate::protocol::state::StateFrame) => super::state::handle,
+    Tasks("tasks", crate::protocol::tasks::TaskFrame) => super::tasks::handle,
+    Memory("memory", crate::protocol::memory::MemoryFrame) => super::memory::handle,
+    Contexts("contexts", crate::protocol::contexts::ContextFrame) => super::contexts::handle,
+    Mesh("mesh", crate::protocol::mesh::MeshFrame) => super::mesh::handle,
+    Skills("skills", crate::protocol::skills::SkillFrame) => super::skills::handle,
+    MessageStatus("message_status", crate::protocol::message_status::MessageStatusFrame) => super::message_status::handle,
+    Vault("vault", crate::protocol::vault::VaultFrame) => super::vault::handle,
+    Vectors("vectors", crate::protocol::vectors::VectorFrame) => super::vectors::handle,
+    Webhooks("webhooks", crate::protocol::webhooks::WebhookFrame) => super::webhooks::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

@@ -206,6 +206,14 @@ async fn create_list_claim_complete(backend: Backend) {
         .map(|t| t["id"].as_str().unwrap())
         .collect();
     assert_eq!(claimed, [other.as_str()], "{st}");
+    let m = w.node.metrics().await;
+    for line in [
+        "broker_frames_total{family=\"tasks\",type=\"create_task\",result=\"ok\"} 3",
+        "broker_frames_total{family=\"tasks\",type=\"claim_task\",result=\"task_not_claimable\"} 3",
+        "broker_frames_total{family=\"tasks\",type=\"complete_task\",result=\"forbidden\"} 2",
+    ] {
+        assert!(m.contains(line), "{line} not in:\n{m}");
+    }
 }
 
 async fn bad_task_frames_are_refused(backend: Backend) {
