@@ -161,6 +161,17 @@ async fn bad_writes_are_refused_quietly_without_a_req_id(backend: Backend) {
         (e["code"].as_str(), e["_reqId"].as_str()),
         (Some("bad_request"), Some("g"))
     );
+    for f in [
+        json!({"type": "set_state", "key": "a\u{0}b", "value": 1, "_reqId": "nul"}),
+        json!({"type": "set_state", "key": "k", "value": "v\u{0}", "_reqId": "nul"}),
+    ] {
+        let e = a.request(f).await;
+        assert_eq!(
+            (e["code"].as_str(), e["_reqId"].as_str()),
+            (Some("bad_request"), Some("nul")),
+            "{e}"
+        );
+    }
     let l = a
         .request(json!({"type": "list_state", "_reqId": "l"}))
         .await;

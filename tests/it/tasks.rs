@@ -261,40 +261,57 @@ async fn bad_task_frames_are_refused(backend: Backend) {
     assert!(!entries.iter().any(|e| e.event_type.starts_with("task_")));
 }
 
-/// Two sessions on each of three nodes race to claim each of ten tasks:
-/// every task has exactly one winner.
+/// Thirty sessions on each of three nodes race to claim each of 100
+/// tasks, all at once: every task has exactly one winner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_claims_race_to_one_winner() {
     let c = cluster(3, |_| {}).await;
     let mut peers = Vec::new();
     for (i, node) in c.nodes.iter().enumerate() {
-        for j in 0..2 {
-            let who = if j == 0 { &c.alice } else { &c.bob };
+        for j in 0..30 {
+            let who = if j % 2 == 0 { &c.alice } else { &c.bob };
             let (p, _) = Peer::join(&node.ws_url(), who, &format!("n{i}-{j}")).await;
             peers.push(p);
         }
     }
     let mut ids = Vec::new();
-    for i in 0..10 {
+    for i in 0..100 {
         ids.push(create(&mut peers[0], &format!("t{i}"), json!({})).await);
     }
-    let mut winners: HashMap<String, usize> = HashMap::new();
-    for id in &ids {
-        let sends = peers.iter_mut().enumerate().map(|(k, p)| {
-            let f = json!({"type": "claim_task", "taskId": id, "_reqId": format!("k{k}")});
-            async move { p.request(f).await }
-        });
-        let replies = futures_util::future::join_all(sends).await;
-        for r in replies {
-            match r["type"].as_str() {
-                Some("task_list") => *winners.entry(id.clone()).or_default() += 1,
-                Some("error") => assert_eq!(r["code"], "task_not_claimable", "{r}"),
-                _ => panic!("unexpected {r}"),
+    // Each session sends all its claims, each in its own order, then reads
+    // the replies: every reply is a win (task_list) or task_not_claimable.
+    let rounds = peers.iter_mut().enumerate().map(|(k, p)| {
+        let mut order: Vec<(usize, &String)> = ids.iter().enumerate().collect();
+        order.rotate_left(k * 7 % ids.len());
+        async move {
+            for (n, id) in &order {
+                p.send(json!({"type": "claim_task", "taskId": id, "_reqId": format!("{n}")}))
+                    .await;
             }
+            let mut won = Vec::new();
+            for _ in 0..order.len() {
+                let r = p.recv().await;
+                match r["type"].as_str() {
+                    Some("task_list") => won.push(r["_reqId"].as_str().unwrap().to_string()),
+                    Some("error") => assert_eq!(r["code"], "task_not_claimable", "{r}"),
+                    _ => panic!("unexpected {r}"),
+                }
+            }
+            won
+        }
+    });
+    let mut winners: HashMap<String, usize> = HashMap::new();
+    for won in futures_util::future::join_all(rounds).await {
+        for n in won {
+            *winners.entry(n).or_default() += 1;
         }
     }
-    for id in &ids {
-        assert_eq!(winners.get(id), Some(&1), "{id}: {winners:?}");
+    for n in 0..ids.len() {
+        assert_eq!(
+            winners.get(&n.to_string()),
+            Some(&1),
+            "task {n}: {winners:?}"
+        );
     }
 }
 
