@@ -17,7 +17,15 @@ use crate::time::iso;
 pub async fn handle(s: &mut Session, frame: MeshFrame, _head: &Head) -> Handled {
     let ctx = &s.engine.ctx;
     let me = &s.presence;
-    caller(ctx, me).await?;
+    caller(ctx, me).await.map_err(|r| match (r.code, &frame) {
+        ("unavailable", MeshFrame::AuditQuery { .. }) => {
+            Refusal::new("audit_query_error", "the audit log cannot be read")
+        }
+        ("unavailable", MeshFrame::AuditVerify) => {
+            Refusal::new("audit_verify_error", "the audit log cannot be read")
+        }
+        _ => r,
+    })?;
     match frame {
         MeshFrame::Info => info(ctx, me).await,
         MeshFrame::AuditQuery {

@@ -24,7 +24,15 @@ fn failed(e: StoreError) -> Refusal {
 pub async fn handle(s: &mut Session, frame: VaultFrame, _head: &Head) -> Handled {
     let ctx = &s.engine.ctx;
     let me = &s.presence;
-    let (_, member) = caller(ctx, me).await?;
+    // Every storage failure of the family is `vault_error`, the caller's
+    // own lookup included: the clients match vault replies by `_reqId`.
+    let (_, member) = caller(ctx, me).await.map_err(|r| match r.code {
+        "unavailable" => Refusal::new(
+            "vault_error",
+            "the vault cannot be reached; nothing changed",
+        ),
+        _ => r,
+    })?;
     let (mesh_id, member_id) = (me.mesh_id.as_str(), member.id.as_str());
     let actor = Actor {
         member_id,

@@ -17,7 +17,12 @@ use crate::time::iso;
 pub async fn handle(s: &mut Session, frame: VectorFrame, _head: &Head) -> Handled {
     let ctx = &s.engine.ctx;
     let me = &s.presence;
-    let (mesh, member) = caller(ctx, me).await?;
+    let (mesh, member) = caller(ctx, me).await.map_err(|r| match (r.code, &frame) {
+        ("unavailable", VectorFrame::Store { .. }) => {
+            Refusal::new("vector_error", "the point cannot be stored")
+        }
+        _ => r,
+    })?;
     let actor = Actor {
         member_id: &member.id,
         name: &member.display_name,

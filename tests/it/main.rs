@@ -27,6 +27,7 @@ mod loadgen;
 mod member_routing;
 mod memory;
 mod mesh;
+mod mesh_outage;
 mod message_status;
 mod messaging;
 mod migrate;
