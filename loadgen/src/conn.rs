@@ -33,7 +33,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub type Sink = SplitSink<Ws, Message>;
-type Stream = SplitStream<Ws>;
+pub type Stream = SplitStream<Ws>;
 
 /// A connected, greeted peer.
 pub struct Conn {
@@ -76,7 +76,7 @@ fn hello_frame(ctx: &HelloCtx, index: usize, name: &str, member: &Member) -> Res
 
 /// Connects session slot `index` to `ws_url`, says hello as `name` and
 /// waits for `hello_ack`.
-async fn greet(
+pub async fn greet(
     ws_url: &str,
     ctx: &HelloCtx,
     index: usize,

@@ -8,6 +8,7 @@ mod conn;
 mod layout;
 mod payload;
 mod progress;
+mod recall;
 mod run;
 mod stats;
 mod workload;
@@ -36,6 +37,9 @@ Workloads (a peer's \"mesh\" is its own mesh; peer i is in mesh i % K):
              for --duration seconds
   idle       connect, hold --hold seconds; with --broker-pid, reports that
              process's VmRSS before connecting and at the end of the hold
+  recall     seeds --memories memories (remember, through 16 extra
+             sessions), then each peer sends --messages recalls, one at a
+             time; latency is each recall's round trip
 
 --meshes K (default 1, at most --peers): the peers are split over K meshes
 of --peers / K (the first --peers % K meshes get one more); every mesh needs
@@ -90,6 +94,7 @@ pub enum Workload {
     Group,
     Rate,
     Idle,
+    Recall,
 }
 
 impl Workload {
@@ -100,6 +105,7 @@ impl Workload {
             Workload::Group => "group",
             Workload::Rate => "rate",
             Workload::Idle => "idle",
+            Workload::Recall => "recall",
         }
     }
 }
@@ -156,6 +162,10 @@ pub struct Args {
     /// idle: broker process whose VmRSS is sampled (same machine).
     #[arg(long)]
     pub broker_pid: Option<u32>,
+    /// recall: memories seeded (through `remember`) before the recalls;
+    /// `--messages` is then the recalls per peer.
+    #[arg(long, default_value_t = 100_000)]
+    pub memories: u64,
     /// Print one JSON document on stdout and no progress bar.
     #[arg(long)]
     pub json: bool,
@@ -282,10 +292,31 @@ fn plan(args: &Args) -> Result<run::Plan> {
     })
 }
 
+/// The `recall` workload's plan: one mesh, `--peers` querying sessions.
+fn recall_plan(args: &Args) -> Result<recall::RecallPlan> {
+    if args.peers == 0 || args.memories == 0 || args.messages == 0 {
+        bail!("--workload recall needs --peers, --memories and --messages of at least 1");
+    }
+    if args.admin_token.is_empty() {
+        bail!("--admin-token (or BROKER_ADMIN_TOKEN) is required");
+    }
+    Ok(recall::RecallPlan {
+        node: admin::parse_node_url(&args.urls[0])?,
+        admin_token: args.admin_token.clone(),
+        peers: args.peers,
+        recalls_per_peer: args.messages,
+        memories: args.memories,
+        progress: !args.json,
+    })
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     let result = async {
+        if args.workload == Workload::Recall {
+            return recall::run(recall_plan(&args)?).await;
+        }
         let plan = plan(&args)?;
         run::run(plan).await
     }

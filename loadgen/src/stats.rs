@@ -48,12 +48,12 @@ struct Span {
     recipients: u32,
 }
 
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
 /// p50, p95, p99 and max of `h` (in µs) in milliseconds; zeros when empty.
-fn quantiles_ms(h: &Histogram<u64>) -> LatencyMs {
+pub fn quantiles_ms(h: &Histogram<u64>) -> LatencyMs {
     if h.is_empty() {
         return LatencyMs::default();
     }

@@ -273,3 +273,43 @@ async fn stalled_members_are_not_counted_as_lost() {
     assert_eq!(r["sent_to_stalled"], 0, "{r}");
     node.shutdown().await;
 }
+
+/// `recall` seeds the memories through `remember`, then every recall is
+/// answered and finds something: the JSON fields every workload shares.
+async fn recall_counts_every_answer(backend: Backend) {
+    let (node, _db) = fast_node(backend).await;
+    let r = loadgen(
+        &node,
+        "--workload recall --peers 2 --messages 10 --memories 400",
+    )
+    .await;
+    assert_eq!(
+        (
+            r["sent"].as_u64(),
+            r["delivered"].as_u64(),
+            r["lost"].as_u64()
+        ),
+        (Some(20), Some(20), Some(0)),
+        "{r}"
+    );
+    assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["throughput_msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    let mesh = first_mesh(&node).await;
+    let seeded = node.engine.store.count_memories(&mesh).await.unwrap();
+    assert_eq!(seeded, 400, "every memory seeded before the recalls");
+}
+
+async fn first_mesh(node: &TestNode) -> String {
+    let (_, v) = node.admin(reqwest::Method::GET, "/meshes", None).await;
+    v.as_array().unwrap()[0]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_recall() {
+    recall_counts_every_answer(Backend::Memory).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_recall() {
+    recall_counts_every_answer(Backend::Postgres).await
+}
