@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::text::{lexemes, parse, score};
+use std::collections::{BTreeSet, HashMap};
+
+use super::text::{lexemes, parse, score, Query};
 use super::MemoryStore;
 use crate::store::*;
 
@@ -14,8 +16,39 @@ pub(super) struct Note {
     forgotten: bool,
 }
 
-/// mesh → notes in the order remembered.
-pub(super) type Notes = std::collections::HashMap<String, Vec<Note>>;
+/// One mesh's notes in the order remembered, and which notes hold each
+/// stem, so a recall scores only the notes that can match.
+#[derive(Default)]
+pub(super) struct MeshNotes {
+    notes: Vec<Note>,
+    by_stem: HashMap<String, BTreeSet<usize>>,
+}
+
+/// mesh → its notes.
+pub(super) type Notes = HashMap<String, MeshNotes>;
+
+/// The notes `q` can match, when the index can say (`None`: any note,
+/// as for a query that is only a negation).
+fn candidates(q: &Query, by_stem: &HashMap<String, BTreeSet<usize>>) -> Option<BTreeSet<usize>> {
+    match q {
+        // Every stem of a phrase is in a matching note: its first will do.
+        Query::Phrase(stems) => Some(by_stem.get(&stems[0].1).cloned().unwrap_or_default()),
+        Query::Not(_) => None,
+        // Any positive part bounds the whole; the smallest is cheapest.
+        Query::All(qs) => qs
+            .iter()
+            .filter_map(|q| candidates(q, by_stem))
+            .min_by_key(BTreeSet::len),
+        Query::Any(qs) => {
+            qs.iter()
+                .map(|q| candidates(q, by_stem))
+                .try_fold(BTreeSet::new(), |mut all, c| {
+                    all.extend(c?);
+                    Some(all)
+                })
+        }
+    }
+}
 
 #[async_trait]
 impl MemoriesStore for MemoryStore {
@@ -25,11 +58,13 @@ impl MemoriesStore for MemoryStore {
             memory: m.clone(),
             forgotten: false,
         };
-        self.lock()
-            .notes
-            .entry(m.mesh_id.clone())
-            .or_default()
-            .push(note);
+        let mut s = self.lock();
+        let mesh = s.notes.entry(m.mesh_id.clone()).or_default();
+        let i = mesh.notes.len();
+        for (_, stem) in &note.words {
+            mesh.by_stem.entry(stem.clone()).or_default().insert(i);
+        }
+        mesh.notes.push(note);
         Ok(())
     }
 
@@ -38,15 +73,20 @@ impl MemoriesStore for MemoryStore {
             return Ok(Vec::new());
         };
         let s = self.lock();
-        let mut hits: Vec<(usize, usize, &Memory)> = s
-            .notes
-            .get(mesh_id)
-            .into_iter()
-            .flatten()
-            .enumerate()
-            .filter(|(_, n)| !n.forgotten)
-            .filter_map(|(i, n)| Some((score(&q, &n.words)?, i, &n.memory)))
-            .collect();
+        let Some(mesh) = s.notes.get(mesh_id) else {
+            return Ok(Vec::new());
+        };
+        let scored = |i: usize| {
+            let n = &mesh.notes[i];
+            if n.forgotten {
+                return None;
+            }
+            Some((score(&q, &n.words)?, i, &n.memory))
+        };
+        let mut hits: Vec<(usize, usize, &Memory)> = match candidates(&q, &mesh.by_stem) {
+            Some(c) => c.into_iter().filter_map(scored).collect(),
+            None => (0..mesh.notes.len()).filter_map(scored).collect(),
+        };
         // Best first, then newest (later in the list when times tie).
         hits.sort_by_key(|h| std::cmp::Reverse((h.0, h.2.remembered_at, h.1)));
         Ok(hits.into_iter().take(limit).map(|h| h.2.clone()).collect())
@@ -54,7 +94,7 @@ impl MemoriesStore for MemoryStore {
 
     async fn count_memories(&self, mesh_id: &str) -> StoreResult<u64> {
         let s = self.lock();
-        let notes = s.notes.get(mesh_id).into_iter().flatten();
+        let notes = s.notes.get(mesh_id).into_iter().flat_map(|m| &m.notes);
         Ok(notes.filter(|n| !n.forgotten).count() as u64)
     }
 
@@ -66,11 +106,11 @@ impl MemoriesStore for MemoryStore {
         privileged: bool,
     ) -> StoreResult<Forgot> {
         let mut s = self.lock();
-        let Some(n) = s
-            .notes
-            .get_mut(mesh_id)
-            .and_then(|ns| ns.iter_mut().find(|n| n.memory.id == id && !n.forgotten))
-        else {
+        let Some(n) = s.notes.get_mut(mesh_id).and_then(|m| {
+            m.notes
+                .iter_mut()
+                .find(|n| n.memory.id == id && !n.forgotten)
+        }) else {
             return Ok(Forgot::NotFound);
         };
         if !privileged && n.memory.remembered_by_member != member_id {

@@ -85,6 +85,11 @@ async fn recall_matches_every_word_stemmed(s: &dyn Store) {
         Vec::<Uuid>::new(),
         "phrase order"
     );
+    assert_eq!(
+        ids(s, &m.id, "-staging").await,
+        [notes[3].id, notes[1].id],
+        "a negation alone: every other memory, newest first"
+    );
     let got = s.recall(&m.id, "reviewers", 20).await.unwrap();
     assert_eq!(got, [notes[1].clone()], "stored as given");
 }
