@@ -23,6 +23,7 @@ mod hooks;
 mod idempotency;
 mod isolation;
 mod join;
+mod limits;
 mod loadgen;
 mod member_routing;
 mod memory;
