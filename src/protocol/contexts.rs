@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::tasks::tags;
+use super::fields::{keys, non_empty, opt_string};
 use super::wire::{Family, FrameSpec};
 
 /// `get_context` answers at most this many.
@@ -36,22 +36,13 @@ impl Family for ContextFrame {
         Ok(match ty {
             // `summary` is bounded by max_message_bytes (the engine's).
             "share_context" => ContextFrame::Share {
-                summary: match v.get("summary") {
-                    Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                    _ => return Err("`summary` must be a non-empty string".into()),
-                },
-                files_read: tags(&v, "filesRead")?,
-                key_findings: tags(&v, "keyFindings")?,
-                tags: tags(&v, "tags")?,
+                summary: non_empty(&v, "summary")?,
+                files_read: keys(&v, "filesRead")?,
+                key_findings: keys(&v, "keyFindings")?,
+                tags: keys(&v, "tags")?,
             },
             "get_context" => ContextFrame::Get {
-                query: match v.get("query") {
-                    None | Some(Value::Null) => String::new(),
-                    Some(Value::String(q)) if q.chars().count() <= 1024 => q.clone(),
-                    Some(_) => {
-                        return Err("`query` must be a string of at most 1024 characters".into())
-                    }
-                },
+                query: opt_string(&v, "query", 1024)?.unwrap_or_default(),
             },
             "list_contexts" => ContextFrame::List,
             other => unreachable!("`{other}` is not a context frame"),

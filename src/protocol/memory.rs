@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::tasks::tags;
+use super::fields::{keys, limited, non_empty};
 use super::wire::{Family, FrameSpec};
 
 /// At most this many memories per `recall`.
@@ -27,30 +27,18 @@ impl Family for MemoryFrame {
 
     fn parse(ty: &str, text: &str) -> Result<Self, String> {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid frame: {e}"))?;
-        let string = |field: &str, max: usize| match v.get(field) {
-            Some(Value::String(s)) if s.chars().count() <= max => Ok(s.clone()),
-            _ => Err(format!(
-                "`{field}` must be a string of at most {max} characters"
-            )),
-        };
         Ok(match ty {
             // `content` is bounded by max_message_bytes, which the engine
             // knows.
-            "remember" => {
-                let content = string("content", usize::MAX)?;
-                if content.is_empty() {
-                    return Err("`content` must not be empty".into());
-                }
-                MemoryFrame::Remember {
-                    content,
-                    tags: tags(&v, "tags")?,
-                }
-            }
+            "remember" => MemoryFrame::Remember {
+                content: non_empty(&v, "content")?,
+                tags: keys(&v, "tags")?,
+            },
             "recall" => MemoryFrame::Recall {
-                query: string("query", MAX_QUERY)?,
+                query: limited(&v, "query", MAX_QUERY)?,
             },
             "forget" => MemoryFrame::Forget {
-                memory_id: string("memoryId", 128)?,
+                memory_id: limited(&v, "memoryId", 128)?,
             },
             other => unreachable!("`{other}` is not a memory frame"),
         })

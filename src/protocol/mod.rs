@@ -5,6 +5,7 @@
 
 pub mod contexts;
 pub mod crypto;
+pub mod fields;
 pub mod hello;
 pub mod ids;
 pub mod invite;

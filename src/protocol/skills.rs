@@ -3,8 +3,7 @@
 
 use serde_json::Value;
 
-use super::state::{key_of, MAX_KEY};
-use super::tasks::tags;
+use super::fields::{key, keys, opt_string, string, MAX_KEY};
 use super::wire::{Family, FrameSpec};
 
 pub const MAX_DESCRIPTION: usize = 4096;
@@ -42,43 +41,24 @@ impl Family for SkillFrame {
         let mut v: Value = serde_json::from_str(text).map_err(|e| format!("invalid frame: {e}"))?;
         Ok(match ty {
             "share_skill" => SkillFrame::Share {
-                name: key_of(&v, "name")?,
-                description: match v.get("description") {
-                    None | Some(Value::Null) => String::new(),
-                    Some(Value::String(d)) if d.chars().count() <= MAX_DESCRIPTION => d.clone(),
-                    Some(_) => {
-                        return Err(format!(
-                            "`description` must be a string of at most {MAX_DESCRIPTION} characters"
-                        ))
-                    }
-                },
+                name: key(&v, "name")?,
+                description: opt_string(&v, "description", MAX_DESCRIPTION)?.unwrap_or_default(),
                 // Bounded by max_message_bytes, which the engine knows.
-                instructions: match v.get("instructions") {
-                    Some(Value::String(i)) => i.clone(),
-                    _ => return Err("`instructions` must be a string".into()),
-                },
-                tags: tags(&v, "tags")?,
+                instructions: string(&v, "instructions")?,
+                tags: keys(&v, "tags")?,
                 manifest: v
                     .get_mut("manifest")
                     .map(Value::take)
                     .unwrap_or(Value::Null),
             },
             "get_skill" => SkillFrame::Get {
-                name: key_of(&v, "name")?,
+                name: key(&v, "name")?,
             },
             "list_skills" => SkillFrame::List {
-                query: match v.get("query") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(q)) if q.chars().count() <= MAX_KEY => Some(q.clone()),
-                    Some(_) => {
-                        return Err(format!(
-                            "`query` must be a string of at most {MAX_KEY} characters"
-                        ))
-                    }
-                },
+                query: opt_string(&v, "query", MAX_KEY)?,
             },
             "remove_skill" => SkillFrame::Remove {
-                name: key_of(&v, "name")?,
+                name: key(&v, "name")?,
             },
             other => unreachable!("`{other}` is not a skill frame"),
         })

@@ -4,10 +4,9 @@
 
 use serde_json::Value;
 
+use super::fields::key;
 use super::wire::{Family, FrameSpec};
 
-/// Key-like strings of every mesh family (PROTOCOL-MESH.md §0).
-pub const MAX_KEY: usize = 256;
 /// Distinct keys per mesh; refused (`limit`) only when adding a key.
 pub const MAX_KEYS_PER_MESH: usize = 1000;
 
@@ -24,16 +23,6 @@ pub enum StateFrame {
     List,
 }
 
-/// A key: a string of 1–256 characters.
-pub fn key_of(v: &Value, field: &str) -> Result<String, String> {
-    match v.get(field) {
-        Some(Value::String(k)) if !k.is_empty() && k.chars().count() <= MAX_KEY => Ok(k.clone()),
-        _ => Err(format!(
-            "`{field}` must be a string of 1-{MAX_KEY} characters"
-        )),
-    }
-}
-
 impl Family for StateFrame {
     const FRAMES: &'static [FrameSpec] = &[
         FrameSpec::fire_and_forget("set_state"),
@@ -45,7 +34,7 @@ impl Family for StateFrame {
         let mut v: Value = serde_json::from_str(text).map_err(|e| format!("invalid frame: {e}"))?;
         Ok(match ty {
             "set_state" => {
-                let key = key_of(&v, "key")?;
+                let key = key(&v, "key")?;
                 let value = v
                     .get_mut("value")
                     .map(Value::take)
@@ -53,7 +42,7 @@ impl Family for StateFrame {
                 StateFrame::Set { key, value }
             }
             "get_state" => StateFrame::Get {
-                key: key_of(&v, "key")?,
+                key: key(&v, "key")?,
             },
             "list_state" => StateFrame::List,
             other => unreachable!("`{other}` is not a state frame"),
@@ -72,6 +61,7 @@ impl Family for StateFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::fields::MAX_KEY;
 
     #[test]
     fn keys_and_values_are_checked() {

@@ -4,14 +4,12 @@
 
 use serde_json::Value;
 
-use super::state::MAX_KEY;
+use super::fields::{bounded, keys, limited, opt_string};
 use super::wire::{Family, FrameSpec};
 
 pub const MAX_TITLE: usize = 1024;
 pub const MAX_ASSIGNEE: usize = 256;
 pub const MAX_PRIORITY: usize = 32;
-/// Items of any array field (PROTOCOL-MESH.md §0).
-pub const MAX_ITEMS: usize = 256;
 /// `list_tasks` and the `task_list` after a claim or complete.
 pub const MAX_LISTED: usize = 100;
 
@@ -36,45 +34,6 @@ pub enum TaskFrame {
     },
 }
 
-/// An optional string of at most `max` characters; null counts as absent.
-pub fn opt_string(v: &Value, field: &str, max: usize) -> Result<Option<String>, String> {
-    match v.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
-        Some(_) => Err(format!(
-            "`{field}` must be a string of at most {max} characters"
-        )),
-    }
-}
-
-/// A required string of 1–`max` characters.
-pub fn req_string(v: &Value, field: &str, max: usize) -> Result<String, String> {
-    match v.get(field) {
-        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= max => Ok(s.clone()),
-        _ => Err(format!("`{field}` must be a string of 1-{max} characters")),
-    }
-}
-
-/// An optional array of key-like strings (tags), at most 256 of them.
-pub fn tags(v: &Value, field: &str) -> Result<Vec<String>, String> {
-    let bad = || {
-        format!(
-            "`{field}` must be an array of at most {MAX_ITEMS} strings of 1-{MAX_KEY} characters"
-        )
-    };
-    match v.get(field) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) if a.len() <= MAX_ITEMS => a
-            .iter()
-            .map(|t| match t {
-                Value::String(s) if !s.is_empty() && s.chars().count() <= MAX_KEY => Ok(s.clone()),
-                _ => Err(bad()),
-            })
-            .collect(),
-        Some(_) => Err(bad()),
-    }
-}
-
 impl Family for TaskFrame {
     const FRAMES: &'static [FrameSpec] = &[
         FrameSpec::request("create_task"),
@@ -85,18 +44,15 @@ impl Family for TaskFrame {
 
     fn parse(ty: &str, text: &str) -> Result<Self, String> {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid frame: {e}"))?;
-        let task_id = || match v.get("taskId") {
-            Some(Value::String(s)) if s.len() <= 128 => Ok(s.clone()),
-            _ => Err("`taskId` must be a task id string".to_string()),
-        };
+        let task_id = || limited(&v, "taskId", 128);
         Ok(match ty {
             "create_task" => TaskFrame::Create {
-                title: req_string(&v, "title", MAX_TITLE)?,
+                title: bounded(&v, "title", MAX_TITLE)?,
                 assignee: opt_string(&v, "assignee", MAX_ASSIGNEE)?,
                 priority: opt_string(&v, "priority", MAX_PRIORITY)?
                     .filter(|p| !p.is_empty())
                     .unwrap_or_else(|| "normal".into()),
-                tags: tags(&v, "tags")?,
+                tags: keys(&v, "tags")?,
             },
             "claim_task" => TaskFrame::Claim {
                 task_id: task_id()?,
@@ -128,6 +84,7 @@ impl Family for TaskFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::fields::MAX_ITEMS;
 
     fn create(t: &str) -> Result<TaskFrame, String> {
         TaskFrame::parse("create_task", t)

@@ -3,8 +3,7 @@
 
 use serde_json::Value;
 
-use super::state::key_of;
-use super::tasks::MAX_ITEMS;
+use super::fields::{key, keys, opt_string, string};
 use super::wire::{Family, FrameSpec};
 
 pub const MAX_MOUNT_PATH: usize = 512;
@@ -31,23 +30,6 @@ pub enum VaultFrame {
     Get { keys: Vec<String> },
 }
 
-fn required(v: &Value, field: &str) -> Result<String, String> {
-    match v.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(format!("`{field}` must be a string")),
-    }
-}
-
-fn optional(v: &Value, field: &str, max: usize) -> Result<Option<String>, String> {
-    match v.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
-        Some(_) => Err(format!(
-            "`{field}` must be a string of at most {max} characters"
-        )),
-    }
-}
-
 impl Family for VaultFrame {
     const FRAMES: &'static [FrameSpec] = &[
         FrameSpec::request("vault_set"),
@@ -60,44 +42,32 @@ impl Family for VaultFrame {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid frame: {e}"))?;
         Ok(match ty {
             "vault_set" => {
-                let entry_type = required(&v, "entry_type")?;
+                let entry_type = string(&v, "entry_type")?;
                 if entry_type != "env" && entry_type != "file" {
                     return Err("`entry_type` must be \"env\" or \"file\"".into());
                 }
-                let mount_path = optional(&v, "mount_path", MAX_MOUNT_PATH)?;
+                let mount_path = opt_string(&v, "mount_path", MAX_MOUNT_PATH)?;
                 if mount_path.as_deref().is_some_and(|p| p.contains("..")) {
                     return Err("`mount_path` must not contain `..`".into());
                 }
                 VaultFrame::Set(VaultEntryIn {
-                    key: key_of(&v, "key")?,
-                    ciphertext: required(&v, "ciphertext")?,
-                    nonce: required(&v, "nonce")?,
-                    sealed_key: required(&v, "sealed_key")?,
+                    key: key(&v, "key")?,
+                    ciphertext: string(&v, "ciphertext")?,
+                    nonce: string(&v, "nonce")?,
+                    sealed_key: string(&v, "sealed_key")?,
                     entry_type,
                     mount_path,
-                    description: optional(&v, "description", MAX_VAULT_DESCRIPTION)?,
+                    description: opt_string(&v, "description", MAX_VAULT_DESCRIPTION)?,
                 })
             }
             "vault_list" => VaultFrame::List,
             "vault_delete" => VaultFrame::Delete {
-                key: key_of(&v, "key")?,
+                key: key(&v, "key")?,
             },
             "vault_get" => VaultFrame::Get {
                 keys: match v.get("keys") {
-                    Some(Value::Array(a)) if a.len() <= MAX_ITEMS => a
-                        .iter()
-                        .map(|k| match k {
-                            Value::String(s) if !s.is_empty() && s.chars().count() <= 256 => {
-                                Ok(s.clone())
-                            }
-                            _ => Err("`keys` must hold strings of 1-256 characters".to_string()),
-                        })
-                        .collect::<Result<_, _>>()?,
-                    _ => {
-                        return Err(format!(
-                            "`keys` must be an array of at most {MAX_ITEMS} keys"
-                        ))
-                    }
+                    Some(Value::Array(_)) => keys(&v, "keys")?,
+                    _ => return Err("`keys` must be an array of keys".into()),
                 },
             },
             other => unreachable!("`{other}` is not a vault frame"),

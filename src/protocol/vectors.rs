@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::state::MAX_KEY;
+use super::fields::{key, string};
 use super::wire::{Family, FrameSpec};
 
 pub const DEFAULT_LIMIT: usize = 10;
@@ -47,19 +47,7 @@ pub fn normalize(name: &str) -> String {
 }
 
 fn collection(v: &Value) -> Result<String, String> {
-    match v.get("collection") {
-        Some(Value::String(c)) if !c.is_empty() && c.chars().count() <= MAX_KEY => Ok(normalize(c)),
-        _ => Err(format!(
-            "`collection` must be a string of 1-{MAX_KEY} characters"
-        )),
-    }
-}
-
-fn string(v: &Value, field: &str) -> Result<String, String> {
-    match v.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(format!("`{field}` must be a string")),
-    }
+    key(v, "collection").map(|c| normalize(&c))
 }
 
 impl Family for VectorFrame {

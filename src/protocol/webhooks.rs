@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::fields::limited;
 use super::wire::{Family, FrameSpec};
 
 pub const MAX_NAME: usize = 256;
@@ -49,14 +50,7 @@ impl Family for WebhookFrame {
             },
             "list_webhooks" => WebhookFrame::List,
             "delete_webhook" => WebhookFrame::Delete {
-                name: match v.get("name") {
-                    Some(Value::String(n)) if n.chars().count() <= MAX_NAME => n.clone(),
-                    _ => {
-                        return Err(format!(
-                            "`name` must be a string of at most {MAX_NAME} characters"
-                        ))
-                    }
-                },
+                name: limited(&v, "name", MAX_NAME)?,
             },
             other => unreachable!("`{other}` is not a webhook frame"),
         })
