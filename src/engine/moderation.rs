@@ -85,15 +85,27 @@ pub fn is_privileged(mesh: &Mesh, m: &Member) -> bool {
 }
 
 pub async fn caller(ctx: &Ctx, me: &Presence) -> Result<(Mesh, Member), Refusal> {
-    let mesh = bounded(ctx.store.mesh_by_id(&me.mesh_id)).await?;
-    let member = bounded(ctx.store.member_by_id(&me.mesh_id, &me.member_id)).await?;
-    match (mesh, member) {
-        (Some(mesh), Some(m)) if m.revoked_at.is_none() => Ok((mesh, m)),
-        _ => Err(Refusal::new(
-            "forbidden",
-            "this session's member is no longer in the mesh",
-        )),
+    let member = member_of(ctx, me).await?;
+    match bounded(ctx.store.mesh_by_id(&me.mesh_id)).await? {
+        Some(mesh) => Ok((mesh, member)),
+        None => Err(gone()),
     }
+}
+
+/// The calling presence's member, read fresh: a member revoked a moment
+/// ago acts on nothing, and writes are attributed to its current name.
+pub async fn member_of(ctx: &Ctx, me: &Presence) -> Result<Member, Refusal> {
+    match bounded(ctx.store.member_by_id(&me.mesh_id, &me.member_id)).await? {
+        Some(m) if m.revoked_at.is_none() => Ok(m),
+        _ => Err(gone()),
+    }
+}
+
+fn gone() -> Refusal {
+    Refusal::new(
+        "forbidden",
+        "this session's member is no longer in the mesh",
+    )
 }
 
 /// Whether `key` is `target`, or starts with a hex `target` of 8+ chars.

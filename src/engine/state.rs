@@ -7,11 +7,12 @@ use serde_json::{json, Value};
 
 use super::audit::Actor;
 use super::dispatch::{Handled, Refusal, Reply, Session};
+use super::moderation::member_of;
 use super::signal::{Signal, Skip};
 use super::{bounded, Ctx};
 use crate::protocol::state::{StateFrame, MAX_KEYS_PER_MESH};
 use crate::protocol::wire::Head;
-use crate::store::{Member, Presence, StateEntry, StateWrite, StateWritten};
+use crate::store::{Presence, StateEntry, StateWrite, StateWritten};
 use crate::time::iso;
 
 pub async fn handle(s: &mut Session, frame: StateFrame, head: &Head) -> Handled {
@@ -49,18 +50,6 @@ pub async fn handle(s: &mut Session, frame: StateFrame, head: &Head) -> Handled 
 fn entry(e: &StateEntry) -> Value {
     json!({"key": e.key, "value": e.value, "updatedBy": e.updated_by,
         "updatedAt": iso(e.updated_at)})
-}
-
-/// The writing presence's member, read fresh: a revoked member writes
-/// nothing, and attribution uses its name at the time of the write.
-pub async fn member_of(ctx: &Ctx, me: &Presence) -> Result<Member, Refusal> {
-    match bounded(ctx.store.member_by_id(&me.mesh_id, &me.member_id)).await? {
-        Some(m) if m.revoked_at.is_none() => Ok(m),
-        _ => Err(Refusal::new(
-            "forbidden",
-            "this session's member is no longer in the mesh",
-        )),
-    }
 }
 
 async fn set(ctx: &Ctx, me: &Presence, key: &str, value: Value) -> Handled {

@@ -11,6 +11,7 @@ use claudemesh_broker::protocol::webhooks::MAX_ACTIVE_PER_MESH;
 use claudemesh_broker::store::{Point, Skill, VaultEntry, Webhook};
 
 use crate::both_stores;
+use crate::harness::client::assert_error;
 use crate::harness::{world, Backend, Peer};
 
 async fn full_families_answer_limit(backend: Backend) {
@@ -79,31 +80,15 @@ async fn full_families_answer_limit(backend: Backend) {
             .await
             .unwrap();
     }
-    for (f, what) in [
-        (
-            json!({"type": "vector_store", "collection": "one-more", "text": "t", "_reqId": "l"}),
-            "vectors",
-        ),
-        (
-            json!({"type": "share_skill", "name": "one-more", "instructions": "x", "_reqId": "l"}),
-            "skills",
-        ),
-        (
-            json!({"type": "vault_set", "key": "one-more", "ciphertext": "c", "nonce": "n",
+    for f in [
+        json!({"type": "vector_store", "collection": "one-more", "text": "t", "_reqId": "l"}),
+        json!({"type": "share_skill", "name": "one-more", "instructions": "x", "_reqId": "l"}),
+        json!({"type": "vault_set", "key": "one-more", "ciphertext": "c", "nonce": "n",
                 "sealed_key": "s", "entry_type": "env", "_reqId": "l"}),
-            "vault",
-        ),
-        (
-            json!({"type": "create_webhook", "name": "one-more", "_reqId": "l"}),
-            "webhooks",
-        ),
+        json!({"type": "create_webhook", "name": "one-more", "_reqId": "l"}),
     ] {
         let e = a.request(f).await;
-        assert_eq!(
-            (e["code"].as_str(), e["_reqId"].as_str()),
-            (Some("limit"), Some("l")),
-            "{what}: {e}"
-        );
+        assert_error(&e, "limit", "l");
     }
     let sk = a
         .request(json!({"type": "get_skill", "name": "one-more", "_reqId": "g"}))

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::both_stores;
 use crate::cluster::cluster;
+use crate::harness::client::assert_error;
 use crate::harness::{world, Backend, Peer};
 
 async fn remember(p: &mut Peer, content: &str) -> String {
@@ -76,11 +77,7 @@ async fn remember_recall_forget(backend: Backend) {
     let e = b
         .request(json!({"type": "forget", "memoryId": id, "_reqId": "f"}))
         .await;
-    assert_eq!(
-        (e["code"].as_str(), e["_reqId"].as_str()),
-        (Some("forbidden"), Some("f")),
-        "{e}"
-    );
+    assert_error(&e, "forbidden", "f");
     assert_eq!(recall(&mut b, "staging").await.len(), 1);
     let ack = a.request(json!({"type": "forget", "memoryId": id})).await;
     assert_eq!(
@@ -99,7 +96,7 @@ async fn remember_recall_forget(backend: Backend) {
 async fn bad_memory_frames_are_refused(backend: Backend) {
     let w = world(backend).await;
     let (mut a, _) = Peer::join(&w.node.ws_url(), &w.alice, "a1").await;
-    for (f, field) in [
+    a.expect_bad_requests(&[
         (json!({"type": "remember", "_reqId": "r"}), "content"),
         (
             json!({"type": "remember", "content": "", "_reqId": "r"}),
@@ -118,15 +115,8 @@ async fn bad_memory_frames_are_refused(backend: Backend) {
             json!({"type": "forget", "memoryId": 3, "_reqId": "r"}),
             "memoryId",
         ),
-    ] {
-        let e = a.request(f.clone()).await;
-        assert_eq!(
-            (e["code"].as_str(), e["_reqId"].as_str()),
-            (Some("bad_request"), Some("r")),
-            "{f} → {e}"
-        );
-        assert!(e["message"].as_str().unwrap().contains(field), "{e}");
-    }
+    ])
+    .await;
     assert!(recall(&mut a, "x").await.is_empty(), "nothing half-written");
     remember(&mut a, "the secret is hunter2").await;
     let mesh = &w.alice.mesh_id;

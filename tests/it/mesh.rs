@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::both_stores;
 use crate::cluster::cluster;
+use crate::harness::client::assert_error;
 use crate::harness::{world, Backend, Peer};
 
 async fn mesh_info_sums_up_the_mesh(backend: Backend) {
@@ -100,10 +101,7 @@ async fn the_audit_log_over_websocket(backend: Backend) {
     let e = a
         .request(json!({"type": "audit_query", "limit": "ten", "_reqId": "b"}))
         .await;
-    assert_eq!(
-        (e["code"].as_str(), e["_reqId"].as_str()),
-        (Some("bad_request"), Some("b"))
-    );
+    assert_error(&e, "bad_request", "b");
 }
 
 /// Counts written through node 0 are read the same on node 1.

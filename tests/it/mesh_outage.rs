@@ -8,6 +8,7 @@ use std::sync::Arc;
 use claudemesh_broker::store::postgres::PgStore;
 use serde_json::json;
 
+use crate::harness::client::assert_error;
 use crate::harness::proxy::{Link, Proxy};
 use crate::harness::{test_settings, Peer, TestDb, TestNode};
 
@@ -64,11 +65,7 @@ async fn every_family_answers_a_storage_failure() {
         // A cut link fails fast; a stalled one after the 5 s database
         // timeout: either way within this.
         let e = a.recv_any_within(std::time::Duration::from_secs(12)).await;
-        assert_eq!(
-            (e["type"].as_str(), e["code"].as_str(), e["_reqId"].as_str()),
-            (Some("error"), Some(code), Some(req.as_str())),
-            "{e}"
-        );
+        assert_error(&e, code, &req);
     }
     proxy.set(Link::Pass);
 }

@@ -11,6 +11,7 @@ use claudemesh_broker::store::{Bucket, NewDelivery, NewMessage, Outgoing};
 
 use crate::both_stores;
 use crate::cluster::cluster;
+use crate::harness::client::assert_error;
 use crate::harness::{world, Backend, Peer, World};
 use crate::messaging::{expect_push, send};
 
@@ -74,11 +75,7 @@ async fn delivered_held_and_errors(backend: Backend) {
 
     for bad in ["short", "0357S7tR-8aKks", &"x".repeat(33)] {
         let e = status(&mut a, bad).await;
-        assert_eq!(
-            (e["code"].as_str(), e["_reqId"].as_str()),
-            (Some("invalid_argument"), Some("ms")),
-            "{e}"
-        );
+        assert_error(&e, "invalid_argument", "ms");
         assert_eq!(
             e["message"],
             format!("messageId must be 8-32 base62 chars (got {})", bad.len())
@@ -111,11 +108,7 @@ async fn an_ambiguous_prefix_is_refused(backend: Backend) {
     let (e1, e2) = (ids::encode(first), ids::encode(second));
     assert_eq!(e1[..20], e2[..20]);
     let e = status(&mut a, &e1[..20]).await;
-    assert_eq!(
-        (e["code"].as_str(), e["_reqId"].as_str()),
-        (Some("ambiguous_prefix"), Some("ms")),
-        "{e}"
-    );
+    assert_error(&e, "ambiguous_prefix", "ms");
     for id in [&e1, &e2] {
         let r = status(&mut a, id).await;
         assert_eq!(

@@ -2,12 +2,13 @@
 //! unban, what each selects, the replies and close codes, across nodes.
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use claudemesh_broker::protocol::crypto::KeyPair;
 
 use crate::both_stores;
 use crate::cluster::cluster;
+use crate::harness::client::assert_error;
 use crate::harness::{world, Backend, Member, Peer, TestNode};
 
 /// Enrols `name` in mesh `m` with `role` and `keys`.
@@ -25,15 +26,6 @@ async fn enrol(node: &TestNode, name: &str, role: &str, keys: KeyPair) -> Member
         mesh_id: m["meshId"].as_str().unwrap().to_string(),
         keys,
     }
-}
-
-fn error(r: &Value, code: &str, req_id: &str) {
-    assert_eq!(
-        (r["type"].as_str(), r["code"].as_str()),
-        (Some("error"), Some(code)),
-        "{r}"
-    );
-    assert_eq!(r["_reqId"], req_id, "{r}");
 }
 
 /// An admin on node 0 disconnects a session on node 2 (1000, presence
@@ -111,7 +103,7 @@ async fn only_owner_or_admin_moderates(backend: Backend) {
         let r = a
             .request(json!({"type": ty, "target": "bob", "_reqId": ty}))
             .await;
-        error(&r, "forbidden", ty);
+        assert_error(&r, "forbidden", ty);
         assert_eq!(r["message"], format!("only owner or admin can {verb}"));
     }
     let r = a.request(json!({"type": "list_bans", "_reqId": "l"})).await;
@@ -159,18 +151,18 @@ async fn ban_list_and_unban(backend: Backend) {
     let (mut c1, _) = Peer::join(&url, &carol, "c1").await;
     let (mut c2, _) = Peer::join(&url, &carol, "c2").await;
 
-    error(
+    assert_error(
         &o.request(json!({"type": "ban", "_reqId": "b0"})).await,
         "invalid",
         "b0",
     );
-    error(
+    assert_error(
         &o.request(json!({"type": "ban", "target": "owner", "_reqId": "b1"}))
             .await,
         "invalid",
         "b1",
     );
-    error(
+    assert_error(
         &o.request(json!({"type": "ban", "target": "nobody", "_reqId": "b2"}))
             .await,
         "not_found",
@@ -202,12 +194,12 @@ async fn ban_list_and_unban(backend: Backend) {
         (Some("carol"), Some(carol.keys.public_hex.as_str()))
     );
     assert!(bans[0]["revokedAt"].as_str().unwrap().ends_with('Z'));
-    error(
+    assert_error(
         &o.request(json!({"type": "unban", "_reqId": "u0"})).await,
         "invalid",
         "u0",
     );
-    error(
+    assert_error(
         &o.request(json!({"type": "unban", "target": "owner", "_reqId": "u1"}))
             .await,
         "not_found",
@@ -242,7 +234,7 @@ async fn an_ambiguous_ban_is_refused(backend: Backend) {
     let e = r
         .request(json!({"type": "ban", "target": "twin", "_reqId": "t"}))
         .await;
-    error(&e, "invalid", "t");
+    assert_error(&e, "invalid", "t");
     let l = r.request(json!({"type": "list_bans"})).await;
     assert_eq!(l["bans"], json!([]));
 }

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::both_stores;
+use crate::harness::client::assert_error;
 use crate::harness::{world, Backend, Peer};
 
 async fn share_get_list_remove(backend: Backend) {
@@ -54,11 +55,7 @@ async fn share_get_list_remove(backend: Backend) {
     let mut by_bob = share.clone();
     by_bob["_reqId"] = json!("k2");
     let e = b.request(by_bob).await;
-    assert_eq!(
-        (e["code"].as_str(), e["_reqId"].as_str()),
-        (Some("forbidden"), Some("k2")),
-        "{e}"
-    );
+    assert_error(&e, "forbidden", "k2");
     let e = b
         .request(json!({"type": "remove_skill", "name": "release-checklist", "_reqId": "k3"}))
         .await;
@@ -71,7 +68,7 @@ async fn share_get_list_remove(backend: Backend) {
         .request(json!({"type": "remove_skill", "name": "release-checklist", "_reqId": "k5"}))
         .await;
     assert_eq!(r["action"], "not_found");
-    for (f, field) in [
+    a.expect_bad_requests(&[
         (
             json!({"type": "share_skill", "instructions": "x", "_reqId": "r"}),
             "name",
@@ -92,15 +89,8 @@ async fn share_get_list_remove(backend: Backend) {
             json!({"type": "list_skills", "query": 1, "_reqId": "r"}),
             "query",
         ),
-    ] {
-        let e = a.request(f.clone()).await;
-        assert_eq!(
-            (e["code"].as_str(), e["_reqId"].as_str()),
-            (Some("bad_request"), Some("r")),
-            "{f} → {e}"
-        );
-        assert!(e["message"].as_str().unwrap().contains(field), "{e}");
-    }
+    ])
+    .await;
     let l = a
         .request(json!({"type": "list_skills", "_reqId": "l"}))
         .await;

@@ -12,6 +12,7 @@ use claudemesh_broker::protocol::crypto::KeyPair;
 
 use crate::both_stores;
 use crate::cluster::cluster;
+use crate::harness::client::assert_error;
 use crate::harness::{world, Backend, Member, Peer, TestNode};
 
 async fn create(p: &mut Peer, title: &str, extra: Value) -> String {
@@ -135,11 +136,7 @@ async fn create_list_claim_complete(backend: Backend) {
     let e = a
         .request(json!({"type": "claim_task", "taskId": review, "_reqId": "k"}))
         .await;
-    assert_eq!(
-        (e["code"].as_str(), e["_reqId"].as_str()),
-        (Some("task_not_claimable"), Some("k")),
-        "{e}"
-    );
+    assert_error(&e, "task_not_claimable", "k");
     let e = a
         .request(json!({"type": "claim_task", "taskId": "nope", "_reqId": "k2"}))
         .await;
@@ -166,11 +163,7 @@ async fn create_list_claim_complete(backend: Backend) {
     let e = b
         .request(json!({"type": "complete_task", "taskId": "0357S7tR8aKksslUdH6nUq0000000000", "_reqId": "x"}))
         .await;
-    assert_eq!(
-        (e["code"].as_str(), e["_reqId"].as_str()),
-        (Some("task_not_found"), Some("x")),
-        "{e}"
-    );
+    assert_error(&e, "task_not_found", "x");
 
     // A third member may complete an open task, not a claimed one.
     let carol = enrol(&w.node, "carol").await;
@@ -186,11 +179,7 @@ async fn create_list_claim_complete(backend: Backend) {
     let e = c
         .request(json!({"type": "complete_task", "taskId": other, "_reqId": "f"}))
         .await;
-    assert_eq!(
-        (e["code"].as_str(), e["_reqId"].as_str()),
-        (Some("forbidden"), Some("f")),
-        "{e}"
-    );
+    assert_error(&e, "forbidden", "f");
     let open = create(&mut a, "anyone", json!({})).await;
     let l = c
         .request(json!({"type": "complete_task", "taskId": open}))
@@ -219,7 +208,7 @@ async fn create_list_claim_complete(backend: Backend) {
 async fn bad_task_frames_are_refused(backend: Backend) {
     let w = world(backend).await;
     let (mut a, _) = Peer::join(&w.node.ws_url(), &w.alice, "a1").await;
-    for (f, field) in [
+    a.expect_bad_requests(&[
         (json!({"type": "create_task", "_reqId": "r"}), "title"),
         (
             json!({"type": "create_task", "title": "t", "tags": [1], "_reqId": "r"}),
@@ -238,15 +227,8 @@ async fn bad_task_frames_are_refused(backend: Backend) {
             json!({"type": "list_tasks", "status": 1, "_reqId": "r"}),
             "status",
         ),
-    ] {
-        let e = a.request(f.clone()).await;
-        assert_eq!(
-            (e["code"].as_str(), e["_reqId"].as_str()),
-            (Some("bad_request"), Some("r")),
-            "{f} → {e}"
-        );
-        assert!(e["message"].as_str().unwrap().contains(field), "{e}");
-    }
+    ])
+    .await;
     let l = a
         .request(json!({"type": "list_tasks", "_reqId": "l"}))
         .await;

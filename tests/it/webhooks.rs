@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::both_stores;
 use crate::cluster::cluster;
+use crate::harness::client::assert_error;
 use crate::harness::{world_with, Backend, Peer, TestNode};
 
 async fn post(node: &TestNode, path: &str, body: &str) -> (u16, Value) {
@@ -149,11 +150,7 @@ async fn create_post_list_delete(backend: Backend) {
         let e = b
             .request(json!({"type": "create_webhook", "name": name, "_reqId": "w"}))
             .await;
-        assert_eq!(
-            (e["code"].as_str(), e["_reqId"].as_str()),
-            (Some("invalid_webhook"), Some("w")),
-            "{e}"
-        );
+        assert_error(&e, "invalid_webhook", "w");
     }
     let e = b
         .request(json!({"type": "delete_webhook", "name": "ci", "_reqId": "w3"}))

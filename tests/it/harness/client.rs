@@ -269,6 +269,16 @@ impl Peer {
         e
     }
 
+    /// Sends each frame (each with `_reqId` `"r"`) and expects a
+    /// `bad_request` echoing it whose message names the field.
+    pub async fn expect_bad_requests(&mut self, cases: &[(Value, &str)]) {
+        for (f, field) in cases {
+            let e = self.request(f.clone()).await;
+            assert_error(&e, "bad_request", "r");
+            assert!(e["message"].as_str().unwrap().contains(field), "{f} → {e}");
+        }
+    }
+
     /// Sends `v` and returns the reply.
     pub async fn request(&mut self, v: Value) -> Value {
         self.send(v).await;
@@ -303,4 +313,13 @@ impl Peer {
         })
         .await;
     }
+}
+
+/// Asserts `r` is an `error` with `code` that echoes `req_id`.
+pub fn assert_error(r: &Value, code: &str, req_id: &str) {
+    assert_eq!(
+        (r["type"].as_str(), r["code"].as_str(), r["_reqId"].as_str()),
+        (Some("error"), Some(code), Some(req_id)),
+        "{r}"
+    );
 }
