@@ -14,6 +14,7 @@ pub mod migrate;
 mod nodes;
 mod presence;
 mod rate;
+mod records;
 mod rows;
 mod signatures;
 mod skills;
