@@ -1,7 +1,7 @@
 //! The heartbeat: this node's row in the registry kept fresh, the
 //! database's health recorded as it goes, a lost lease (another node
-//! declared us dead) answered by registering again, and the sockets'
-//! activity recorded for moderation.
+//! declared us dead) answered by registering again and taking back the
+//! sessions still ours, and the sockets' activity recorded for moderation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,16 +22,17 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let beat = super::bounded(ctx.store.heartbeat_node(
-            ctx.node_id,
-            ctx.now(),
-            ctx.node.is_draining(),
-        ))
+        let beat = super::bounded(
+            ctx.store
+                .heartbeat_node(ctx.node_id, ctx.node.is_draining()),
+        )
         .await;
-        let ok = beat.is_ok();
-        if let Ok(false) = beat {
-            lease_lost(&ctx).await;
-        }
+        let ok = match beat {
+            Ok(true) => true,
+            Ok(false) => lease_lost(&ctx).await,
+            Err(_) => false,
+        };
+        ctx.node.beat(ok);
         if ok {
             record_activity(&ctx).await;
         }
@@ -60,20 +61,42 @@ async fn record_activity(ctx: &Ctx) {
     }
 }
 
-/// Our row was reaped (we were silent past the lease, e.g. a long database
-/// outage): other nodes have moved our sessions to grace. Register again
-/// and close our sockets so clients re-attach cleanly (1012: restart).
-async fn lease_lost(ctx: &Ctx) {
-    tracing::warn!(node_id = %ctx.node_id, "node lease lost: re-registering and closing sockets");
+/// Our row was reaped: another node judged us silent past the lease (a
+/// partition of this node alone; after an outage of the whole database
+/// nobody judges, see the sweeper) and moved our sessions to grace. We
+/// register again and take back, silently, every session still ours; only
+/// sockets whose presence was ended or taken over meanwhile close (1012),
+/// so their clients re-attach. `true` once registered again.
+async fn lease_lost(ctx: &Ctx) -> bool {
+    tracing::warn!(node_id = %ctx.node_id, "node lease lost: re-registering");
     let row = NodeRow {
         id: ctx.node_id,
         addr: ctx.node.listen_addr.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: ctx.now(),
     };
-    if let Err(e) = ctx.store.register_node(&row).await {
+    if let Err(e) = super::bounded(ctx.store.register_node(&row)).await {
         tracing::warn!(node_id = %ctx.node_id, error = %e, "could not re-register");
+        return false;
     }
-    ctx.sessions
-        .close_every(close::SERVICE_RESTART, "node lease lost");
+    let local = ctx.sessions.presences();
+    match super::bounded(ctx.store.readopt_presences(ctx.node_id, &local)).await {
+        Ok(back) => {
+            let back: std::collections::HashSet<_> = back.into_iter().collect();
+            let lost = ctx
+                .sessions
+                .close_unless(&back, close::SERVICE_RESTART, "node lease lost");
+            tracing::warn!(node_id = %ctx.node_id, kept = back.len(), closed = lost,
+                "registered again: sessions still ours taken back");
+            // Their claims were released with our row: claim them again.
+            ctx.sessions.wake_all();
+        }
+        Err(e) => {
+            // Not knowing which are ours, every client re-attaches.
+            tracing::warn!(node_id = %ctx.node_id, error = %e, "could not take sessions back");
+            ctx.sessions
+                .close_every(close::SERVICE_RESTART, "node lease lost");
+        }
+    }
+    true
 }

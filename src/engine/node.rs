@@ -29,6 +29,10 @@ pub struct NodeState {
     pub tracker: TaskTracker,
     /// New-connection token bucket: (tokens, last refill).
     conn_rate: Mutex<(f64, Instant)>,
+    /// Since when every heartbeat has succeeded (`None` after a failure):
+    /// only a node that has been beating for a whole lease may judge
+    /// others, so after an outage every node beats before anyone is reaped.
+    steady_since: Mutex<Option<Instant>>,
 }
 
 impl NodeState {
@@ -47,7 +51,24 @@ impl NodeState {
             close_sockets: CancellationToken::new(),
             tracker: TaskTracker::new(),
             conn_rate: Mutex::new((conn_burst, Instant::now())),
+            steady_since: Mutex::new(None),
         }
+    }
+
+    /// Records a heartbeat's outcome (see `steady_since`).
+    pub fn beat(&self, ok: bool) {
+        let mut s = self.steady_since.lock().unwrap_or_else(|e| e.into_inner());
+        match (ok, *s) {
+            (true, None) => *s = Some(Instant::now()),
+            (false, _) => *s = None,
+            (true, Some(_)) => {}
+        }
+    }
+
+    /// How long heartbeats have succeeded without a failure.
+    pub fn steady_for(&self) -> Duration {
+        let s = self.steady_since.lock().unwrap_or_else(|e| e.into_inner());
+        s.map_or(Duration::ZERO, |at| at.elapsed())
     }
 
     pub fn is_draining(&self) -> bool {
@@ -101,7 +122,7 @@ pub fn sample_pools(ctx: &Ctx) {
 pub async fn begin_drain(ctx: &Ctx) -> StoreResult<bool> {
     ctx.node.draining.store(true, Ordering::Relaxed);
     tracing::info!(node_id = %ctx.node_id, "draining");
-    ctx.store.heartbeat_node(ctx.node_id, ctx.now(), true).await
+    ctx.store.heartbeat_node(ctx.node_id, true).await
 }
 
 /// Removes this node's registry row at the end of a clean shutdown.

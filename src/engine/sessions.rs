@@ -291,6 +291,23 @@ impl Sessions {
         }
     }
 
+    /// The presences with a socket here.
+    pub fn presences(&self) -> Vec<Uuid> {
+        self.lock().by_presence.keys().copied().collect()
+    }
+
+    /// Closes every local socket whose presence is not in `keep`; returns
+    /// how many.
+    pub fn close_unless(&self, keep: &HashSet<Uuid>, code: u16, reason: &'static str) -> usize {
+        let t = self.lock();
+        let mut n = 0;
+        for (_, h) in t.by_presence.iter().filter(|(p, _)| !keep.contains(p)) {
+            h.closer.send_replace(Some((code, reason)));
+            n += 1;
+        }
+        n
+    }
+
     /// Each local session heard from since the last call, with when.
     pub fn take_activity(&self) -> Vec<(Uuid, chrono::DateTime<chrono::Utc>)> {
         self.lock()

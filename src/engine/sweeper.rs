@@ -36,13 +36,20 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
         let started = std::time::Instant::now();
         let now = ctx.now();
         let settings = &ctx.config.settings;
-        let lease = chrono::Duration::seconds(settings.node_lease_seconds as i64);
+        let lease = Duration::from_secs(settings.node_lease_seconds);
         let grace = chrono::Duration::seconds(settings.presence_grace_seconds as i64);
-        match ctx
-            .store
-            .reap_dead_nodes(ctx.node_id, now - lease, now + grace, now)
-            .await
-        {
+        // A node that has not been beating for a whole lease cannot tell a
+        // dead node from one that, like itself, could not reach the
+        // database a moment ago: it leaves the judging to steadier nodes.
+        let steady = ctx.node.steady_for() >= lease;
+        let reaped = if steady {
+            ctx.store
+                .reap_dead_nodes(ctx.node_id, lease, now + grace, now)
+                .await
+        } else {
+            Ok(Vec::new())
+        };
+        match reaped {
             Ok(dead) if !dead.is_empty() => {
                 tracing::warn!(node_id = %ctx.node_id, ?dead, "dead nodes reaped: their sessions are in grace");
             }

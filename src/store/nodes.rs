@@ -27,34 +27,40 @@ pub struct NodeInfo {
 }
 
 /// The nodes of the cluster and their leases.
+///
+/// Heartbeats and leases are stamped and judged by the store's own clock
+/// (Postgres: the database's `now()`), never a node's: nodes whose clocks
+/// disagree, or a node paused for a while, must still agree on who beat
+/// last, and every heartbeat of the cluster lands on the same time line.
 #[async_trait]
 pub trait NodeStore: Send + Sync + 'static {
     /// Writes the node's row, replacing any row of that id whole (a node
-    /// whose lease was lost registers again): not draining, heartbeat at
-    /// `started_at`.
+    /// whose lease was lost registers again): not draining, heartbeat now.
     async fn register_node(&self, node: &NodeRow) -> StoreResult<()>;
 
-    /// `false` when the node's row is gone: another node declared it dead.
-    async fn heartbeat_node(
-        &self,
-        id: Uuid,
-        now: DateTime<Utc>,
-        draining: bool,
-    ) -> StoreResult<bool>;
+    /// Stamps the node's heartbeat now. `false` when the node's row is
+    /// gone: another node declared it dead.
+    async fn heartbeat_node(&self, id: Uuid, draining: bool) -> StoreResult<bool>;
 
-    /// Declares nodes silent since before `dead_before` dead, under a
-    /// cluster-wide lock (one reaper at a time): their online presences go
-    /// to grace until `grace_until`, their claims are released and their
-    /// rows removed. Returns the dead nodes' ids. `reaper`, the node
-    /// asking, is never among them: a node never declares itself dead (a
-    /// stalled process may sweep before it heartbeats).
+    /// Declares nodes whose last heartbeat is older than `lease` dead,
+    /// under a cluster-wide lock (one reaper at a time): their online
+    /// presences go to grace until `grace_until`, their claims are released
+    /// and their rows removed. Returns the dead nodes' ids. `reaper`, the
+    /// node asking, is never among them: a node never declares itself dead
+    /// (a stalled process may sweep before it heartbeats).
     async fn reap_dead_nodes(
         &self,
         reaper: Uuid,
-        dead_before: DateTime<Utc>,
+        lease: std::time::Duration,
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Uuid>>;
+
+    /// A node that found its row reaped takes back those of `presences`
+    /// (its live sockets) that are still its own: online again, out of
+    /// grace. Returns the ones taken back; the rest were ended or taken
+    /// over by another node meanwhile.
+    async fn readopt_presences(&self, node: Uuid, presences: &[Uuid]) -> StoreResult<Vec<Uuid>>;
 
     async fn remove_node(&self, id: Uuid) -> StoreResult<()>;
 

@@ -13,6 +13,7 @@ mod cluster;
 mod contexts;
 mod dashboard;
 mod delivery;
+mod failover;
 mod floods;
 mod frames;
 mod fuzz_http;

@@ -18,7 +18,7 @@ impl NodeStore for MemoryStore {
                 addr: node.addr.clone(),
                 version: node.version.clone(),
                 started_at: node.started_at,
-                heartbeat_at: node.started_at,
+                heartbeat_at: Utc::now(),
                 draining: false,
                 sockets: 0,
             },
@@ -26,15 +26,10 @@ impl NodeStore for MemoryStore {
         Ok(())
     }
 
-    async fn heartbeat_node(
-        &self,
-        id: Uuid,
-        now: DateTime<Utc>,
-        draining: bool,
-    ) -> StoreResult<bool> {
+    async fn heartbeat_node(&self, id: Uuid, draining: bool) -> StoreResult<bool> {
         Ok(match self.lock().nodes.get_mut(&id) {
             Some(n) => {
-                n.heartbeat_at = now;
+                n.heartbeat_at = Utc::now();
                 n.draining = draining;
                 true
             }
@@ -45,10 +40,12 @@ impl NodeStore for MemoryStore {
     async fn reap_dead_nodes(
         &self,
         reaper: Uuid,
-        dead_before: DateTime<Utc>,
+        lease: std::time::Duration,
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Uuid>> {
+        let dead_before =
+            Utc::now() - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         let mut s = self.lock();
         let dead: Vec<Uuid> = s
             .nodes
@@ -82,6 +79,19 @@ impl NodeStore for MemoryStore {
         }
         s.queue.release_node_claims(&dead);
         Ok(dead)
+    }
+
+    async fn readopt_presences(&self, node: Uuid, presences: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        let mut s = self.lock();
+        let mut back = Vec::new();
+        for id in presences {
+            if let Some(p) = s.presences.get_mut(id).filter(|p| p.node_id == node) {
+                p.state = PresenceState::Online;
+                p.grace_until = None;
+                back.push(*id);
+            }
+        }
+        Ok(back)
     }
 
     async fn remove_node(&self, id: Uuid) -> StoreResult<()> {

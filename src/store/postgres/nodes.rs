@@ -20,7 +20,7 @@ impl NodeStore for PgStore {
         let c = self.client().await?;
         c.execute(
             "INSERT INTO broker_node (id, addr, version, started_at, heartbeat_at)
-             VALUES ($1,$2,$3,$4,$4)
+             VALUES ($1,$2,$3,$4,now())
              ON CONFLICT (id) DO UPDATE SET addr = excluded.addr, version = excluded.version,
                started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
                draining = false",
@@ -31,17 +31,12 @@ impl NodeStore for PgStore {
         Ok(())
     }
 
-    async fn heartbeat_node(
-        &self,
-        id: Uuid,
-        now: DateTime<Utc>,
-        draining: bool,
-    ) -> StoreResult<bool> {
+    async fn heartbeat_node(&self, id: Uuid, draining: bool) -> StoreResult<bool> {
         let c = self.client().await?;
         let n = c
             .execute(
-                "UPDATE broker_node SET heartbeat_at = $2, draining = $3 WHERE id = $1",
-                &[&id, &now, &draining],
+                "UPDATE broker_node SET heartbeat_at = now(), draining = $2 WHERE id = $1",
+                &[&id, &draining],
             )
             .await
             .map_err(map_err)?;
@@ -51,7 +46,7 @@ impl NodeStore for PgStore {
     async fn reap_dead_nodes(
         &self,
         reaper: Uuid,
-        dead_before: DateTime<Utc>,
+        lease: std::time::Duration,
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Uuid>> {
@@ -67,8 +62,10 @@ impl NodeStore for PgStore {
         }
         let dead: Vec<Uuid> = tx
             .query(
-                "DELETE FROM broker_node WHERE heartbeat_at < $1 AND id <> $2 RETURNING id",
-                &[&dead_before, &reaper],
+                "DELETE FROM broker_node
+                 WHERE heartbeat_at < now() - make_interval(secs => $1) AND id <> $2
+                 RETURNING id",
+                &[&lease.as_secs_f64(), &reaper],
             )
             .await
             .map_err(map_err)?
@@ -102,6 +99,23 @@ impl NodeStore for PgStore {
         .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
         Ok(dead)
+    }
+
+    async fn readopt_presences(&self, node: Uuid, presences: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        if presences.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "UPDATE presence SET state = 'online', grace_until = NULL
+                 WHERE node_id = $1 AND id = ANY($2)
+                 RETURNING id",
+                &[&node, &presences],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn remove_node(&self, id: Uuid) -> StoreResult<()> {

@@ -22,31 +22,46 @@ async fn node(s: &dyn Store, id: Uuid) -> Option<NodeInfo> {
         .find(|n| n.id == id)
 }
 
+/// Leases are judged on the store's clock; a test waits this long so a
+/// heartbeat falls out of a one-second lease.
+const PAST_A_LEASE: std::time::Duration = std::time::Duration::from_millis(1_200);
+const LEASE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A node that registers again (its lease was lost) replaces its row.
 async fn registering_again_replaces_the_row(s: &dyn Store) {
     let id = Uuid::now_v7();
     s.register_node(&row(id, "first:1", t0())).await.unwrap();
-    assert!(s.heartbeat_node(id, t0() + secs(5), true).await.unwrap());
+    let first = node(s, id).await.unwrap().heartbeat_at;
+    assert!(s.heartbeat_node(id, true).await.unwrap());
     assert!(node(s, id).await.unwrap().draining);
     let later = t0() + secs(10);
     s.register_node(&row(id, "second:2", later)).await.unwrap();
     let n = node(s, id).await.unwrap();
     assert_eq!(n.addr, "second:2");
     assert_eq!(n.started_at, later);
-    assert_eq!(n.heartbeat_at, later);
+    assert!(n.heartbeat_at >= first, "stamped by the store's clock");
     assert!(!n.draining);
     assert_eq!(s.list_nodes().await.unwrap().len(), 1);
 }
 
+/// Heartbeats are stamped by the store's clock, whatever the node's: a
+/// node started "in 2020" still beats now.
 async fn heartbeats_tell_a_node_its_row_is_gone(s: &dyn Store) {
     let id = Uuid::now_v7();
+    let before = chrono::Utc::now() - secs(60);
     s.register_node(&row(id, "a:1", t0())).await.unwrap();
     let n = node(s, id).await.unwrap();
-    assert_eq!((n.heartbeat_at, n.draining, n.sockets), (t0(), false, 0));
-    assert!(s.heartbeat_node(id, t0() + secs(3), false).await.unwrap());
-    assert_eq!(node(s, id).await.unwrap().heartbeat_at, t0() + secs(3));
+    assert_eq!((n.started_at, n.draining, n.sockets), (t0(), false, 0));
+    assert!(
+        n.heartbeat_at > before,
+        "{} is the store's now",
+        n.heartbeat_at
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(s.heartbeat_node(id, false).await.unwrap());
+    assert!(node(s, id).await.unwrap().heartbeat_at > n.heartbeat_at);
     s.remove_node(id).await.unwrap();
-    assert!(!s.heartbeat_node(id, t0() + secs(6), false).await.unwrap());
+    assert!(!s.heartbeat_node(id, false).await.unwrap());
     assert!(node(s, id).await.is_none());
 }
 
@@ -82,21 +97,26 @@ async fn dead_nodes_are_reaped_their_sessions_to_grace_and_claims_freed(s: &dyn 
     for id in [me, dead, alive] {
         s.register_node(&row(id, "x:1", t0())).await.unwrap();
     }
-    assert!(s
-        .heartbeat_node(alive, t0() + secs(20), false)
-        .await
-        .unwrap());
     let m = mesh(s, "m").await;
     let (alice, bob) = (member(s, &m, "alice").await, member(s, &m, "bob").await);
     let a = attach(s, &hello(&alice, "a1", alive, t0())).await;
     let b = attach(s, &hello(&bob, "b1", dead, t0())).await;
     let mid = store_all(s, &[outgoing(&a, t0(), vec![to_member(&b)])]).await;
     assert_eq!(claim_ids(s, claim_for(&b, t0(), 300, 10)).await, mid);
+    assert!(
+        s.reap_dead_nodes(me, LEASE, t0(), t0())
+            .await
+            .unwrap()
+            .is_empty(),
+        "every heartbeat is fresh"
+    );
 
+    tokio::time::sleep(PAST_A_LEASE).await;
+    assert!(s.heartbeat_node(alive, false).await.unwrap());
     let now = t0() + secs(30);
     let grace_until = now + secs(90);
     let reaped = s
-        .reap_dead_nodes(me, t0() + secs(15), grace_until, now)
+        .reap_dead_nodes(me, LEASE, grace_until, now)
         .await
         .unwrap();
     assert_eq!(reaped, [dead], "only the silent other node");
@@ -119,10 +139,56 @@ async fn dead_nodes_are_reaped_their_sessions_to_grace_and_claims_freed(s: &dyn 
     assert_eq!(claimed.len(), 1);
     assert!(claimed[0].redelivery, "it was pushed once already");
     assert!(s
-        .reap_dead_nodes(me, t0() + secs(15), grace_until, now)
+        .reap_dead_nodes(me, LEASE, grace_until, now)
         .await
         .unwrap()
         .is_empty());
+}
+
+/// A reaped node takes back the sessions still its own (online, out of
+/// grace), not one another node took over, nor one of another node.
+async fn a_reaped_node_takes_back_its_sessions_still_in_grace(s: &dyn Store) {
+    let (me, reaped, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    for id in [me, reaped, other] {
+        s.register_node(&row(id, "x:1", t0())).await.unwrap();
+    }
+    let m = mesh(s, "m").await;
+    let alice = member(s, &m, "alice").await;
+    let kept = attach(s, &hello(&alice, "kept", reaped, t0())).await;
+    let moved = attach(s, &hello(&alice, "moved", reaped, t0())).await;
+    let foreign = attach(s, &hello(&alice, "foreign", other, t0())).await;
+    tokio::time::sleep(PAST_A_LEASE).await;
+    assert!(s.heartbeat_node(other, false).await.unwrap());
+    let grace_until = t0() + secs(90);
+    assert_eq!(
+        s.reap_dead_nodes(me, LEASE, grace_until, t0())
+            .await
+            .unwrap(),
+        [reaped]
+    );
+    // The "moved" session re-attached on the other node meanwhile.
+    match s
+        .attach_presence(&hello(&alice, "moved", other, t0() + secs(1)), 100)
+        .await
+        .unwrap()
+    {
+        Attach::Reattached(p) => assert_eq!(p.id, moved.id),
+        x => panic!("expected a re-attach, got {x:?}"),
+    }
+    assert!(!s.heartbeat_node(reaped, false).await.unwrap());
+    s.register_node(&row(reaped, "x:1", t0())).await.unwrap();
+    let back = s
+        .readopt_presences(reaped, &[kept.id, moved.id, foreign.id])
+        .await
+        .unwrap();
+    assert_eq!(back, [kept.id]);
+    let k = s.presence_by_id(kept.id).await.unwrap().unwrap();
+    assert_eq!((k.state, k.grace_until), (PresenceState::Online, None));
+    assert_eq!(k.node_id, reaped);
+    let listed = s.list_nodes().await.unwrap();
+    let mine = listed.iter().find(|n| n.id == reaped).unwrap();
+    assert_eq!(mine.sockets, 1);
+    assert!(s.readopt_presences(reaped, &[]).await.unwrap().is_empty());
 }
 
 crate::conformance!(
@@ -130,4 +196,5 @@ crate::conformance!(
     heartbeats_tell_a_node_its_row_is_gone,
     nodes_are_listed_oldest_first_with_their_online_sockets,
     dead_nodes_are_reaped_their_sessions_to_grace_and_claims_freed,
+    a_reaped_node_takes_back_its_sessions_still_in_grace,
 );
