@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::engine::clock::{Clock, SystemClock};
 use crate::engine::{self, Engine, Running};
 use crate::store::memory::MemoryStore;
-use crate::store::postgres::PgStore;
+use crate::store::postgres::{Database as PgDatabase, PgStore};
 use crate::store::Store;
 
 /// How long shutdown waits for session tasks after closing their sockets.
@@ -25,18 +25,29 @@ pub struct Application {
     stop: CancellationToken,
 }
 
-/// Opens the configured store, migrating Postgres first.
+/// The configured database, TLS included; `None` in memory mode.
+pub fn database(config: &Config) -> anyhow::Result<Option<PgDatabase>> {
+    let s = &config.settings;
+    s.database_url
+        .as_deref()
+        .map(|url| PgDatabase::parse(url, s.database_ca_file.as_deref()))
+        .transpose()
+}
+
+/// Opens the configured store, migrating Postgres first unless
+/// `migrate_on_start` is off (a DML-only role; the owner runs `migrate`).
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    match &config.settings.database_url {
-        Some(url) => {
-            let applied = PgStore::migrate(url).await?;
-            if !applied.is_empty() {
-                tracing::info!(?applied, "migrations applied");
+    match database(config)? {
+        Some(db) => {
+            if config.settings.migrate_on_start {
+                let applied = PgStore::migrate_db(&db).await?;
+                if !applied.is_empty() {
+                    tracing::info!(?applied, "migrations applied");
+                }
+            } else {
+                PgStore::check_schema(&db).await?;
             }
-            Ok(Arc::new(PgStore::connect(
-                url,
-                config.settings.db_pool_size,
-            )?))
+            Ok(Arc::new(PgStore::open(&db, config.settings.db_pool_size)?))
         }
         None => {
             tracing::info!(
@@ -72,9 +83,9 @@ impl Application {
         let public_url = config.public_url(addr.port());
         let admin_token = admin_token.or_else(|| config.settings.admin_token.clone());
         // The bus needs the database; memory mode is one node and needs none.
-        let database_url = config.settings.database_url.clone();
+        let database = database(&config)?;
         let node_id = uuid::Uuid::now_v7();
-        let (bus, queue) = match &database_url {
+        let (bus, queue) = match &database {
             Some(_) => {
                 let (bus, queue) = crate::cluster::bus::channel(node_id);
                 (
@@ -95,9 +106,9 @@ impl Application {
             bus,
         })
         .await?;
-        if let (Some(url), Some(queue)) = (database_url, queue) {
+        if let (Some(db), Some(queue)) = (database, queue) {
             let tasks =
-                crate::cluster::bus::start(engine.ctx.clone(), url, queue, running.loops_token());
+                crate::cluster::bus::start(engine.ctx.clone(), db, queue, running.loops_token());
             running.adopt(tasks);
         }
         tracing::info!(node_id = %engine.node_id, %addr, store = engine.store.backend(), "node listening");

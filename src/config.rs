@@ -45,6 +45,13 @@ pub const KEYS: &[&str] = &[
     "max_connections_per_node",
     "max_new_connections_per_second",
     "max_frames_per_second",
+    "max_frame_bytes",
+    "db_timeout_seconds",
+    "migrate_on_start",
+    "database_ca_file",
+    "http_header_timeout_seconds",
+    "http_idle_timeout_seconds",
+    "max_http_connections",
 ];
 
 /// The claudemesh seed's environment names, read without prefix so existing
@@ -109,6 +116,13 @@ pub struct Settings {
     pub max_connections_per_node: u32,
     pub max_new_connections_per_second: u32,
     pub max_frames_per_second: u32,
+    pub max_frame_bytes: usize,
+    pub db_timeout_seconds: u64,
+    pub migrate_on_start: bool,
+    pub database_ca_file: Option<String>,
+    pub http_header_timeout_seconds: u64,
+    pub http_idle_timeout_seconds: u64,
+    pub max_http_connections: u32,
 }
 
 impl Default for Settings {
@@ -160,6 +174,19 @@ impl Default for Settings {
             // Far above any client (a busy one sends a few per second),
             // low enough that one socket cannot monopolise a node.
             max_frames_per_second: 1_000,
+            // The reference broker's frame limit is far larger: anything a
+            // client might reasonably send is parsed and answered (an
+            // oversized send gets its `too_large` ack, not a dead socket).
+            max_frame_bytes: 1 << 20,
+            db_timeout_seconds: 5,
+            migrate_on_start: true,
+            database_ca_file: None,
+            // A client that opened a connection and sends no request head
+            // is gone, or an attack: real ones send it at once.
+            http_header_timeout_seconds: 10,
+            http_idle_timeout_seconds: 60,
+            // Connections beyond the sockets: probes, hooks, admin, joins.
+            max_http_connections: 1_024,
         }
     }
 }
@@ -252,9 +279,38 @@ impl Settings {
             ),
             ("max_frames_per_second", self.max_frames_per_second as u64),
         ];
+        let positive = positive.into_iter().chain([
+            ("max_frame_bytes", self.max_frame_bytes as u64),
+            ("db_timeout_seconds", self.db_timeout_seconds),
+            (
+                "http_header_timeout_seconds",
+                self.http_header_timeout_seconds,
+            ),
+            ("http_idle_timeout_seconds", self.http_idle_timeout_seconds),
+            ("max_http_connections", self.max_http_connections as u64),
+        ]);
         for (key, value) in positive {
             if value == 0 {
                 anyhow::bail!("invalid configuration: `{key}` must be greater than 0");
+            }
+        }
+        for (key, value, max) in self.upper_bounds() {
+            if value > max {
+                anyhow::bail!("invalid configuration: `{key}` ({value}) must be at most {max}");
+            }
+        }
+        if self.max_frame_bytes < self.max_message_bytes + 16 * 1024 {
+            anyhow::bail!(
+                "invalid configuration: `max_frame_bytes` ({}) must be at least `max_message_bytes` + 16384 ({})",
+                self.max_frame_bytes,
+                self.max_message_bytes + 16 * 1024
+            );
+        }
+        if let Some(f) = &self.database_ca_file {
+            if !Path::new(f).is_file() {
+                anyhow::bail!(
+                    "invalid configuration: `database_ca_file` {f} is not a readable file"
+                );
             }
         }
         if self.pong_timeout_seconds <= self.ping_interval_seconds {
@@ -269,15 +325,6 @@ impl Settings {
                 "invalid configuration: `node_lease_seconds` ({}) must exceed `node_heartbeat_seconds` ({})",
                 self.node_lease_seconds,
                 self.node_heartbeat_seconds
-            );
-        }
-        // Every send is remembered this long: a month is already a large
-        // table, and a larger value could overflow a timestamp.
-        const MAX_RETENTION: u64 = 30 * 86_400;
-        if self.delivered_retention_seconds > MAX_RETENTION {
-            anyhow::bail!(
-                "invalid configuration: `delivered_retention_seconds` ({}) must be at most {MAX_RETENTION} (30 days)",
-                self.delivered_retention_seconds
             );
         }
         if let Some(url) = &self.database_url {
@@ -300,6 +347,98 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The largest value each size, count and duration may take: past
+    /// these a value is a typo, and some (a TTL of centuries) would
+    /// overflow a timestamp at the first use instead of failing at start.
+    fn upper_bounds(&self) -> Vec<(&'static str, u64, u64)> {
+        const DAY: u64 = 86_400;
+        const YEAR: u64 = 365 * DAY;
+        const MIB: u64 = 1 << 20;
+        vec![
+            ("db_pool_size", self.db_pool_size as u64, 1_000),
+            ("max_message_bytes", self.max_message_bytes as u64, 16 * MIB),
+            ("max_frame_bytes", self.max_frame_bytes as u64, 64 * MIB),
+            (
+                "max_connections_per_mesh",
+                self.max_connections_per_mesh as u64,
+                1_000_000,
+            ),
+            (
+                "send_rate_per_min",
+                self.send_rate_per_min as u64,
+                1_000_000,
+            ),
+            ("send_burst", self.send_burst as u64, 1_000_000),
+            (
+                "hook_rate_limit_per_min",
+                self.hook_rate_limit_per_min as u64,
+                1_000_000,
+            ),
+            (
+                "webhook_rate_limit_per_min",
+                self.webhook_rate_limit_per_min as u64,
+                1_000_000,
+            ),
+            ("status_ttl_seconds", self.status_ttl_seconds, DAY),
+            (
+                "hook_fresh_window_seconds",
+                self.hook_fresh_window_seconds,
+                DAY,
+            ),
+            (
+                "presence_grace_seconds",
+                self.presence_grace_seconds,
+                30 * DAY,
+            ),
+            ("claim_lease_seconds", self.claim_lease_seconds, DAY),
+            ("queue_ttl_seconds", self.queue_ttl_seconds, YEAR),
+            (
+                "delivered_retention_seconds",
+                self.delivered_retention_seconds,
+                30 * DAY,
+            ),
+            ("ping_interval_seconds", self.ping_interval_seconds, DAY),
+            ("pong_timeout_seconds", self.pong_timeout_seconds, DAY),
+            ("node_heartbeat_seconds", self.node_heartbeat_seconds, 3_600),
+            ("node_lease_seconds", self.node_lease_seconds, DAY),
+            ("sweep_interval_seconds", self.sweep_interval_seconds, 3_600),
+            ("shutdown_drain_seconds", self.shutdown_drain_seconds, 3_600),
+            ("audit_retention_days", self.audit_retention_days, 36_500),
+            ("hello_timeout_seconds", self.hello_timeout_seconds, 3_600),
+            (
+                "max_connections_per_node",
+                self.max_connections_per_node as u64,
+                1_000_000,
+            ),
+            (
+                "max_new_connections_per_second",
+                self.max_new_connections_per_second as u64,
+                1_000_000,
+            ),
+            (
+                "max_frames_per_second",
+                self.max_frames_per_second as u64,
+                1_000_000,
+            ),
+            ("db_timeout_seconds", self.db_timeout_seconds, 300),
+            (
+                "http_header_timeout_seconds",
+                self.http_header_timeout_seconds,
+                3_600,
+            ),
+            (
+                "http_idle_timeout_seconds",
+                self.http_idle_timeout_seconds,
+                DAY,
+            ),
+            (
+                "max_http_connections",
+                self.max_http_connections as u64,
+                1_000_000,
+            ),
+        ]
     }
 
     /// Fills in the defaults that depend on `--dev`.
@@ -336,9 +475,9 @@ impl Config {
         }
     }
 
-    /// Largest WebSocket frame accepted: a full `send` plus envelope room.
+    /// Largest WebSocket frame accepted; a larger one closes with 1009.
     pub fn max_frame_bytes(&self) -> usize {
-        self.settings.max_message_bytes + 16 * 1024
+        self.settings.max_frame_bytes
     }
 }
 
@@ -443,6 +582,46 @@ mod tests {
             jail.set_env("BROKER_DELIVERED_RETENTION_SECONDS", "0");
             let s = Settings::load(None, &CliOverrides::default()).map_err(|e| e.to_string())?;
             assert_eq!(s.delivered_retention_seconds, 0, "0 keeps nothing");
+            Ok(())
+        });
+    }
+
+    /// Every size and duration has a ceiling, named when passed (a TTL of
+    /// centuries used to panic at the first send).
+    #[test]
+    fn every_bound_names_its_key() {
+        let keys: Vec<&str> = Settings::default()
+            .upper_bounds()
+            .iter()
+            .map(|(k, _, _)| *k)
+            .collect();
+        for (key, _, max) in Settings::default().upper_bounds() {
+            assert!(KEYS.contains(&key), "{key}");
+            Jail::expect_with(|jail| {
+                jail.set_env(
+                    format!("BROKER_{}", key.to_uppercase()),
+                    (max + 1).to_string(),
+                );
+                let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+                assert!(err.to_string().contains(key), "{key}: {err}");
+                Ok(())
+            });
+        }
+        for key in KEYS
+            .iter()
+            .filter(|k| k.ends_with("_seconds") || k.ends_with("_bytes"))
+        {
+            assert!(keys.contains(key), "`{key}` has no upper bound");
+        }
+        Jail::expect_with(|jail| {
+            jail.set_env("BROKER_MAX_MESSAGE_BYTES", "2000000");
+            let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains("max_frame_bytes"), "{err}");
+            jail.set_env("BROKER_MAX_FRAME_BYTES", "3000000");
+            Settings::load(None, &CliOverrides::default()).map_err(|e| e.to_string())?;
+            jail.set_env("BROKER_DATABASE_CA_FILE", "/nonexistent/ca.pem");
+            let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains("database_ca_file"), "{err}");
             Ok(())
         });
     }

@@ -10,7 +10,7 @@ use claudemesh_broker::admin::cli::{self, AuditCmd, Conn, InviteCmd, MemberCmd, 
 use claudemesh_broker::app::{open_store, Application};
 use claudemesh_broker::config::{CliOverrides, Settings};
 use claudemesh_broker::protocol::crypto;
-use claudemesh_broker::store::postgres::PgStore;
+use claudemesh_broker::store::postgres::{Database, PgStore};
 use claudemesh_broker::{dev, telemetry};
 
 #[derive(Parser, Debug)]
@@ -112,7 +112,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let Some(url) = settings.database_url else {
                 anyhow::bail!("no database_url configured (set DATABASE_URL)");
             };
-            let applied = PgStore::migrate(&url).await?;
+            let db = Database::parse(&url, settings.database_ca_file.as_deref())?;
+            let applied = PgStore::migrate_db(&db).await?;
             if applied.is_empty() {
                 eprintln!("schema is current");
             } else {

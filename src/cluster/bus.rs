@@ -13,7 +13,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+
+use crate::store::postgres::Database;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -72,18 +74,13 @@ pub fn channel(origin: Uuid) -> (Bus, Queue) {
 /// `stop`.
 pub fn start(
     ctx: Arc<Ctx>,
-    url: String,
+    db: Database,
     queue: Queue,
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
-        tokio::spawn(run_notifier(
-            ctx.clone(),
-            url.clone(),
-            queue.0,
-            stop.clone(),
-        )),
-        tokio::spawn(run_listener(ctx, url, stop)),
+        tokio::spawn(run_notifier(ctx.clone(), db.clone(), queue.0, stop.clone())),
+        tokio::spawn(run_listener(ctx, db, stop)),
     ]
 }
 
@@ -173,7 +170,7 @@ fn coalesce_tagged<T: Clone>(
 /// waiting when a send starts goes in the same statement.
 async fn run_notifier(
     ctx: Arc<Ctx>,
-    url: String,
+    db: Database,
     mut rx: mpsc::UnboundedReceiver<(String, Signal)>,
     stop: CancellationToken,
 ) {
@@ -194,7 +191,7 @@ async fn run_notifier(
         // is dropped: every session polls, so a lost wake-up only delays.
         let mut sent = false;
         for _ in 0..2 {
-            match send_batch(&mut client, &url, &channels, &payloads).await {
+            match send_batch(&mut client, &db, &channels, &payloads).await {
                 Ok(()) => {
                     sent = true;
                     break;
@@ -228,17 +225,17 @@ struct Notifier {
 
 async fn send_batch(
     client: &mut Option<Notifier>,
-    url: &str,
+    db: &Database,
     channels: &[String],
     payloads: &[String],
 ) -> Result<(), tokio_postgres::Error> {
     if client.is_none() {
-        let mut cfg: tokio_postgres::Config = url.parse()?;
+        let mut cfg = db.config.clone();
         // A notification is not durable anyway: its commit need not wait
         // for a WAL flush, which is most of a cross-node wake-up's cost.
         cfg.options("-c synchronous_commit=off")
             .application_name("claudemesh-broker-notify");
-        let (c, conn) = cfg.connect(NoTls).await?;
+        let (c, conn) = cfg.connect(db.tls.clone()).await?;
         tokio::spawn(conn);
         let notify = c
             .prepare("SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)")
@@ -299,13 +296,13 @@ fn received(ctx: &Ctx, payload: &str) {
 /// Reads parked payloads, on a connection of its own (opened at the first
 /// pointer): the listening connection is busy being driven.
 struct Parked {
-    url: String,
+    db: Database,
     client: Option<tokio_postgres::Client>,
 }
 
 impl Parked {
-    fn new(url: String) -> Parked {
-        Parked { url, client: None }
+    fn new(db: Database) -> Parked {
+        Parked { db, client: None }
     }
 
     /// The payload parked as `id`; `None` (logged) if it cannot be read:
@@ -313,9 +310,8 @@ impl Parked {
     async fn fetch(&mut self, ctx: &Ctx, id: i64) -> Option<String> {
         for _ in 0..2 {
             if self.client.is_none() {
-                match tokio_postgres::connect(&self.url, NoTls).await {
-                    Ok((c, conn)) => {
-                        tokio::spawn(conn);
+                match self.db.connect().await {
+                    Ok(c) => {
                         self.client = Some(c);
                     }
                     Err(e) => {
@@ -343,24 +339,24 @@ impl Parked {
 /// Listens on this node's channel and the cluster channel until `stop`,
 /// reconnecting with backoff. After every (re)connect all local sessions
 /// are woken: notifications sent while the link was down are gone.
-async fn run_listener(ctx: Arc<Ctx>, url: String, stop: CancellationToken) {
+async fn run_listener(ctx: Arc<Ctx>, db: Database, stop: CancellationToken) {
     let mut backoff = BACKOFF_MIN;
     let mut first = true;
     loop {
         if stop.is_cancelled() {
             return;
         }
-        match tokio_postgres::connect(&url, NoTls).await {
+        match db.config.connect(db.tls.clone()).await {
             Ok((client, mut conn)) => {
                 // Signals are applied where the connection is driven: no
                 // hop to another task on the cross-node path.
                 let mut driver = {
                     let ctx = ctx.clone();
-                    let url = url.clone();
+                    let db = db.clone();
                     tokio::spawn(async move {
                         let mut messages =
                             futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-                        let mut parked = Parked::new(url);
+                        let mut parked = Parked::new(db);
                         while let Some(m) = messages.next().await {
                             match m {
                                 Ok(AsyncMessage::Notification(n)) => match pointed(n.payload()) {

@@ -245,6 +245,10 @@ pub enum Out {
 /// A reply waiting for its outcome, with what rendering it needs.
 pub struct Pending {
     outcome: Later,
+    /// When the frame arrived plus the database deadline: a reply that
+    /// waits behind earlier ones (acks keep their order) does not get a
+    /// fresh deadline when its turn comes.
+    deadline: tokio::time::Instant,
     answer: Answer,
     id: Option<String>,
     req_id: Option<String>,
@@ -253,7 +257,7 @@ pub struct Pending {
 impl Pending {
     /// The frame to write; `unavailable` when the outcome never comes.
     pub async fn resolve(self) -> String {
-        let outcome = match tokio::time::timeout(super::DB_TIMEOUT, self.outcome).await {
+        let outcome = match tokio::time::timeout_at(self.deadline, self.outcome).await {
             Ok(o) => o,
             Err(_) => Err(Refusal::new(
                 "unavailable",
@@ -285,11 +289,16 @@ pub fn refusal(head: &Head, answer: Answer, r: &Refusal) -> String {
     )
 }
 
+fn deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + super::db_timeout()
+}
+
 /// What to write for the outcome of a frame of kind `spec`, if anything.
 pub fn answer(metrics: &Metrics, head: Head, spec: &FrameSpec, handled: Handled) -> Option<Out> {
     let ordered = |outcome: Later, head: Head| {
         Some(Out::Ordered(Pending {
             outcome,
+            deadline: deadline(),
             answer: spec.answer,
             id: head.id,
             req_id: head.req_id,
@@ -395,6 +404,7 @@ pub fn throttled(parsed: &Parsed) -> Out {
     match parsed {
         Parsed::Frame { head, spec, .. } if spec.answer == Answer::Ack => Out::Ordered(Pending {
             outcome: Box::pin(std::future::ready(Err(r))),
+            deadline: deadline(),
             answer: spec.answer,
             id: head.id.clone(),
             req_id: head.req_id.clone(),

@@ -178,7 +178,7 @@ pub(super) fn unavailable(e: impl std::fmt::Display) -> HelloRefusal {
 /// Runs every hello check in PROTOCOL.md order and attaches the
 /// presence. `conn_id` names the socket asking.
 pub async fn hello(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, HelloRefusal> {
-    match tokio::time::timeout(super::DB_TIMEOUT, hello_inner(ctx, h, conn_id)).await {
+    match tokio::time::timeout(super::db_timeout(), hello_inner(ctx, h, conn_id)).await {
         Ok(r) => r,
         Err(_) => Err(unavailable("the database did not answer in time")),
     }

@@ -126,6 +126,9 @@ pub struct Parts {
 /// [`Running`] stops them in order.
 pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
     let node_id = parts.node_id;
+    set_db_timeout(std::time::Duration::from_secs(
+        parts.config.settings.db_timeout_seconds,
+    ));
     let metrics = Metrics::new(&node_id.to_string(), parts.store.backend());
     let (audit, audit_rx) = audit::channel(parts.clock.clone(), metrics.audit_dropped.clone());
     let conn_burst = f64::from(parts.config.settings.max_new_connections_per_second);
@@ -214,12 +217,23 @@ impl Running {
     }
 }
 
-/// Longest wait for one database operation on a client's behalf. A
-/// stalled link (blackholed, not refused) would otherwise hold the client
-/// forever; past this it gets `unavailable` and may retry.
-pub const DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest wait for the database on a client's behalf, whole request
+/// (`db_timeout_seconds`). A stalled link (blackholed, not refused) would
+/// otherwise hold the client forever; past this it gets `unavailable` and
+/// may retry. Process-wide: it bounds every database step, and steps run
+/// where no settings are at hand; nodes sharing a process (tests) share it.
+static DB_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(5_000);
 
-/// Runs `fut` under [`DB_TIMEOUT`]. A timed-out write may still commit
+pub fn db_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(DB_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+fn set_db_timeout(d: std::time::Duration) {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    DB_TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs `fut` under [`db_timeout`]. A timed-out write may still commit
 /// once the link recovers: the outcome is unknown, which `unavailable`
 /// honestly reports as "retry". Not an `async fn`: that would hold `fut`
 /// twice (argument and timer), doubling the state of every caller.
@@ -227,7 +241,7 @@ pub fn bounded<T>(
     fut: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> impl std::future::Future<Output = Result<T, StoreError>> {
     use futures_util::FutureExt;
-    tokio::time::timeout(DB_TIMEOUT, fut).map(|r| match r {
+    tokio::time::timeout(db_timeout(), fut).map(|r| match r {
         Ok(r) => r,
         Err(_) => Err(StoreError::Unavailable(
             "the database did not answer in time".into(),

@@ -26,7 +26,7 @@ pub async fn session_hello(
     h: &SessionHello,
     conn_id: Uuid,
 ) -> Result<Welcome, HelloRefusal> {
-    match tokio::time::timeout(super::DB_TIMEOUT, checked(ctx, h, conn_id)).await {
+    match tokio::time::timeout(super::db_timeout(), checked(ctx, h, conn_id)).await {
         Ok(r) => r,
         Err(_) => Err(unavailable("the database did not answer in time")),
     }

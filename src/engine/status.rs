@@ -53,7 +53,7 @@ fn fresh_window_ms(ctx: &Ctx) -> i64 {
 }
 
 pub async fn hook(ctx: &Ctx, req: HookRequest) -> Result<HookOutcome, HookError> {
-    match tokio::time::timeout(super::DB_TIMEOUT, hook_inner(ctx, req)).await {
+    match tokio::time::timeout(super::db_timeout(), hook_inner(ctx, req)).await {
         Ok(r) => r,
         Err(_) => Err(HookError::Unavailable),
     }

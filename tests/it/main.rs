@@ -12,6 +12,7 @@ mod clock;
 mod cluster;
 mod contexts;
 mod dashboard;
+mod db_tls;
 mod delivery;
 mod failover;
 mod floods;

@@ -148,6 +148,30 @@ pub async fn run(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error>
     Ok(applied)
 }
 
+/// The versions this build knows that the database has not applied
+/// (every one on a database never migrated). Reads only.
+pub async fn pending(client: &Client) -> Result<Vec<i32>, tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    let done: Vec<i32> = if exists {
+        client
+            .query("SELECT version FROM schema_migrations", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(MIGRATIONS
+        .iter()
+        .map(|(v, _, _)| *v)
+        .filter(|v| !done.contains(v))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,15 +20,15 @@ mod signatures;
 mod skills;
 mod state;
 mod tasks;
+pub mod tls;
 mod vault;
 mod vectors;
 mod webhooks;
 
-use std::str::FromStr;
-
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+
+pub use tls::Database;
 
 use super::*;
 
@@ -52,10 +52,14 @@ pub fn fast_pool_size(pool_size: usize) -> usize {
     (pool_size / 2).max(2)
 }
 
-fn build_pool(cfg: tokio_postgres::Config, size: usize) -> anyhow::Result<Pool> {
+fn build_pool(
+    cfg: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    size: usize,
+) -> anyhow::Result<Pool> {
     let mgr = Manager::from_config(
         cfg,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -72,11 +76,37 @@ pub(super) fn map_err(e: tokio_postgres::Error) -> StoreError {
     if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
         return StoreError::Conflict("unique key already exists");
     }
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(describe(&e))
+}
+
+/// An error with its server message: tokio-postgres shows a refusal by
+/// the server (a `pg_hba.conf` rule, a missing privilege) as only
+/// "db error", and a TLS failure's reason sits in its source.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                let more = s.to_string();
+                if !text.contains(&more) {
+                    text = format!("{text}: {more}");
+                }
+                source = s.source();
+            }
+            text
+        }
+    }
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    match &e {
+        deadpool_postgres::PoolError::Backend(pg) => {
+            StoreError::Unavailable(format!("cannot connect to the database: {}", describe(pg)))
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
 }
 
 /// Server options of every pooled connection.
@@ -87,22 +117,27 @@ const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl PgStore {
-    /// Builds the pools (no connection is made until first use).
+    /// Builds the pools (no connection is made until first use); TLS as
+    /// the URL's `sslmode` says, verified against the platform's roots.
     pub fn connect(url: &str, pool_size: usize) -> anyhow::Result<PgStore> {
-        let mut cfg = tokio_postgres::Config::from_str(url)
-            .map_err(|e| anyhow::anyhow!("invalid database_url: {e}"))?;
+        Self::open(&Database::parse(url, None)?, pool_size)
+    }
+
+    /// Builds the pools for `db`.
+    pub fn open(db: &Database, pool_size: usize) -> anyhow::Result<PgStore> {
+        let mut cfg = db.config.clone();
         cfg.connect_timeout(CONNECT_TIMEOUT);
         cfg.application_name("claudemesh-broker");
         // Every statement is prepared once and keyed by ids, so the generic
         // plan is the plan: left to choose, Postgres re-planned the claim
         // on every call (planning was 70 % of its cost under load).
         cfg.options(GENERIC_PLANS);
-        let pool = build_pool(cfg.clone(), pool_size)?;
+        let pool = build_pool(cfg.clone(), db.tls.clone(), pool_size)?;
         // Claims and completions commit without waiting for the WAL flush:
         // a crash can only undo them, which redelivers (never loses) a
         // message. Envelopes, identities and audit stay fully durable.
         cfg.options(format!("{GENERIC_PLANS} -c synchronous_commit=off"));
-        let fast = build_pool(cfg, fast_pool_size(pool_size))?;
+        let fast = build_pool(cfg, db.tls.clone(), fast_pool_size(pool_size))?;
         let routes = moka::sync::Cache::builder()
             .weigher(|_: &String, r: &Routes| r.targets.len().clamp(1, u32::MAX as usize) as u32)
             .max_capacity(ROUTES_CACHED)
@@ -113,12 +148,27 @@ impl PgStore {
 
     /// Applies pending migrations on a dedicated connection.
     pub async fn migrate(url: &str) -> anyhow::Result<Vec<i32>> {
-        let (mut client, conn) = tokio_postgres::connect(url, NoTls).await?;
-        let task = tokio::spawn(conn);
-        let applied = migrate::run(&mut client).await?;
-        drop(client);
-        let _ = task.await;
-        Ok(applied)
+        Self::migrate_db(&Database::parse(url, None)?).await
+    }
+
+    /// Applies pending migrations to `db` on a dedicated connection.
+    pub async fn migrate_db(db: &Database) -> anyhow::Result<Vec<i32>> {
+        let mut client = db.connect().await?;
+        Ok(migrate::run(&mut client).await?)
+    }
+
+    /// Fails unless every migration this build knows is applied: a node
+    /// that does not migrate (`migrate_on_start = false`) must not run
+    /// against an older schema.
+    pub async fn check_schema(db: &Database) -> anyhow::Result<()> {
+        let client = db.connect().await?;
+        let missing = migrate::pending(&client).await?;
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "the database schema lacks migrations {missing:?}: run `claudemesh-broker migrate` as the schema owner first (migrate_on_start is off)"
+            );
+        }
+        Ok(())
     }
 
     pub(super) async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
