@@ -46,7 +46,8 @@ async fn checked(ctx: &Ctx, h: &SessionHello, conn_id: Uuid) -> Result<Welcome, 
     let reattaching = live
         .iter()
         .any(|t| t.session_pubkey.as_deref() == Some(key));
-    if !reattaching && live.len() >= max as usize {
+    let online = live.iter().filter(|t| t.online).count();
+    if !reattaching && online >= max as usize {
         return Err(capacity(max));
     }
     check_signatures(h, ctx.now().timestamp_millis())?;

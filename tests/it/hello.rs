@@ -150,6 +150,34 @@ async fn capacity_is_enforced(backend: Backend) {
     let (_a1b, _) = Peer::join(&url, &w.alice, "a1").await;
 }
 
+/// Ghosts of crashed sessions (in grace) do not lock a full mesh out;
+/// a ghost's own session still comes back when the mesh is full of live
+/// ones. PROTOCOL.md counts live presences.
+async fn ghosts_in_grace_do_not_fill_the_mesh(backend: Backend) {
+    let w = world_with(backend, |s| s.max_connections_per_mesh = 2).await;
+    let url = w.node.ws_url();
+    let key = claudemesh_broker::protocol::crypto::KeyPair::generate();
+    let (a1, _) = Peer::join(&url, &w.alice, "a1").await;
+    let (b1, _) = Peer::join_session(&url, &w.bob, &key, "b1").await;
+    // Gone without a close frame, as a crashed client: both go to grace.
+    drop((a1, b1));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while w.node.peers("m").await.iter().any(|p| p["state"] != "grace") {
+        assert!(tokio::time::Instant::now() < deadline, "never in grace");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_a2, _) = Peer::join(&url, &w.alice, "a2").await;
+    let other = claudemesh_broker::protocol::crypto::KeyPair::generate();
+    let (_b2, _) = Peer::join_session(&url, &w.bob, &other, "b2").await;
+    let mut p = Peer::connect(&url).await;
+    p.send(hello_frame(&w.alice, "a3", json!({}))).await;
+    assert_eq!(p.recv().await["code"], "capacity", "two live of two");
+    let (_a1, ack) = Peer::join(&url, &w.alice, "a1").await;
+    assert_eq!(ack["type"], "hello_ack", "a re-attach within grace");
+    let (_b1, ack) = Peer::join_session(&url, &w.bob, &key, "b1").await;
+    assert_eq!(ack["type"], "hello_ack", "a 1.37 re-attach within grace");
+}
+
 async fn frames_before_hello_get_no_hello(backend: Backend) {
     let w = world(backend).await;
     let mut p = Peer::connect(&w.node.ws_url()).await;
@@ -248,7 +276,7 @@ async fn grace_expiry_ends_the_presence(backend: Backend) {
     let (p, _) = Peer::join(&w.node.ws_url(), &w.alice, "s1").await;
     p.close().await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !w.node.peers("m").await.is_empty() {
+    while w.node.peers("m").await.iter().any(|p| p["state"] != "grace") {
         assert!(
             tokio::time::Instant::now() < deadline,
             "grace never expired"
@@ -279,6 +307,7 @@ both_stores!(
     hello_refusals_close_1008_and_leave_nothing,
     revoked_member_is_told_and_closed_4002,
     capacity_is_enforced,
+    ghosts_in_grace_do_not_fill_the_mesh,
     frames_before_hello_get_no_hello,
     restored_state_comes_back,
     same_session_reattaches_within_grace,

@@ -95,6 +95,14 @@ fn take_over(x: &mut Presence, refresh: impl FnOnce(&mut Presence)) -> Attach {
     }
 }
 
+/// Presences of a mesh that count toward its cap: online ones; a ghost in
+/// grace (a crashed session) does not lock a full mesh out.
+fn live_count(s: &State, mesh_id: &str) -> usize {
+    mesh_presences(s, mesh_id)
+        .filter(|x| x.state == PresenceState::Online)
+        .count()
+}
+
 #[async_trait]
 impl PresenceStore for MemoryStore {
     async fn attach_presence(&self, p: &NewPresence, max_per_mesh: u32) -> StoreResult<Attach> {
@@ -110,11 +118,7 @@ impl PresenceStore for MemoryStore {
         if let Some(x) = existing.and_then(|id| s.presences.get_mut(&id)) {
             return Ok(take_over(x, |x| x.reattach(p)));
         }
-        let count = s
-            .presences_by_mesh
-            .get(&p.mesh_id)
-            .map_or(0, |ids| ids.len());
-        if count >= max_per_mesh as usize {
+        if live_count(&s, &p.mesh_id) >= max_per_mesh as usize {
             return Ok(Attach::Capacity);
         }
         let presence = Presence::from_new(p);
@@ -147,12 +151,9 @@ impl PresenceStore for MemoryStore {
                     && x.role == PeerRole::Session
                     && x.session_id == p.session_id
             })
-            .map(|x| x.id);
-        let count = s
-            .presences_by_mesh
-            .get(&p.mesh_id)
-            .map_or(0, |ids| ids.len())
-            - usize::from(old.is_some());
+            .map(|x| (x.id, x.state == PresenceState::Online));
+        let count = live_count(&s, &p.mesh_id) - usize::from(old.is_some_and(|(_, live)| live));
+        let old = old.map(|(id, _)| id);
         if count >= max_per_mesh as usize {
             return Ok(Attach::Capacity);
         }

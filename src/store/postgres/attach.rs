@@ -17,10 +17,12 @@ async fn lock_mesh(tx: &Transaction<'_>, mesh_id: &str) -> Result<(), tokio_post
     Ok(())
 }
 
+/// Presences that count toward the mesh's cap: online ones; a ghost in
+/// grace (a crashed session) does not lock a full mesh out.
 async fn count(tx: &Transaction<'_>, mesh_id: &str) -> Result<i64, tokio_postgres::Error> {
     Ok(tx
         .query_one(
-            "SELECT count(*) FROM presence WHERE mesh_id = $1",
+            "SELECT count(*) FROM presence WHERE mesh_id = $1 AND state = 'online'",
             &[&mesh_id],
         )
         .await?
@@ -203,16 +205,18 @@ impl PgStore {
                 .await
                 .map_err(map_err);
         }
-        let old: Option<Uuid> = tx
+        let old: Option<(Uuid, bool)> = tx
             .query_opt(
-                "SELECT id FROM presence WHERE mesh_id = $1 AND member_id = $2
+                "SELECT id, state = 'online' FROM presence WHERE mesh_id = $1 AND member_id = $2
                    AND role = 'session' AND session_id = $3",
                 &[&p.mesh_id, &p.member_id, &p.session_id],
             )
             .await
             .map_err(map_err)?
-            .map(|r| r.get(0));
-        let live = count(&tx, &p.mesh_id).await.map_err(map_err)? - i64::from(old.is_some());
+            .map(|r| (r.get(0), r.get(1)));
+        let live = count(&tx, &p.mesh_id).await.map_err(map_err)?
+            - i64::from(old.is_some_and(|(_, online)| online));
+        let old = old.map(|(id, _)| id);
         if live >= i64::from(max_per_mesh) {
             return Ok(Attach::Capacity);
         }

@@ -472,7 +472,71 @@ async fn activity_is_recorded_forward_only(s: &dyn Store) {
     assert_eq!(listed[0].last_active_at, Some(t0() + secs(5)));
 }
 
+/// Only live presences count toward the mesh's cap: ghosts of crashed
+/// sessions in grace do not lock a full mesh out, and a re-attach within
+/// grace is admitted even when the mesh has filled meanwhile.
+async fn capacity_counts_live_presences_not_ghosts(s: &dyn Store) {
+    let m = mesh(s, "m").await;
+    let alice = member(s, &m, "alice").await;
+    let node = Uuid::now_v7();
+    let g1 = attach(s, &hello(&alice, "ghost1", node, t0())).await;
+    let g2 = attach(s, &hello(&alice, "ghost2", node, t0())).await;
+    for g in [&g1, &g2] {
+        s.release_presence(g.id, g.conn_id, t0() + secs(90), t0())
+            .await
+            .unwrap();
+    }
+    // Two ghosts in a mesh of two: new sessions still get in.
+    attach_capped(s, &hello(&alice, "live1", node, t0()), 2).await;
+    attach_capped(s, &hello(&alice, "live2", node, t0()), 2).await;
+    assert!(matches!(
+        s.attach_presence(&hello(&alice, "live3", node, t0()), 2)
+            .await
+            .unwrap(),
+        Attach::Capacity
+    ));
+    // The mesh is full of live ones; a ghost's own session comes back.
+    assert!(matches!(
+        s.attach_presence(&hello(&alice, "ghost1", node, t0() + secs(5)), 2)
+            .await
+            .unwrap(),
+        Attach::Reattached(x) if x.id == g1.id
+    ));
+    // A 1.37 session's ghost does not count either, nor block its relaunch.
+    let k = session(&alice, "k1", "sess", node);
+    let ghost = match s.attach_session(&k, 10).await.unwrap() {
+        Attach::Created(p) => p,
+        x => panic!("{x:?}"),
+    };
+    s.release_presence(ghost.id, ghost.conn_id, t0() + secs(90), t0())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            s.attach_session(&session(&alice, "k2", "other", node), 3)
+                .await
+                .unwrap(),
+            Attach::Capacity
+        ),
+        "three live: ghost1, live1, live2"
+    );
+    assert!(matches!(
+        s.attach_session(&session(&alice, "k3", "sess", node), 4)
+            .await
+            .unwrap(),
+        Attach::Superseded { .. }
+    ));
+}
+
+async fn attach_capped(s: &dyn Store, p: &NewPresence, cap: u32) {
+    match s.attach_presence(p, cap).await.unwrap() {
+        Attach::Created(_) => {}
+        x => panic!("expected a new presence under the cap, got {x:?}"),
+    }
+}
+
 crate::conformance!(
+    capacity_counts_live_presences_not_ghosts,
     activity_is_recorded_forward_only,
     session_hellos_attach_by_key_then_by_session_id,
     at_least_once_mode_is_kept_across_reattach,
