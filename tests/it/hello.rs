@@ -162,7 +162,13 @@ async fn ghosts_in_grace_do_not_fill_the_mesh(backend: Backend) {
     // Gone without a close frame, as a crashed client: both go to grace.
     drop((a1, b1));
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while w.node.peers("m").await.iter().any(|p| p["state"] != "grace") {
+    while w
+        .node
+        .peers("m")
+        .await
+        .iter()
+        .any(|p| p["state"] != "grace")
+    {
         assert!(tokio::time::Instant::now() < deadline, "never in grace");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -276,7 +282,13 @@ async fn grace_expiry_ends_the_presence(backend: Backend) {
     let (p, _) = Peer::join(&w.node.ws_url(), &w.alice, "s1").await;
     p.close().await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while w.node.peers("m").await.iter().any(|p| p["state"] != "grace") {
+    while w
+        .node
+        .peers("m")
+        .await
+        .iter()
+        .any(|p| p["state"] != "grace")
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "grace never expired"
