@@ -10,6 +10,7 @@ pub mod dev;
 pub mod engine;
 pub mod http;
 pub mod metrics;
+pub mod pgconn;
 pub mod protocol;
 pub mod store;
 pub mod telemetry;

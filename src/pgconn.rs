@@ -1,4 +1,5 @@
-//! How the broker reaches Postgres: the connection settings and, when the
+//! How the broker reaches Postgres (the store's pools and the bus's own
+//! connections alike): the connection settings and, when the
 //! URL asks for it, TLS with rustls. `sslmode` keeps libpq's meaning:
 //! `disable` never encrypts, `prefer` tries, `require` insists but (with no
 //! root certificate given) trusts any certificate, `verify-ca` checks the
@@ -128,21 +129,9 @@ fn split_tls_params(url: &str) -> anyhow::Result<(String, SslMode, Option<String
 }
 
 fn percent_decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(x) = u8::from_str_radix(&v[i + 1..i + 3], 16) {
-                out.push(x);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 
-use crate::store::postgres::Database;
+use crate::pgconn::Database;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 

@@ -20,7 +20,6 @@ mod signatures;
 mod skills;
 mod state;
 mod tasks;
-pub mod tls;
 mod vault;
 mod vectors;
 mod webhooks;
@@ -28,7 +27,7 @@ mod webhooks;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
-pub use tls::Database;
+pub use crate::pgconn::Database;
 
 use super::*;
 
