@@ -152,9 +152,13 @@ impl Application {
             let serve_stop = serve_stop.clone();
             tokio::spawn(async move {
                 stop.cancelled().await;
-                let _ = engine::node::begin_drain(&ctx).await;
+                // The drain period starts now, whatever the database does:
+                // marking the registry row is best effort (the readiness
+                // flag is set at once, before the write).
+                let started = tokio::time::Instant::now();
                 let drain = Duration::from_secs(ctx.config.settings.shutdown_drain_seconds);
-                tokio::time::sleep(drain).await;
+                let _ = tokio::time::timeout(drain, engine::node::begin_drain(&ctx)).await;
+                tokio::time::sleep_until(started + drain).await;
                 ctx.node.close_sockets.cancel();
                 serve_stop.cancel();
             })
@@ -162,27 +166,47 @@ impl Application {
 
         let admin = crate::admin::api::router(engine.clone());
         let router = crate::http::router(engine.clone(), admin);
-        // Small frames must not wait for Nagle's algorithm (~40 ms tails).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        // A make-service hands each connection a clone of the router (an
-        // Arc); serving the `Router` itself rebuilds its route table per
-        // accepted connection, a cost every WebSocket paid at connect.
-        axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(serve_stop.cancelled_owned())
-            .await?;
+        let settings = &engine.config.settings;
+        let limits = crate::http::server::Limits {
+            max_connections: (settings.max_connections_per_node as usize)
+                .saturating_add(settings.max_http_connections as usize),
+            header_timeout: Duration::from_secs(settings.http_header_timeout_seconds),
+            shutdown_wait: SESSION_EXIT_WAIT,
+        };
+        crate::http::server::serve(
+            listener,
+            router,
+            limits,
+            (
+                engine.metrics.http_connections.clone(),
+                engine.metrics.http_refused.clone(),
+            ),
+            serve_stop,
+        )
+        .await;
         let _ = drain.await;
-        let tracker = &engine.node.tracker;
-        tracker.close();
-        if tokio::time::timeout(SESSION_EXIT_WAIT, tracker.wait())
+        // Everything after the drain shares one database deadline: with the
+        // database stalled, SIGTERM still exits within the drain period
+        // plus `db_timeout_seconds` (what is left unfinished is what a crash
+        // would leave, and the cluster recovers from that).
+        let finish = async {
+            let tracker = &engine.node.tracker;
+            tracker.close();
+            if tokio::time::timeout(SESSION_EXIT_WAIT, tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(node_id = %engine.node_id, "some sessions did not finish in time");
+            }
+            running.stop().await;
+            engine::node::deregister(&engine).await;
+        };
+        if tokio::time::timeout(engine::db_timeout(), finish)
             .await
             .is_err()
         {
-            tracing::warn!(node_id = %engine.node_id, "some sessions did not finish in time");
+            tracing::warn!(node_id = %engine.node_id, "shutdown cut short: the database did not answer in time");
         }
-        running.stop().await;
-        engine::node::deregister(&engine).await;
         tracing::info!(node_id = %engine.node_id, "stopped");
         Ok(())
     }

@@ -50,7 +50,6 @@ pub const KEYS: &[&str] = &[
     "migrate_on_start",
     "database_ca_file",
     "http_header_timeout_seconds",
-    "http_idle_timeout_seconds",
     "max_http_connections",
 ];
 
@@ -121,7 +120,6 @@ pub struct Settings {
     pub migrate_on_start: bool,
     pub database_ca_file: Option<String>,
     pub http_header_timeout_seconds: u64,
-    pub http_idle_timeout_seconds: u64,
     pub max_http_connections: u32,
 }
 
@@ -182,9 +180,10 @@ impl Default for Settings {
             migrate_on_start: true,
             database_ca_file: None,
             // A client that opened a connection and sends no request head
-            // is gone, or an attack: real ones send it at once.
+            // is gone, or an attack: real ones send it at once. hyper runs
+            // the same timer between requests on a kept-alive connection,
+            // so this is the idle timeout too.
             http_header_timeout_seconds: 10,
-            http_idle_timeout_seconds: 60,
             // Connections beyond the sockets: probes, hooks, admin, joins.
             max_http_connections: 1_024,
         }
@@ -278,17 +277,14 @@ impl Settings {
                 self.max_new_connections_per_second as u64,
             ),
             ("max_frames_per_second", self.max_frames_per_second as u64),
-        ];
-        let positive = positive.into_iter().chain([
             ("max_frame_bytes", self.max_frame_bytes as u64),
             ("db_timeout_seconds", self.db_timeout_seconds),
             (
                 "http_header_timeout_seconds",
                 self.http_header_timeout_seconds,
             ),
-            ("http_idle_timeout_seconds", self.http_idle_timeout_seconds),
             ("max_http_connections", self.max_http_connections as u64),
-        ]);
+        ];
         for (key, value) in positive {
             if value == 0 {
                 anyhow::bail!("invalid configuration: `{key}` must be greater than 0");
@@ -427,11 +423,6 @@ impl Settings {
                 "http_header_timeout_seconds",
                 self.http_header_timeout_seconds,
                 3_600,
-            ),
-            (
-                "http_idle_timeout_seconds",
-                self.http_idle_timeout_seconds,
-                DAY,
             ),
             (
                 "max_http_connections",

@@ -106,6 +106,10 @@ pub struct Metrics {
     pub hook_requests: Family<ResultLabel, Counter<u64, AtomicU64>>,
     /// Undelivered rows cluster-wide, sampled by the sweeper.
     pub queue_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Open TCP connections of the HTTP listener (WebSockets included).
+    pub http_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// TCP connections closed at accept: the node at its connection cap.
+    pub http_refused: Counter<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -300,7 +304,29 @@ impl Metrics {
             "Frames refused for size (close 1009)",
             oversized_frames.clone(),
         );
+        let http_connections = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        let http_refused = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "http_connections",
+            "Open TCP connections (WebSockets included)",
+            http_connections.clone(),
+        );
+        registry.register(
+            "http_refused_connections",
+            "TCP connections closed at accept (connection cap)",
+            http_refused.clone(),
+        );
+        // Every family shows from the first scrape: a dashboard's rate()
+        // over a series that appears only at its first event misses it.
+        let _ = hook_requests.get_or_create(&ResultLabel { result: "ok" });
+        let _ = hellos.get_or_create(&ResultLabel { result: "ok" });
+        let _ = messages.get_or_create(&ResultLabel { result: "queued" });
+        for state in ["in_use", "idle", "waiting"] {
+            let _ = db_pool.get_or_create(&StateLabel { state });
+        }
         Metrics {
+            http_connections,
+            http_refused,
             registry,
             connections,
             hellos,

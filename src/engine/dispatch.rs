@@ -61,6 +61,18 @@ macro_rules! families {
                 table
             });
 
+        /// Every registered frame as (family, type): what
+        /// `broker_frames_total` is pre-populated with at start.
+        pub fn frame_families() -> Vec<(&'static str, &'static str)> {
+            let mut all = Vec::new();
+            $(
+                for spec in <$frame as Family>::FRAMES {
+                    all.push(($name, spec.ty));
+                }
+            )*
+            all
+        }
+
         /// Runs `request` through its family's handler and counts the
         /// outcome in `broker_frames_total`.
         pub async fn handle(s: &mut Session, request: Request, head: &Head) -> Handled {

@@ -130,6 +130,13 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
         parts.config.settings.db_timeout_seconds,
     ));
     let metrics = Metrics::new(&node_id.to_string(), parts.store.backend());
+    for (family, ty) in dispatch::frame_families() {
+        let _ = metrics.frames.get_or_create(&crate::metrics::FrameLabels {
+            family,
+            r#type: ty,
+            result: "ok",
+        });
+    }
     let (audit, audit_rx) = audit::channel(parts.clock.clone(), metrics.audit_dropped.clone());
     let conn_burst = f64::from(parts.config.settings.max_new_connections_per_second);
     let ctx = Arc::new(Ctx {

@@ -33,73 +33,83 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let started = std::time::Instant::now();
-        let now = ctx.now();
-        let settings = &ctx.config.settings;
-        let lease = Duration::from_secs(settings.node_lease_seconds);
-        let grace = chrono::Duration::seconds(settings.presence_grace_seconds as i64);
-        // A node that has not been beating for a whole lease cannot tell a
-        // dead node from one that, like itself, could not reach the
-        // database a moment ago: it leaves the judging to steadier nodes.
-        let steady = ctx.node.steady_for() >= lease;
-        let reaped = if steady {
-            ctx.store
-                .reap_dead_nodes(ctx.node_id, lease, now + grace, now)
-                .await
-        } else {
-            Ok(Vec::new())
-        };
-        match reaped {
-            Ok(dead) if !dead.is_empty() => {
-                tracing::warn!(node_id = %ctx.node_id, ?dead, "dead nodes reaped: their sessions are in grace");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "dead-node sweep failed"),
+        tokio::select! {
+            // A pass stalled on an unreachable database must not hold up
+            // shutdown: what it did not finish, the next pass (or node) does.
+            _ = stop.cancelled() => return,
+            _ = pass(&ctx, &mut last_prune) => {}
         }
-        match ctx.store.expire_grace(ctx.now()).await {
-            Ok(ended) => {
-                for p in &ended {
-                    tracing::info!(node_id = %ctx.node_id, presence_id = %p.id, mesh_id = %p.mesh_id, "grace expired");
-                    announce(&ctx, PeerEvent::Left, p, None);
-                    ctx.audit.record(
-                        &p.mesh_id,
-                        "peer_left",
-                        Some(Actor {
-                            member_id: &p.member_id,
-                            name: &p.display_name,
-                        }),
-                        serde_json::json!({"presence_id": p.id, "session_id": p.session_id}),
-                    );
-                }
-            }
-            Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "grace sweep failed"),
-        }
-        if let Err(e) = sweep_status(&ctx).await {
-            tracing::warn!(node_id = %ctx.node_id, error = %e, "status sweep failed");
-        }
-        if let Err(e) = ctx.store.sweep_messages(ctx.retention()).await {
-            tracing::warn!(node_id = %ctx.node_id, error = %e, "message sweep failed");
-        }
-        if let Err(e) = ctx.store.sweep_signatures(ctx.now()).await {
-            tracing::warn!(node_id = %ctx.node_id, error = %e, "signature sweep failed");
-        }
-        if last_prune.elapsed() >= AUDIT_PRUNE_EVERY {
-            last_prune = std::time::Instant::now();
-            let days = chrono::Duration::days(ctx.config.settings.audit_retention_days as i64);
-            match ctx.store.prune_audit(ctx.now() - days).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(node_id = %ctx.node_id, pruned = n, "audit entries past retention pruned")
-                }
-                Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "audit prune failed"),
-            }
-        }
-        if let Ok(depth) = ctx.store.queue_depth().await {
-            ctx.metrics.queue_depth.set(depth);
-        }
-        ctx.metrics.sweeps.inc();
-        ctx.metrics
-            .sweep_duration
-            .observe(started.elapsed().as_secs_f64());
     }
+}
+
+/// One sweep of the shared tables (see the module's text).
+async fn pass(ctx: &Ctx, last_prune: &mut std::time::Instant) {
+    let started = std::time::Instant::now();
+    let now = ctx.now();
+    let settings = &ctx.config.settings;
+    let lease = Duration::from_secs(settings.node_lease_seconds);
+    let grace = chrono::Duration::seconds(settings.presence_grace_seconds as i64);
+    // A node that has not been beating for a whole lease cannot tell a
+    // dead node from one that, like itself, could not reach the
+    // database a moment ago: it leaves the judging to steadier nodes.
+    let steady = ctx.node.steady_for() >= lease;
+    let reaped = if steady {
+        ctx.store
+            .reap_dead_nodes(ctx.node_id, lease, now + grace, now)
+            .await
+    } else {
+        Ok(Vec::new())
+    };
+    match reaped {
+        Ok(dead) if !dead.is_empty() => {
+            tracing::warn!(node_id = %ctx.node_id, ?dead, "dead nodes reaped: their sessions are in grace");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "dead-node sweep failed"),
+    }
+    match ctx.store.expire_grace(ctx.now()).await {
+        Ok(ended) => {
+            for p in &ended {
+                tracing::info!(node_id = %ctx.node_id, presence_id = %p.id, mesh_id = %p.mesh_id, "grace expired");
+                announce(ctx, PeerEvent::Left, p, None);
+                ctx.audit.record(
+                    &p.mesh_id,
+                    "peer_left",
+                    Some(Actor {
+                        member_id: &p.member_id,
+                        name: &p.display_name,
+                    }),
+                    serde_json::json!({"presence_id": p.id, "session_id": p.session_id}),
+                );
+            }
+        }
+        Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "grace sweep failed"),
+    }
+    if let Err(e) = sweep_status(ctx).await {
+        tracing::warn!(node_id = %ctx.node_id, error = %e, "status sweep failed");
+    }
+    if let Err(e) = ctx.store.sweep_messages(ctx.retention()).await {
+        tracing::warn!(node_id = %ctx.node_id, error = %e, "message sweep failed");
+    }
+    if let Err(e) = ctx.store.sweep_signatures(ctx.now()).await {
+        tracing::warn!(node_id = %ctx.node_id, error = %e, "signature sweep failed");
+    }
+    if last_prune.elapsed() >= AUDIT_PRUNE_EVERY {
+        *last_prune = std::time::Instant::now();
+        let days = chrono::Duration::days(ctx.config.settings.audit_retention_days as i64);
+        match ctx.store.prune_audit(ctx.now() - days).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(node_id = %ctx.node_id, pruned = n, "audit entries past retention pruned")
+            }
+            Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "audit prune failed"),
+        }
+    }
+    if let Ok(depth) = ctx.store.queue_depth().await {
+        ctx.metrics.queue_depth.set(depth);
+    }
+    ctx.metrics.sweeps.inc();
+    ctx.metrics
+        .sweep_duration
+        .observe(started.elapsed().as_secs_f64());
 }

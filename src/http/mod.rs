@@ -3,6 +3,7 @@
 pub mod health;
 pub mod hook;
 pub mod join;
+pub mod server;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -24,20 +25,34 @@ use crate::metrics::HttpLabels;
 /// The node's routes; `admin` is nested under `/admin` (the admin API is
 /// its own module, which builds on this one's error shape).
 pub fn router(node: Arc<Engine>, admin: Router<Arc<Engine>>) -> Router {
+    // Routes that wait on the database answer within one deadline, as a
+    // WebSocket request does, however many statements they run.
+    let deadline = || {
+        tower::ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(timed_out))
+            .timeout(crate::engine::db_timeout())
+    };
     Router::new()
         .route("/ws", get(crate::ws::upgrade))
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
-        .route("/join", post(join::join))
+        .route("/join", post(join::join).layer(deadline()))
         .route("/hook/set-status", post(hook::set_status))
         .route("/hook/{mesh_id}/{secret}", post(webhook::inbound))
-        .nest("/admin", admin)
+        .nest("/admin", admin.layer(deadline()))
         .fallback(not_found)
+        // No route takes more than a frame: hooks, joins and webhooks check
+        // their own, smaller limit; admin bodies are small JSON.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            node.config.settings.max_frame_bytes,
+        ))
+        .layer(axum::middleware::map_response(json_too_large))
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             count_requests,
         ))
+        .layer(axum::middleware::from_fn(clean_path))
         // Every request gets an id (the caller's `x-request-id`, else a new
         // UUID), logged with it and echoed back for correlation.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
@@ -57,6 +72,59 @@ async fn not_found() -> Response {
         Json(json!({"ok": false, "error": "not_found"})),
     )
         .into_response()
+}
+
+/// A request past its deadline (the database stalled), in both error
+/// shapes: `/join` clients read `ok`/`error`, admin clients
+/// `error`/`message`.
+async fn timed_out(_: tower::BoxError) -> Response {
+    both_shapes(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the broker cannot reach its database; retry",
+    )
+}
+
+fn both_shapes(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"ok": false, "error": code, "message": message})),
+    )
+        .into_response()
+}
+
+/// The body limit's own 413 is plain text; every client of ours parses
+/// JSON (the 1.37 client every body). Both error shapes in one: hooks read
+/// `ok`/`error`, admin clients `error`/`message`.
+async fn json_too_large(resp: Response) -> Response {
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE || json {
+        return resp;
+    }
+    both_shapes(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        "the body is over max_frame_bytes",
+    )
+}
+
+/// A path whose decoded form holds a NUL or is not UTF-8 is refused
+/// before any route sees it: a path parameter reaches the database as
+/// text, where a NUL is an error (it answered 503 "cannot reach its
+/// database" before), and no name we store can hold one.
+async fn clean_path(req: Request, next: Next) -> Response {
+    if !path_is_clean(req.uri().path()) {
+        return ApiError::bad_request("the path holds a NUL or invalid UTF-8").into_response();
+    }
+    next.run(req).await
+}
+
+fn path_is_clean(path: &str) -> bool {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(path).collect();
+    !decoded.contains(&0) && std::str::from_utf8(&decoded).is_ok()
 }
 
 static REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
@@ -147,4 +215,18 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, String> {
         return Err("NUL characters are not allowed".into());
     }
     serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_with_nul_or_bad_utf8_are_not_clean() {
+        use super::path_is_clean;
+        assert!(path_is_clean("/admin/meshes/m%20x/peers"));
+        assert!(path_is_clean("/admin/meshes/caf%C3%A9"));
+        assert!(path_is_clean("/a%2"), "a stray % is left as is");
+        assert!(!path_is_clean("/admin/meshes/%00/peers"));
+        assert!(!path_is_clean("/admin/meshes/%ff"));
+        assert!(!path_is_clean("/admin/meshes/%C3"));
+    }
 }

@@ -96,10 +96,14 @@ async fn bad_sends_are_acked_with_their_id(backend: Backend) {
 }
 
 async fn oversized_frames_close_1009(backend: Backend) {
-    let w = world_with(backend, |s| s.max_message_bytes = 1024).await;
+    let w = world_with(backend, |s| {
+        s.max_message_bytes = 1024;
+        s.max_frame_bytes = 64 * 1024;
+    })
+    .await;
     let (mut a, _) = Peer::join(&w.node.ws_url(), &w.alice, "a1").await;
-    // Limit is max_message_bytes + 16 KiB.
-    let big = json!({"type": "set_summary", "summary": "x".repeat(18 * 1024)}).to_string();
+    // Over max_frame_bytes: the frame is not read at all.
+    let big = json!({"type": "set_summary", "summary": "x".repeat(70 * 1024)}).to_string();
     a.send_text(&big).await;
     assert_eq!(a.expect_close().await, 1009);
 
@@ -107,6 +111,38 @@ async fn oversized_frames_close_1009(backend: Backend) {
     let huge = "y".repeat(10 * 1024 * 1024);
     let _ = b.ws.send(Message::Text(huge.into())).await;
     assert_eq!(b.expect_close().await, 1009);
+}
+
+/// A `send` over `max_message_bytes` but under the frame limit (the
+/// default 1 MiB) is answered with its `too_large` ack, the way the
+/// reference broker answers, and the socket stays open.
+async fn an_oversized_send_gets_its_too_large_ack(backend: Backend) {
+    let w = world(backend).await;
+    let (mut a, _) = Peer::join(&w.node.ws_url(), &w.alice, "a1").await;
+    let body = "QUFB".repeat(70 * 1024 / 4);
+    let ack = a
+        .request(crate::messaging::send_frame(
+            "big",
+            &w.bob.keys.public_hex,
+            "now",
+            &body,
+        ))
+        .await;
+    assert_eq!(
+        (
+            ack["type"].as_str(),
+            ack["id"].as_str(),
+            ack["queued"].as_bool()
+        ),
+        (Some("ack"), Some("big"), Some(false)),
+        "{ack}"
+    );
+    assert!(
+        ack["error"].as_str().unwrap().starts_with("too_large"),
+        "{ack}"
+    );
+    let r = a.request(json!({"type": "list_peers"})).await;
+    assert_eq!(r["type"], "peers_list", "still open: {r}");
 }
 
 async fn frames_under_the_limit_pass(backend: Backend) {
@@ -237,6 +273,7 @@ both_stores!(
     junk_frames_get_bad_request_and_keep_the_socket,
     bad_sends_are_acked_with_their_id,
     oversized_frames_close_1009,
+    an_oversized_send_gets_its_too_large_ack,
     frames_under_the_limit_pass,
     silent_clients_are_closed_when_pongs_stop,
     client_pings_are_answered,
