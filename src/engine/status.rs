@@ -75,8 +75,15 @@ async fn hook_inner(ctx: &Ctx, req: HookRequest) -> Result<HookOutcome, HookErro
     };
     let now = ctx.now();
     let rate = ctx.config.settings.hook_rate_limit_per_min;
+    // With tokens, the bucket is the session the token names: a body's
+    // (pid, cwd) is anyone's to claim, and keying on it let any valid
+    // token of any mesh lock another session's hooks out.
+    let key = match ctx.config.hook_auth {
+        HookAuth::Token => format!("p:{}", targets[0]),
+        HookAuth::None => format!("{}:{}", req.pid, req.cwd),
+    };
     let bucket = Bucket {
-        key: format!("{}:{}", req.pid, req.cwd),
+        key,
         rate_per_min: rate,
         burst: rate,
     };

@@ -175,7 +175,7 @@ pub async fn set_status(
             &node,
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit",
-            "too many hook posts for this (pid, cwd)",
+            "too many hook posts for this session",
         ),
         Err(HookError::Unavailable) => refuse(
             &node,

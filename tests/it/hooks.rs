@@ -169,6 +169,39 @@ async fn token_auth_scopes_hooks_to_one_presence(backend: Backend) {
     assert_ne!(ack_a["hookToken"], ack_b["hookToken"]);
 }
 
+/// With tokens, the hook bucket is the session the token names: another
+/// session's posts, whatever `(pid, cwd)` their bodies claim, cannot
+/// spend it (they could lock any session's hooks at 429 before).
+async fn token_hook_buckets_are_per_session(backend: Backend) {
+    let w = world_with(backend, |s| s.hook_rate_limit_per_min = 2).await;
+    let url = w.node.ws_url();
+    let (_a, ack_a) = Peer::join_with(
+        &url,
+        &w.alice,
+        "a1",
+        json!({"pid": 4242, "cwd": "/home/u/proj"}),
+    )
+    .await;
+    let (_b, ack_b) = Peer::join(&url, &w.bob, "b1").await;
+    let (ta, tb) = (
+        ack_a["hookToken"].as_str().unwrap(),
+        ack_b["hookToken"].as_str().unwrap(),
+    );
+    // Bob's token, alice's (pid, cwd) in the body: bob's own bucket runs dry.
+    assert_eq!(post(&w.node, hook("working"), Some(tb)).await.0, 200);
+    assert_eq!(post(&w.node, hook("idle"), Some(tb)).await.0, 200);
+    assert_eq!(post(&w.node, hook("working"), Some(tb)).await.0, 429);
+    assert_eq!(
+        status_of(&w.node, "a1").await.0,
+        "idle",
+        "bob's posts set bob's status"
+    );
+    // Alice's hooks still go through, twice.
+    assert_eq!(post(&w.node, hook("working"), Some(ta)).await.0, 200);
+    assert_eq!(post(&w.node, hook("idle"), Some(ta)).await.0, 200);
+    assert_eq!(post(&w.node, hook("working"), Some(ta)).await.0, 429);
+}
+
 async fn hook_limits_and_bad_input(backend: Backend) {
     let w = world_with(backend, |s| {
         open(s);
@@ -223,7 +256,9 @@ async fn hook_limits_and_bad_input(backend: Backend) {
         ("not json".to_string(), "application/json", 400),
         (hook("working").to_string(), "text/plain", 415),
         (
-            format!("{{\"cwd\":\"{}\"}}", "x".repeat(1 << 20)),
+            // Over max_message_bytes, under the listener's body limit:
+            // the hook's own 413 (the listener's is tested with HTTP).
+            format!("{{\"cwd\":\"{}\"}}", "x".repeat(100_000)),
             "application/json",
             413,
         ),
@@ -307,6 +342,7 @@ async fn stale_pending_hooks_are_ignored(backend: Backend) {
 }
 
 both_stores!(
+    token_hook_buckets_are_per_session,
     v1_hooks_find_the_session_by_pid_and_cwd,
     pending_hooks_apply_at_hello,
     idle_hook_releases_held_messages,
