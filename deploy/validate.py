@@ -48,6 +48,7 @@ BROKER_LABELS = {
     "app.kubernetes.io/component": "broker",
 }
 SECRET_ENV = {"DATABASE_URL": "database-url", "BROKER_ADMIN_TOKEN": "admin-token"}
+OWNER_URL_KEY = "owner-database-url"
 CONFIG_KEY = "config.toml"
 
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -473,8 +474,9 @@ def check_consistency(base: dict, examples: dict) -> None:
             fail(f"{j}: the PodDisruptionBudget must not select the migration pods")
         jenv = {e["name"]: e for e in jc.get("env", [])}
         jref = ((jenv.get("DATABASE_URL") or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
-        if (jref.get("name"), jref.get("key")) != (next(iter(secret_names), None), SECRET_ENV["DATABASE_URL"]):
-            fail(f"{j}: DATABASE_URL must come from the Deployment's Secret")
+        # The schema owner's URL, beside the serving role's in the same Secret.
+        if (jref.get("name"), jref.get("key")) != (next(iter(secret_names), None), OWNER_URL_KEY):
+            fail(f"{j}: DATABASE_URL must come from the Deployment's Secret, key {OWNER_URL_KEY}")
         jsc = jc.get("securityContext", {})
         if jsc.get("allowPrivilegeEscalation") is not False or jsc.get("readOnlyRootFilesystem") is not True:
             fail(f"{j}: use the Deployment's container security context")
