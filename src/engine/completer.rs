@@ -3,9 +3,20 @@
 //! window instead of one per push. A crash before a batch lands costs a
 //! redelivery, never a loss; a session that ends flushes first, so its
 //! re-attach does not see its written pushes again.
+//!
+//! A batch that fails (a squeezed pool, a database blip) is not dropped:
+//! its rows are retried, in order and coalesced with newer ones, until
+//! they land or their claim's lease would have ended. Meanwhile they are
+//! known as written: if the session's own claim takes one back (its lease
+//! lapsed), the delivery loop does not push it again but queues it for
+//! completion once more (that claim renewed its lease). A plain session is
+//! not re-pushed what it already got.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +30,15 @@ const LINGER: Duration = Duration::from_millis(10);
 /// Rows per statement at most.
 const MAX_ROWS: usize = 8_192;
 pub const QUEUE: usize = 16_384;
+/// First wait before retrying a failed batch; doubles up to `RETRY_MAX`.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// A retried row is kept past its claim's lease by this much (and two
+/// delivery polls): the session's own loop takes the lapsed row back in
+/// that time, which renews the lease and queues the row again, so a long
+/// failure does not end in a duplicate. A row another session claimed is
+/// simply no longer ours to complete (its completion matches nothing).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 enum Job {
     Done(Uuid, Vec<i64>),
@@ -32,6 +52,9 @@ pub struct Completions {
     tx: mpsc::Sender<Job>,
     /// For completing directly once the completer has stopped.
     ctx: Arc<Ctx>,
+    /// Rows written to their socket whose completion failed and waits for
+    /// a retry. Empty unless the database misbehaves.
+    unsettled: Arc<Mutex<HashSet<(Uuid, i64)>>>,
 }
 
 impl Completions {
@@ -45,11 +68,20 @@ impl Completions {
         {
             // Shutting down: complete directly.
             let rows: Vec<(Uuid, i64)> = ids.into_iter().map(|i| (p, i)).collect();
-            complete_now(&self.ctx, &rows).await;
+            let _ = complete_now(&self.ctx, &rows).await;
         }
     }
 
-    /// Waits until everything queued so far is completed.
+    /// Whether this row was written to `presence`'s socket already and its
+    /// completion is still being retried: pushing it again would be a
+    /// duplicate.
+    pub fn written(&self, presence: Uuid, id: i64) -> bool {
+        let u = self.unsettled.lock().unwrap_or_else(|e| e.into_inner());
+        !u.is_empty() && u.contains(&(presence, id))
+    }
+
+    /// Waits until everything queued so far is completed (or, if the
+    /// database refused, queued for a retry).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Job::Flush(tx)).await.is_ok() {
@@ -58,38 +90,57 @@ impl Completions {
     }
 }
 
-async fn complete_now(ctx: &Ctx, rows: &[(Uuid, i64)]) {
+/// One completion statement; `false` if it failed (the rows stay claimed).
+async fn complete_now(ctx: &Ctx, rows: &[(Uuid, i64)]) -> bool {
     if rows.is_empty() {
-        return;
+        return true;
     }
-    if let Err(e) = super::bounded(ctx.store.complete_many(rows, ctx.retention())).await {
-        // The rows stay claimed; their lease lapses and they are
-        // delivered again: a duplicate, not a loss.
-        tracing::warn!(error = %e, rows = rows.len(), "could not complete deliveries");
+    match super::bounded(ctx.store.complete_many(rows, ctx.retention())).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, rows = rows.len(), "could not complete deliveries; will retry");
+            false
+        }
     }
 }
 
 pub struct Completer {
     ctx: Arc<Ctx>,
     rx: mpsc::Receiver<Job>,
+    unsettled: Arc<Mutex<HashSet<(Uuid, i64)>>>,
+    /// Rows of failed batches, oldest first, each with when to give up.
+    retry: Vec<((Uuid, i64), Instant)>,
 }
 
 impl Completer {
     pub fn new(ctx: Arc<Ctx>) -> (Completions, Completer) {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let unsettled = Arc::new(Mutex::new(HashSet::new()));
         let handle = Completions {
             tx,
             ctx: ctx.clone(),
+            unsettled: unsettled.clone(),
         };
-        (handle, Completer { ctx, rx })
+        (
+            handle,
+            Completer {
+                ctx,
+                rx,
+                unsettled,
+                retry: Vec::new(),
+            },
+        )
     }
 
     /// Completes batches until `stop`, then what is queued.
     pub async fn run(mut self, stop: CancellationToken) {
-        let store = &*self.ctx;
+        let mut backoff = RETRY_MIN;
         loop {
+            // With rows waiting for a retry, wait for new ones only until
+            // the retry is due.
             let first = tokio::select! {
-                j = self.rx.recv() => match j { Some(j) => j, None => return },
+                j = self.rx.recv() => match j { Some(j) => Some(j), None => return },
+                _ = tokio::time::sleep(backoff), if !self.retry.is_empty() => None,
                 _ = stop.cancelled() => {
                     self.rx.close();
                     let mut rows = Vec::new();
@@ -97,26 +148,77 @@ impl Completer {
                     while let Ok(j) = self.rx.try_recv() {
                         take(j, &mut rows, &mut flushes);
                     }
-                    complete_now(store, &rows).await;
+                    // One last try, for the retried rows too; what fails now
+                    // is redelivered after its lease (never lost).
+                    self.attempt(rows).await;
                     flushes.into_iter().for_each(|f| { let _ = f.send(()); });
                     return;
                 }
             };
             let mut rows = Vec::new();
             let mut flushes = Vec::new();
-            take(first, &mut rows, &mut flushes);
-            let deadline = tokio::time::Instant::now() + LINGER;
-            while flushes.is_empty() && rows.len() < MAX_ROWS {
-                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                    Ok(Some(j)) => take(j, &mut rows, &mut flushes),
-                    Ok(None) | Err(_) => break,
+            if let Some(first) = first {
+                take(first, &mut rows, &mut flushes);
+                let deadline = Instant::now() + LINGER;
+                while flushes.is_empty() && rows.len() < MAX_ROWS {
+                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(Some(j)) => take(j, &mut rows, &mut flushes),
+                        Ok(None) | Err(_) => break,
+                    }
                 }
             }
-            complete_now(store, &rows).await;
+            if self.attempt(rows).await {
+                backoff = RETRY_MIN;
+            } else {
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
             for f in flushes {
                 let _ = f.send(());
             }
         }
+    }
+
+    /// Completes the rows waiting for a retry, then `rows`, in one
+    /// statement (in that order: a session's rows stay in order). On
+    /// failure every row waits for the next try, known as written.
+    async fn attempt(&mut self, rows: Vec<(Uuid, i64)>) -> bool {
+        let now = Instant::now();
+        let before = self.retry.len();
+        self.retry.retain(|(_, until)| *until > now);
+        let expired = before - self.retry.len();
+        if expired > 0 {
+            tracing::warn!(
+                rows = expired,
+                "gave up completing deliveries: their claims lapse and they are delivered again"
+            );
+        }
+        let mut all: Vec<(Uuid, i64)> = self.retry.iter().map(|(r, _)| *r).collect();
+        all.extend_from_slice(&rows);
+        if complete_now(&self.ctx, &all).await {
+            if !self.retry.is_empty() || expired > 0 {
+                self.retry.clear();
+                self.sync_unsettled();
+            }
+            return true;
+        }
+        let s = &self.ctx.config.settings;
+        let until = now
+            + Duration::from_secs(s.claim_lease_seconds + 2 * s.sweep_interval_seconds)
+            + LEASE_MARGIN;
+        self.retry.extend(rows.into_iter().map(|r| (r, until)));
+        if self.retry.len() > MAX_ROWS * 4 {
+            // A long outage: keep the newest; the oldest lapse anyway.
+            let cut = self.retry.len() - MAX_ROWS * 4;
+            self.retry.drain(..cut);
+        }
+        self.sync_unsettled();
+        false
+    }
+
+    fn sync_unsettled(&self) {
+        let mut u = self.unsettled.lock().unwrap_or_else(|e| e.into_inner());
+        u.clear();
+        u.extend(self.retry.iter().map(|(r, _)| *r));
     }
 }
 

@@ -254,7 +254,14 @@ async fn run(
 /// gone (the rows lapse or are released with the presence: no loss).
 async fn push(engine: &Engine, who: &Recipient, tx: &OutboundTx, rows: Vec<Claimed>) -> bool {
     let mut ids = Vec::with_capacity(rows.len());
+    let plain = !who.at_least_once.load(Ordering::Relaxed);
     for c in &rows {
+        if plain && c.redelivery && engine.completions.written(who.presence, c.delivery_id) {
+            // Written already; its completion failed and is retried. This
+            // claim renewed its lease: complete it, do not push it again.
+            ids.push(c.delivery_id);
+            continue;
+        }
         let frame = engine.pushes.bytes(&c.message, &who.member_id);
         if tx.send(Outbound::Text(frame)).await.is_err() {
             return false;

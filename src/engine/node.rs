@@ -23,6 +23,9 @@ pub struct NodeState {
     draining: AtomicBool,
     /// Last known database health, kept by the heartbeat and probes.
     db_up: AtomicBool,
+    /// What readiness reports: `db_up` once it has held for
+    /// [`READY_HOLD`], so a squeezed pool's odd timeout does not flap it.
+    ready: Mutex<Settled>,
     /// Cancelled when the drain period ends: every socket closes with 1001.
     pub close_sockets: CancellationToken,
     /// Session tasks, so shutdown can wait for them (axum does not).
@@ -52,7 +55,17 @@ impl NodeState {
             tracker: TaskTracker::new(),
             conn_rate: Mutex::new((conn_burst, Instant::now())),
             steady_since: Mutex::new(None),
+            ready: Mutex::new(Settled {
+                value: true,
+                pending: None,
+            }),
         }
+    }
+
+    /// The database health readiness reports (see `ready`).
+    pub fn db_settled(&self) -> bool {
+        let mut r = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        r.settle(Instant::now())
     }
 
     /// Records a heartbeat's outcome (see `steady_since`).
@@ -81,7 +94,68 @@ impl NodeState {
 
     /// Records database health; returns what it was before.
     pub fn set_db_up(&self, up: bool) -> bool {
+        self.ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(up, Instant::now());
         self.db_up.swap(up, Ordering::Relaxed)
+    }
+}
+
+/// Readiness changes only after the database's new state has held this
+/// long (every observation in between agreeing).
+pub const READY_HOLD: Duration = Duration::from_secs(3);
+
+/// A boolean that changes only after its new value has held for
+/// [`READY_HOLD`].
+struct Settled {
+    value: bool,
+    /// A differing value seen, and since when it has been seen.
+    pending: Option<(bool, Instant)>,
+}
+
+impl Settled {
+    fn observe(&mut self, v: bool, now: Instant) {
+        match self.pending {
+            _ if v == self.value => self.pending = None,
+            Some((p, _)) if p == v => {}
+            _ => self.pending = Some((v, now)),
+        }
+        self.settle(now);
+    }
+
+    fn settle(&mut self, now: Instant) -> bool {
+        if let Some((v, since)) = self.pending {
+            if now.duration_since(since) >= READY_HOLD {
+                self.value = v;
+                self.pending = None;
+            }
+        }
+        self.value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_changes_only_after_the_new_state_held() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        let mut s = Settled {
+            value: true,
+            pending: None,
+        };
+        s.observe(false, at(0));
+        assert!(s.settle(at(2_900)), "not yet");
+        s.observe(true, at(1_000));
+        s.observe(false, at(1_500));
+        assert!(s.settle(at(4_000)), "a flap restarts the wait");
+        assert!(!s.settle(at(4_500)), "held 3 s since 1.5 s");
+        s.observe(true, at(5_000));
+        assert!(!s.settle(at(7_900)));
+        assert!(s.settle(at(8_000)));
     }
 }
 

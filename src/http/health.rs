@@ -27,11 +27,14 @@ pub async fn live(State(node): State<Arc<Engine>>) -> impl IntoResponse {
     }))
 }
 
-/// 200 only when the database answers and the node is not draining.
+/// 200 only when the database answers (as it has for a few seconds:
+/// readiness does not flap with a squeezed pool) and the node is not
+/// draining; 503 at once when draining.
 pub async fn ready(State(node): State<Arc<Engine>>) -> impl IntoResponse {
     let draining = node.node.is_draining();
     let db = node::probe_db(&node).await;
-    let status = if db && !draining {
+    let settled = node.node.db_settled();
+    let status = if settled && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

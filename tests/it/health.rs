@@ -114,8 +114,25 @@ async fn readiness_follows_the_database() {
     let r = reqwest::get(node.url("/health")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["db"], "down");
-    let r = reqwest::get(node.url("/health/ready")).await.unwrap();
-    assert_eq!(r.status(), 503);
+    // Once the failure has held for the readiness hold (3 s).
+    let gone = std::time::Instant::now();
+    loop {
+        let r = reqwest::get(node.url("/health/ready")).await.unwrap();
+        if r.status() == 503 {
+            break;
+        }
+        assert!(
+            gone.elapsed() < std::time::Duration::from_secs(6),
+            "readiness still {}",
+            r.status()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        gone.elapsed() >= std::time::Duration::from_millis(2_500),
+        "readiness does not flip on one failed probe ({:?})",
+        gone.elapsed()
+    );
 }
 
 async fn drop_database(db: &TestDb) {

@@ -46,6 +46,7 @@ mod replay;
 mod send_extras;
 mod sessions;
 mod skills;
+mod squeeze;
 mod state;
 mod store;
 mod tasks;

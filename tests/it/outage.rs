@@ -78,7 +78,15 @@ async fn outage(link: Link) {
     .await;
     let ack = b.recv_any_within(Duration::from_secs(8)).await;
     assert_eq!(ack["code"], "unavailable", "{ack}");
-    assert_eq!(ready(&cut_node).await, 503);
+    // Readiness turns once the failure has held a few seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ready(&cut_node).await != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness stayed 200"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let health: serde_json::Value = reqwest::get(cut_node.url("/health"))
         .await
         .unwrap()
