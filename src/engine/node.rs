@@ -135,30 +135,6 @@ impl Settled {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn readiness_changes_only_after_the_new_state_held() {
-        let t = Instant::now();
-        let at = |ms: u64| t + Duration::from_millis(ms);
-        let mut s = Settled {
-            value: true,
-            pending: None,
-        };
-        s.observe(false, at(0));
-        assert!(s.settle(at(2_900)), "not yet");
-        s.observe(true, at(1_000));
-        s.observe(false, at(1_500));
-        assert!(s.settle(at(4_000)), "a flap restarts the wait");
-        assert!(!s.settle(at(4_500)), "held 3 s since 1.5 s");
-        s.observe(true, at(5_000));
-        assert!(!s.settle(at(7_900)));
-        assert!(s.settle(at(8_000)));
-    }
-}
-
 /// A readiness probe must answer well inside Kubernetes' 1 s default
 /// timeout even when the database hangs.
 const DB_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
@@ -237,4 +213,28 @@ pub fn admit(ctx: &Arc<Ctx>) -> Option<ConnSlot> {
     b.0 -= 1.0;
     ctx.metrics.connections.inc();
     Some(ConnSlot(ctx.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_changes_only_after_the_new_state_held() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        let mut s = Settled {
+            value: true,
+            pending: None,
+        };
+        s.observe(false, at(0));
+        assert!(s.settle(at(2_900)), "not yet");
+        s.observe(true, at(1_000));
+        s.observe(false, at(1_500));
+        assert!(s.settle(at(4_000)), "a flap restarts the wait");
+        assert!(!s.settle(at(4_500)), "held 3 s since 1.5 s");
+        s.observe(true, at(5_000));
+        assert!(!s.settle(at(7_900)));
+        assert!(s.settle(at(8_000)));
+    }
 }
