@@ -90,6 +90,7 @@ run memory --workload dm --peers 100 --messages 1000
 run memory --workload broadcast --peers 100 --messages 100
 run memory --workload rate --peers 100 --rate 2000 --duration 10
 run memory --workload idle --peers 10000 --meshes 100 --hold 3
+run postgres --workload idle --peers 10000 --meshes 100 --hold 3 --connect-concurrency 10000
 run postgres --workload dm --peers 100 --messages 100
 run postgres --workload dm --peers 100 --messages 1000
 run postgres --workload broadcast --peers 100 --messages 100

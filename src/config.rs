@@ -352,6 +352,9 @@ impl Settings {
         const DAY: u64 = 86_400;
         const YEAR: u64 = 365 * DAY;
         const MIB: u64 = 1 << 20;
+        // Rates and counts: far past any real limit (benchmarks switch the
+        // limits off with 100,000,000), still no overflow in their math.
+        const RATE_MAX: u64 = 1_000_000_000;
         vec![
             ("db_pool_size", self.db_pool_size as u64, 1_000),
             ("max_message_bytes", self.max_message_bytes as u64, 16 * MIB),
@@ -359,23 +362,19 @@ impl Settings {
             (
                 "max_connections_per_mesh",
                 self.max_connections_per_mesh as u64,
-                1_000_000,
+                RATE_MAX,
             ),
-            (
-                "send_rate_per_min",
-                self.send_rate_per_min as u64,
-                1_000_000,
-            ),
-            ("send_burst", self.send_burst as u64, 1_000_000),
+            ("send_rate_per_min", self.send_rate_per_min as u64, RATE_MAX),
+            ("send_burst", self.send_burst as u64, RATE_MAX),
             (
                 "hook_rate_limit_per_min",
                 self.hook_rate_limit_per_min as u64,
-                1_000_000,
+                RATE_MAX,
             ),
             (
                 "webhook_rate_limit_per_min",
                 self.webhook_rate_limit_per_min as u64,
-                1_000_000,
+                RATE_MAX,
             ),
             ("status_ttl_seconds", self.status_ttl_seconds, DAY),
             (
@@ -406,17 +405,17 @@ impl Settings {
             (
                 "max_connections_per_node",
                 self.max_connections_per_node as u64,
-                1_000_000,
+                RATE_MAX,
             ),
             (
                 "max_new_connections_per_second",
                 self.max_new_connections_per_second as u64,
-                1_000_000,
+                RATE_MAX,
             ),
             (
                 "max_frames_per_second",
                 self.max_frames_per_second as u64,
-                1_000_000,
+                RATE_MAX,
             ),
             ("db_timeout_seconds", self.db_timeout_seconds, 300),
             (
@@ -427,7 +426,7 @@ impl Settings {
             (
                 "max_http_connections",
                 self.max_http_connections as u64,
-                1_000_000,
+                RATE_MAX,
             ),
         ]
     }

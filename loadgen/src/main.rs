@@ -159,6 +159,10 @@ pub struct Args {
     /// idle: seconds to hold the connections.
     #[arg(long, default_value_t = 10.0)]
     pub hold: f64,
+    /// Peers connecting (and saying hello) at once; the default paces a
+    /// large run, `--connect-concurrency 10000` makes it one burst.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
     /// idle: broker process whose VmRSS is sampled (same machine).
     #[arg(long)]
     pub broker_pid: Option<u32>,
@@ -284,6 +288,7 @@ fn plan(args: &Args) -> Result<run::Plan> {
         payload_bytes: args.payload_bytes,
         encoder: enc,
         hold: Duration::from_secs_f64(args.hold),
+        connect_concurrency: args.connect_concurrency.max(1),
         broker_pid: args.broker_pid,
         nodes,
         admin_token: args.admin_token.clone(),

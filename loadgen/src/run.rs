@@ -44,6 +44,8 @@ pub struct Plan {
     pub payload_bytes: usize,
     pub encoder: Encoder,
     pub hold: Duration,
+    /// Peers connecting at once.
+    pub connect_concurrency: usize,
     pub broker_pid: Option<u32>,
     pub nodes: Vec<NodeUrl>,
     pub admin_token: String,
@@ -234,7 +236,7 @@ async fn connect_all(
 ) -> Result<(Vec<Conn>, Duration)> {
     let layout = plan.layout;
     let ctxs = hello_ctxs(prov);
-    let limit = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let limit = Arc::new(Semaphore::new(plan.connect_concurrency));
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for i in 0..layout.peers {

@@ -178,6 +178,8 @@ pub(super) fn unavailable(e: impl std::fmt::Display) -> HelloRefusal {
 /// Runs every hello check in PROTOCOL.md order and attaches the
 /// presence. `conn_id` names the socket asking.
 pub async fn hello(ctx: &Ctx, h: &Hello, conn_id: Uuid) -> Result<Welcome, HelloRefusal> {
+    // The deadline starts with the work, not with the wait for a slot.
+    let _slot = ctx.node.hello_slots.acquire().await;
     match tokio::time::timeout(super::db_timeout(), hello_inner(ctx, h, conn_id)).await {
         Ok(r) => r,
         Err(_) => Err(unavailable("the database did not answer in time")),

@@ -139,6 +139,9 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
     }
     let (audit, audit_rx) = audit::channel(parts.clock.clone(), metrics.audit_dropped.clone());
     let conn_burst = f64::from(parts.config.settings.max_new_connections_per_second);
+    // As many hellos at once as the pool has connections: more would only
+    // queue on the pool, inside the database deadline.
+    let hello_slots = parts.config.settings.db_pool_size;
     let ctx = Arc::new(Ctx {
         node_id,
         config: parts.config,
@@ -152,6 +155,7 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
             parts.public_url,
             parts.admin_token,
             conn_burst,
+            hello_slots,
         ),
         bus: parts.bus,
     });

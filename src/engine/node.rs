@@ -32,6 +32,10 @@ pub struct NodeState {
     pub tracker: TaskTracker,
     /// New-connection token bucket: (tokens, last refill).
     conn_rate: Mutex<(f64, Instant)>,
+    /// Hellos worked on at once; the rest queue here, not on the pool, so
+    /// a burst (every client of a restarted node) is answered in turn
+    /// instead of timing out on the database deadline.
+    pub hello_slots: tokio::sync::Semaphore,
     /// Since when every heartbeat has succeeded (`None` after a failure):
     /// only a node that has been beating for a whole lease may judge
     /// others, so after an outage every node beats before anyone is reaped.
@@ -44,6 +48,7 @@ impl NodeState {
         public_url: String,
         admin_token: Option<String>,
         conn_burst: f64,
+        hello_slots: usize,
     ) -> NodeState {
         NodeState {
             listen_addr,
@@ -54,6 +59,7 @@ impl NodeState {
             close_sockets: CancellationToken::new(),
             tracker: TaskTracker::new(),
             conn_rate: Mutex::new((conn_burst, Instant::now())),
+            hello_slots: tokio::sync::Semaphore::new(hello_slots.max(1)),
             steady_since: Mutex::new(None),
             ready: Mutex::new(Settled {
                 value: true,

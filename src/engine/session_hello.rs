@@ -26,6 +26,8 @@ pub async fn session_hello(
     h: &SessionHello,
     conn_id: Uuid,
 ) -> Result<Welcome, HelloRefusal> {
+    // The deadline starts with the work, not with the wait for a slot.
+    let _slot = ctx.node.hello_slots.acquire().await;
     match tokio::time::timeout(super::db_timeout(), checked(ctx, h, conn_id)).await {
         Ok(r) => r,
         Err(_) => Err(unavailable("the database did not answer in time")),
