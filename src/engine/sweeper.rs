@@ -4,7 +4,9 @@
 //! buckets go, expired and delivered messages go, spent hello signatures
 //! past their window go, the audit log is pruned
 //! past its retention, and the queue depth is sampled. Every node sweeps;
-//! the store makes each step safe to run on several at once.
+//! the store makes each step safe to run on several at once. Each step is
+//! bounded by the database deadline: one that stalls on a dead link is
+//! given up, and the next pass tries again on a fresh connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::audit::Actor;
 use super::events::{announce, PeerEvent};
 use super::status::sweep_status;
-use super::Ctx;
+use super::{bounded, Ctx};
 
 /// Retention is in days: pruning hourly keeps the table within an hour of
 /// its limit at a negligible cost.
@@ -53,10 +55,15 @@ async fn pass(ctx: &Ctx, last_prune: &mut std::time::Instant) {
     // dead node from one that, like itself, could not reach the
     // database a moment ago: it leaves the judging to steadier nodes.
     let steady = ctx.node.steady_for() >= lease;
+    // Our own beat must be this fresh when the statement runs (see the
+    // store): two beats and a second of latency.
+    let fresh = Duration::from_secs(2 * settings.node_heartbeat_seconds + 1);
     let reaped = if steady {
-        ctx.store
-            .reap_dead_nodes(ctx.node_id, lease, now + grace, now)
-            .await
+        bounded(
+            ctx.store
+                .reap_dead_nodes(ctx.node_id, lease, fresh, now + grace, now),
+        )
+        .await
     } else {
         Ok(Vec::new())
     };
@@ -67,7 +74,7 @@ async fn pass(ctx: &Ctx, last_prune: &mut std::time::Instant) {
         Ok(_) => {}
         Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "dead-node sweep failed"),
     }
-    match ctx.store.expire_grace(ctx.now()).await {
+    match bounded(ctx.store.expire_grace(ctx.now())).await {
         Ok(ended) => {
             for p in &ended {
                 tracing::info!(node_id = %ctx.node_id, presence_id = %p.id, mesh_id = %p.mesh_id, "grace expired");
@@ -85,19 +92,19 @@ async fn pass(ctx: &Ctx, last_prune: &mut std::time::Instant) {
         }
         Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "grace sweep failed"),
     }
-    if let Err(e) = sweep_status(ctx).await {
+    if let Err(e) = bounded(sweep_status(ctx)).await {
         tracing::warn!(node_id = %ctx.node_id, error = %e, "status sweep failed");
     }
-    if let Err(e) = ctx.store.sweep_messages(ctx.retention()).await {
+    if let Err(e) = bounded(ctx.store.sweep_messages(ctx.retention())).await {
         tracing::warn!(node_id = %ctx.node_id, error = %e, "message sweep failed");
     }
-    if let Err(e) = ctx.store.sweep_signatures(ctx.now()).await {
+    if let Err(e) = bounded(ctx.store.sweep_signatures(ctx.now())).await {
         tracing::warn!(node_id = %ctx.node_id, error = %e, "signature sweep failed");
     }
     if last_prune.elapsed() >= AUDIT_PRUNE_EVERY {
         *last_prune = std::time::Instant::now();
         let days = chrono::Duration::days(ctx.config.settings.audit_retention_days as i64);
-        match ctx.store.prune_audit(ctx.now() - days).await {
+        match bounded(ctx.store.prune_audit(ctx.now() - days)).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(node_id = %ctx.node_id, pruned = n, "audit entries past retention pruned")
@@ -105,7 +112,7 @@ async fn pass(ctx: &Ctx, last_prune: &mut std::time::Instant) {
             Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "audit prune failed"),
         }
     }
-    if let Ok(depth) = ctx.store.queue_depth().await {
+    if let Ok(depth) = bounded(ctx.store.queue_depth()).await {
         ctx.metrics.queue_depth.set(depth);
     }
     ctx.metrics.sweeps.inc();

@@ -39,7 +39,10 @@ pub fn router(node: Arc<Engine>, admin: Router<Arc<Engine>>) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/join", post(join::join).layer(deadline()))
         .route("/hook/set-status", post(hook::set_status))
-        .route("/hook/{mesh_id}/{secret}", post(webhook::inbound))
+        .route(
+            "/hook/{mesh_id}/{secret}",
+            post(webhook::inbound).layer(deadline()),
+        )
         .nest("/admin", admin.layer(deadline()))
         .fallback(not_found)
         // No route takes more than a frame: hooks, joins and webhooks check

@@ -47,11 +47,16 @@ pub trait NodeStore: Send + Sync + 'static {
     /// presences go to grace until `grace_until`, their claims are released
     /// and their rows removed. Returns the dead nodes' ids. `reaper`, the
     /// node asking, is never among them: a node never declares itself dead
-    /// (a stalled process may sweep before it heartbeats).
+    /// (a stalled process may sweep before it heartbeats). Nobody is reaped
+    /// unless the reaper's own heartbeat is younger than `fresh` when the
+    /// statement runs: a request that stalled on a cut link and reaches
+    /// the database only when the link is back (every heartbeat then stale)
+    /// judges nobody.
     async fn reap_dead_nodes(
         &self,
         reaper: Uuid,
         lease: std::time::Duration,
+        fresh: std::time::Duration,
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Uuid>>;

@@ -41,12 +41,22 @@ impl NodeStore for MemoryStore {
         &self,
         reaper: Uuid,
         lease: std::time::Duration,
+        fresh: std::time::Duration,
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Uuid>> {
-        let dead_before =
-            Utc::now() - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let ago = |d: std::time::Duration| {
+            Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+        };
+        let dead_before = ago(lease);
         let mut s = self.lock();
+        let reaper_fresh = s
+            .nodes
+            .get(&reaper)
+            .is_some_and(|n| n.heartbeat_at >= ago(fresh));
+        if !reaper_fresh {
+            return Ok(Vec::new());
+        }
         let dead: Vec<Uuid> = s
             .nodes
             .values()

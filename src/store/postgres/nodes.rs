@@ -47,6 +47,7 @@ impl NodeStore for PgStore {
         &self,
         reaper: Uuid,
         lease: std::time::Duration,
+        fresh: std::time::Duration,
         grace_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<Uuid>> {
@@ -64,8 +65,10 @@ impl NodeStore for PgStore {
             .query(
                 "DELETE FROM broker_node
                  WHERE heartbeat_at < now() - make_interval(secs => $1) AND id <> $2
+                   AND EXISTS (SELECT 1 FROM broker_node me WHERE me.id = $2
+                               AND me.heartbeat_at >= now() - make_interval(secs => $3))
                  RETURNING id",
-                &[&lease.as_secs_f64(), &reaper],
+                &[&lease.as_secs_f64(), &reaper, &fresh.as_secs_f64()],
             )
             .await
             .map_err(map_err)?

@@ -26,6 +26,8 @@ async fn node(s: &dyn Store, id: Uuid) -> Option<NodeInfo> {
 /// heartbeat falls out of a one-second lease.
 const PAST_A_LEASE: std::time::Duration = std::time::Duration::from_millis(1_200);
 const LEASE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How fresh the reaper's own heartbeat must be.
+const FRESH: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// A node that registers again (its lease was lost) replaces its row.
 async fn registering_again_replaces_the_row(s: &dyn Store) {
@@ -104,7 +106,7 @@ async fn dead_nodes_are_reaped_their_sessions_to_grace_and_claims_freed(s: &dyn 
     let mid = store_all(s, &[outgoing(&a, t0(), vec![to_member(&b)])]).await;
     assert_eq!(claim_ids(s, claim_for(&b, t0(), 300, 10)).await, mid);
     assert!(
-        s.reap_dead_nodes(me, LEASE, t0(), t0())
+        s.reap_dead_nodes(me, LEASE, FRESH, t0(), t0())
             .await
             .unwrap()
             .is_empty(),
@@ -115,8 +117,16 @@ async fn dead_nodes_are_reaped_their_sessions_to_grace_and_claims_freed(s: &dyn 
     assert!(s.heartbeat_node(alive, false).await.unwrap());
     let now = t0() + secs(30);
     let grace_until = now + secs(90);
+    assert!(
+        s.reap_dead_nodes(me, LEASE, FRESH, grace_until, now)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a reaper whose own beat is stale (a stalled request) judges nobody"
+    );
+    assert!(s.heartbeat_node(me, false).await.unwrap());
     let reaped = s
-        .reap_dead_nodes(me, LEASE, grace_until, now)
+        .reap_dead_nodes(me, LEASE, FRESH, grace_until, now)
         .await
         .unwrap();
     assert_eq!(reaped, [dead], "only the silent other node");
@@ -139,7 +149,7 @@ async fn dead_nodes_are_reaped_their_sessions_to_grace_and_claims_freed(s: &dyn 
     assert_eq!(claimed.len(), 1);
     assert!(claimed[0].redelivery, "it was pushed once already");
     assert!(s
-        .reap_dead_nodes(me, LEASE, grace_until, now)
+        .reap_dead_nodes(me, LEASE, FRESH, grace_until, now)
         .await
         .unwrap()
         .is_empty());
@@ -159,9 +169,10 @@ async fn a_reaped_node_takes_back_its_sessions_still_in_grace(s: &dyn Store) {
     let foreign = attach(s, &hello(&alice, "foreign", other, t0())).await;
     tokio::time::sleep(PAST_A_LEASE).await;
     assert!(s.heartbeat_node(other, false).await.unwrap());
+    assert!(s.heartbeat_node(me, false).await.unwrap());
     let grace_until = t0() + secs(90);
     assert_eq!(
-        s.reap_dead_nodes(me, LEASE, grace_until, t0())
+        s.reap_dead_nodes(me, LEASE, FRESH, grace_until, t0())
             .await
             .unwrap(),
         [reaped]
