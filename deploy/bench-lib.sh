@@ -6,6 +6,10 @@ cargo build --release --workspace --bins >&2
 # BENCH_BROKER runs another build of the broker (say, the previous commit's,
 # to compare two builds back to back with the same load generator).
 BROKER=${BENCH_BROKER:-$PWD/target/release/claudemesh-broker}
+# BENCH_DB_PARAMS is appended to the brokers' DATABASE_URL as its query
+# (say sslmode=disable: the default, prefer, encrypts whenever the server
+# offers TLS, as a local Debian cluster does, and builds before TLS support
+# never did).
 LOADGEN=$PWD/target/release/claudemesh-loadgen
 PORT=${BENCH_PORT:-7990}
 TOKEN=bench-admin-token-0123456789
@@ -50,7 +54,7 @@ launch() {
       BROKER_SEND_RATE_PER_MIN=100000000 BROKER_SEND_BURST=100000000 \
       MAX_CONNECTIONS_PER_MESH=20000 BROKER_SHUTDOWN_DRAIN_SECONDS=0 \
       BROKER_MAX_NEW_CONNECTIONS_PER_SECOND=100000 BROKER_MAX_CONNECTIONS_PER_NODE=20000 \
-      BROKER_LOG_FORMAT=json RUST_LOG=warn ${db_url:+DATABASE_URL="$db_url"} \
+      BROKER_LOG_FORMAT=json RUST_LOG=warn ${db_url:+DATABASE_URL="$db_url${BENCH_DB_PARAMS:+?$BENCH_DB_PARAMS}"} \
       "$BROKER" serve >"$WORK/$name.log" 2>&1 &
     echo $! >"$WORK/$name.pid"
   )
