@@ -176,7 +176,8 @@ async fn three_nodes_ride_out_twenty_seconds_of_refused_connections() {
 
 /// One node cut off past its lease is reaped by the others; when it is
 /// back it registers again and takes its sessions back without closing
-/// their sockets.
+/// their sockets, but for one whose client re-attached elsewhere
+/// meanwhile: that old socket is closed with 1012.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_node_takes_its_sessions_back() {
     let db = TestDb::migrated().await;
@@ -188,7 +189,13 @@ async fn a_partitioned_node_takes_its_sessions_back() {
         healthy.add_member("m", "alice", &[]).await,
         healthy.add_member("m", "bob", &[]).await,
     ];
+    let carol = healthy.add_member("m", "carol", &[]).await;
     let mut ps = peers(&[&healthy, &cut], &members).await;
+    let (mut carol_old, _) = Peer::join(&cut.ws_url(), &carol, "c1").await;
+    for p in &mut ps {
+        assert!(p.quiet_for(Duration::from_millis(500)).await);
+        p.events.clear();
+    }
     tokio::time::sleep(Duration::from_secs(LEASE_SECONDS + 1)).await;
 
     proxy.set(Link::Cut);
@@ -197,10 +204,22 @@ async fn a_partitioned_node_takes_its_sessions_back() {
         assert!(tokio::time::Instant::now() < deadline, "never reaped");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(online(&db).await, (1, 1), "bob's session went to grace");
+    assert_eq!(
+        online(&db).await,
+        (1, 1),
+        "bob's and carol's sessions went to grace"
+    );
+    // Carol's client gives up on the cut node and re-attaches elsewhere.
+    let (_carol_new, ack) = Peer::join(&healthy.ws_url(), &carol, "c1").await;
+    assert_eq!(ack["type"], "hello_ack", "{ack}");
     proxy.set(Link::Pass);
+    assert_eq!(
+        carol_old.expect_close_within(Duration::from_secs(10)).await,
+        1012,
+        "the socket whose session moved is closed"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while online(&db).await != (2, 2) {
+    while online(&db).await != (2, 3) {
         assert!(tokio::time::Instant::now() < deadline, "never taken back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -230,8 +230,13 @@ impl Peer {
 
     /// Waits for the server's close frame; returns its code.
     pub async fn expect_close(&mut self) -> u16 {
+        self.expect_close_within(RECV_TIMEOUT).await
+    }
+
+    /// Like `expect_close`, with a longer (or shorter) wait per frame.
+    pub async fn expect_close_within(&mut self, limit: Duration) -> u16 {
         loop {
-            let next = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+            let next = tokio::time::timeout(limit, self.ws.next())
                 .await
                 .expect("close within the timeout");
             match next {
