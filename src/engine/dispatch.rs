@@ -47,31 +47,20 @@ macro_rules! families {
             }
         }
 
-        static TABLE: LazyLock<HashMap<&'static str, (FrameSpec, Parser)>> =
+        static TABLE: LazyLock<HashMap<&'static str, (FrameSpec, Parser, &'static str)>> =
             LazyLock::new(|| {
-                let mut table: HashMap<&'static str, (FrameSpec, Parser)> = HashMap::new();
+                let mut table: HashMap<&'static str, (FrameSpec, Parser, &'static str)> =
+                    HashMap::new();
                 $(
                     for spec in <$frame as Family>::FRAMES {
                         let parser: Parser =
                             |ty, text| <$frame as Family>::parse(ty, text).map(Request::$variant);
-                        let taken = table.insert(spec.ty, (*spec, parser));
+                        let taken = table.insert(spec.ty, (*spec, parser, $name));
                         assert!(taken.is_none(), "frame type `{}` registered twice", spec.ty);
                     }
                 )*
                 table
             });
-
-        /// Every registered frame as (family, type): what
-        /// `broker_frames_total` is pre-populated with at start.
-        pub fn frame_families() -> Vec<(&'static str, &'static str)> {
-            let mut all = Vec::new();
-            $(
-                for spec in <$frame as Family>::FRAMES {
-                    all.push(($name, spec.ty));
-                }
-            )*
-            all
-        }
 
         /// Runs `request` through its family's handler and counts the
         /// outcome in `broker_frames_total`.
@@ -114,7 +103,13 @@ type Parser = fn(&str, &str) -> Result<Request, String>;
 
 /// Every frame type the broker answers after the handshake.
 pub fn frame_types() -> impl Iterator<Item = &'static FrameSpec> {
-    TABLE.values().map(|(spec, _)| spec)
+    TABLE.values().map(|(spec, _, _)| spec)
+}
+
+/// Every registered frame as (family, type): what `broker_frames_total`
+/// is pre-populated with at start.
+pub fn frame_families() -> impl Iterator<Item = (&'static str, &'static str)> {
+    TABLE.values().map(|(spec, _, family)| (*family, spec.ty))
 }
 
 /// What a family handler is given: the engine and the session it serves.
@@ -215,7 +210,7 @@ pub fn parse(text: &str) -> Parsed {
         let hello = handshake(&head, text, parse_session_hello);
         return Parsed::SessionHello(head, hello);
     }
-    let Some((spec, parser)) = TABLE.get(head.ty.as_str()) else {
+    let Some((spec, parser, _)) = TABLE.get(head.ty.as_str()) else {
         return Parsed::Unknown(head);
     };
     let request = if head.nul {
