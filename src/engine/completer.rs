@@ -5,14 +5,13 @@
 //! re-attach does not see its written pushes again.
 //!
 //! A batch that fails (a squeezed pool, a database blip) is not dropped:
-//! its rows are retried, in order and coalesced with newer ones, until
-//! they land or their claim's lease would have ended. Meanwhile they are
-//! known as written: if the session's own claim takes one back (its lease
+//! its rows are retried, coalesced with newer ones, until they land or a
+//! while past their claim's lease. Meanwhile they are known as written: if the session's own claim takes one back (its lease
 //! lapsed), the delivery loop does not push it again but queues it for
 //! completion once more (that claim renewed its lease). A plain session is
 //! not re-pushed what it already got.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,10 +51,12 @@ pub struct Completions {
     tx: mpsc::Sender<Job>,
     /// For completing directly once the completer has stopped.
     ctx: Arc<Ctx>,
-    /// Rows written to their socket whose completion failed and waits for
-    /// a retry. Empty unless the database misbehaves.
-    unsettled: Arc<Mutex<HashSet<(Uuid, i64)>>>,
+    unsettled: Unsettled,
 }
+
+/// Rows written to their socket whose completion failed, each with when to
+/// give up retrying it. Empty unless the database misbehaves.
+type Unsettled = Arc<Mutex<HashMap<(Uuid, i64), Instant>>>;
 
 impl Completions {
     /// Queues written rows of `presence` for completion.
@@ -77,7 +78,7 @@ impl Completions {
     /// duplicate.
     pub fn written(&self, presence: Uuid, id: i64) -> bool {
         let u = self.unsettled.lock().unwrap_or_else(|e| e.into_inner());
-        !u.is_empty() && u.contains(&(presence, id))
+        !u.is_empty() && u.contains_key(&(presence, id))
     }
 
     /// Waits until everything queued so far is completed (or, if the
@@ -107,29 +108,19 @@ async fn complete_now(ctx: &Ctx, rows: &[(Uuid, i64)]) -> bool {
 pub struct Completer {
     ctx: Arc<Ctx>,
     rx: mpsc::Receiver<Job>,
-    unsettled: Arc<Mutex<HashSet<(Uuid, i64)>>>,
-    /// Rows of failed batches, oldest first, each with when to give up.
-    retry: Vec<((Uuid, i64), Instant)>,
+    unsettled: Unsettled,
 }
 
 impl Completer {
     pub fn new(ctx: Arc<Ctx>) -> (Completions, Completer) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let unsettled = Arc::new(Mutex::new(HashSet::new()));
+        let unsettled = Unsettled::default();
         let handle = Completions {
             tx,
             ctx: ctx.clone(),
             unsettled: unsettled.clone(),
         };
-        (
-            handle,
-            Completer {
-                ctx,
-                rx,
-                unsettled,
-                retry: Vec::new(),
-            },
-        )
+        (handle, Completer { ctx, rx, unsettled })
     }
 
     /// Completes batches until `stop`, then what is queued.
@@ -140,7 +131,7 @@ impl Completer {
             // the retry is due.
             let first = tokio::select! {
                 j = self.rx.recv() => match j { Some(j) => Some(j), None => return },
-                _ = tokio::time::sleep(backoff), if !self.retry.is_empty() => None,
+                _ = tokio::time::sleep(backoff), if self.retrying() => None,
                 _ = stop.cancelled() => {
                     self.rx.close();
                     let mut rows = Vec::new();
@@ -178,47 +169,49 @@ impl Completer {
         }
     }
 
-    /// Completes the rows waiting for a retry, then `rows`, in one
-    /// statement (in that order: a session's rows stay in order). On
-    /// failure every row waits for the next try, known as written.
+    fn unsettled(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, i64), Instant>> {
+        self.unsettled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn retrying(&self) -> bool {
+        !self.unsettled().is_empty()
+    }
+
+    /// Completes the rows waiting for a retry and `rows` in one statement.
+    /// On failure every row waits for the next try, known as written.
     async fn attempt(&mut self, rows: Vec<(Uuid, i64)>) -> bool {
         let now = Instant::now();
-        let before = self.retry.len();
-        self.retry.retain(|(_, until)| *until > now);
-        let expired = before - self.retry.len();
-        if expired > 0 {
-            tracing::warn!(
-                rows = expired,
-                "gave up completing deliveries: their claims lapse and they are delivered again"
-            );
-        }
-        let mut all: Vec<(Uuid, i64)> = self.retry.iter().map(|(r, _)| *r).collect();
+        let mut all = {
+            let mut u = self.unsettled();
+            let before = u.len();
+            u.retain(|_, until| *until > now);
+            if u.len() < before {
+                tracing::warn!(
+                    rows = before - u.len(),
+                    "gave up completing deliveries: their claims lapse and they are delivered again"
+                );
+            }
+            u.keys().copied().collect::<Vec<_>>()
+        };
         all.extend_from_slice(&rows);
         if complete_now(&self.ctx, &all).await {
-            if !self.retry.is_empty() || expired > 0 {
-                self.retry.clear();
-                self.sync_unsettled();
-            }
+            // Only this task changes the map: what it held is done.
+            self.unsettled().clear();
             return true;
         }
         let s = &self.ctx.config.settings;
         let until = now
             + Duration::from_secs(s.claim_lease_seconds + 2 * s.sweep_interval_seconds)
             + LEASE_MARGIN;
-        self.retry.extend(rows.into_iter().map(|r| (r, until)));
-        if self.retry.len() > MAX_ROWS * 4 {
-            // A long outage: keep the newest; the oldest lapse anyway.
-            let cut = self.retry.len() - MAX_ROWS * 4;
-            self.retry.drain(..cut);
+        let mut u = self.unsettled();
+        for r in rows {
+            // A long outage: past the cap, rows lapse and are redelivered.
+            if u.len() >= MAX_ROWS * 4 {
+                break;
+            }
+            u.insert(r, until);
         }
-        self.sync_unsettled();
         false
-    }
-
-    fn sync_unsettled(&self) {
-        let mut u = self.unsettled.lock().unwrap_or_else(|e| e.into_inner());
-        u.clear();
-        u.extend(self.retry.iter().map(|(r, _)| *r));
     }
 }
 
