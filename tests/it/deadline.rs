@@ -16,16 +16,10 @@ use crate::messaging::send_frame;
 const DEADLINE: Duration = Duration::from_secs(5);
 const SLACK: Duration = Duration::from_secs(1);
 
-fn upstream(url: &str) -> String {
-    let at = url.find('@').unwrap();
-    let slash = at + url[at..].find('/').unwrap();
-    url[at + 1..slash].to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_on_a_stalled_link_is_answered_within_the_deadline() {
     let db = TestDb::migrated().await;
-    let proxy = Proxy::start(upstream(&db.url)).await;
+    let proxy = Proxy::in_front_of(&db.url).await;
     let url = proxy.url(&db.url);
     let mut s = test_settings();
     s.database_url = Some(url.clone());
@@ -81,7 +75,7 @@ async fn every_request_on_a_stalled_link_is_answered_within_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_a_stalled_link_exits_within_drain_and_deadline() {
     let db = TestDb::migrated().await;
-    let proxy = Proxy::start(upstream(&db.url)).await;
+    let proxy = Proxy::in_front_of(&db.url).await;
     let url = proxy.url(&db.url);
     let mut node = BrokerProcess::spawn(
         &["serve"],

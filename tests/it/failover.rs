@@ -23,12 +23,6 @@ const LEASE_SECONDS: u64 = 4;
 /// by stale heartbeats alone would declare them dead.
 const HEARTBEAT_SECONDS: u64 = 2;
 
-fn upstream(url: &str) -> String {
-    let at = url.find('@').unwrap();
-    let slash = at + url[at..].find('/').unwrap();
-    url[at + 1..slash].to_string()
-}
-
 fn settings(url: &str) -> Settings {
     let mut s = test_settings();
     s.database_url = Some(url.to_string());
@@ -132,7 +126,7 @@ async fn online(db: &TestDb) -> (i64, i64) {
 
 async fn whole_cluster_outage(link: Link) {
     let db = TestDb::migrated().await;
-    let proxy = Proxy::start(upstream(&db.url)).await;
+    let proxy = Proxy::in_front_of(&db.url).await;
     let url = proxy.url(&db.url);
     let (n0, n1, n2) = (node(&url).await, node(&url).await, node(&url).await);
     n0.create_mesh("m").await;
@@ -181,7 +175,7 @@ async fn three_nodes_ride_out_twenty_seconds_of_refused_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_node_takes_its_sessions_back() {
     let db = TestDb::migrated().await;
-    let proxy = Proxy::start(upstream(&db.url)).await;
+    let proxy = Proxy::in_front_of(&db.url).await;
     let cut = node(&proxy.url(&db.url)).await;
     let healthy = node(&db.url).await;
     healthy.create_mesh("m").await;

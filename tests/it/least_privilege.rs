@@ -5,27 +5,12 @@
 
 use std::time::Duration;
 
-use claudemesh_broker::protocol::crypto::KeyPair;
 use serde_json::json;
 
-use crate::harness::{BrokerProcess, Member, Peer, TestDb};
+use crate::harness::{BrokerProcess, Peer, TestDb};
 use crate::messaging::{expect_push, send};
 
 const TOKEN: &str = "least-privilege-admin-token";
-
-/// docs/operations.md, "Roles and grants" (`claudemesh_app` renamed).
-const GRANTS: &str = "
-GRANT CONNECT ON DATABASE {db} TO {role};
-GRANT USAGE ON SCHEMA public TO {role};
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
-GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};
-";
-
-fn as_role(url: &str, role: &str) -> String {
-    let rest = url.split_once("://").unwrap().1;
-    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
-    format!("postgres://{role}:dml-only-password@{host}")
-}
 
 async fn serve(url: &str, migrate_on_start: &str) -> BrokerProcess {
     BrokerProcess::spawn(
@@ -39,24 +24,6 @@ async fn serve(url: &str, migrate_on_start: &str) -> BrokerProcess {
     )
 }
 
-async fn enrol(node: &BrokerProcess, name: &str) -> Member {
-    let keys = KeyPair::generate();
-    let (status, m) = node
-        .admin(
-            TOKEN,
-            reqwest::Method::POST,
-            "/meshes/m/members",
-            Some(json!({"pubkey": keys.public_hex, "displayName": name})),
-        )
-        .await;
-    assert_eq!(status, 201, "{m}");
-    Member {
-        id: m["id"].as_str().unwrap().into(),
-        mesh_id: m["meshId"].as_str().unwrap().into(),
-        keys,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dml_only_role_serves_after_the_owner_migrates() {
     let db = TestDb::empty().await;
@@ -68,7 +35,7 @@ async fn a_dml_only_role_serves_after_the_owner_migrates() {
         ))
         .await
         .unwrap();
-    let app_url = as_role(&db.url, &role);
+    let app_url = db.url_as(&role, "dml-only-password");
 
     // Not migrated yet: a non-migrating node refuses to start, saying why.
     let mut early = serve(&db.url, "false").await;
@@ -85,10 +52,7 @@ async fn a_dml_only_role_serves_after_the_owner_migrates() {
         "{}",
         migrate.logs()
     );
-    owner
-        .batch_execute(&GRANTS.replace("{db}", &db.name).replace("{role}", &role))
-        .await
-        .unwrap();
+    db.grant_dml(&role).await;
 
     // The role cannot change the schema: migrating as it fails.
     let denied = owner
@@ -112,7 +76,10 @@ async fn a_dml_only_role_serves_after_the_owner_migrates() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let (alice, bob) = (enrol(&node, "alice").await, enrol(&node, "bob").await);
+    let (alice, bob) = (
+        node.enrol(TOKEN, "alice").await,
+        node.enrol(TOKEN, "bob").await,
+    );
     let (mut a, _) = Peer::join(&node.ws_url(), &alice, "a").await;
     let (mut b, _) = Peer::join(&node.ws_url(), &bob, "b").await;
     let ack = send(&mut a, "x", &bob.keys.public_hex, "now", "ZG1s").await;

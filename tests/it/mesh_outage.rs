@@ -12,16 +12,10 @@ use crate::harness::client::assert_error;
 use crate::harness::proxy::{Link, Proxy};
 use crate::harness::{test_settings, Peer, TestDb, TestNode};
 
-fn upstream(url: &str) -> String {
-    let at = url.find('@').unwrap();
-    let slash = at + url[at..].find('/').unwrap();
-    url[at + 1..slash].to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_answers_a_storage_failure() {
     let db = TestDb::migrated().await;
-    let proxy = Proxy::start(upstream(&db.url)).await;
+    let proxy = Proxy::in_front_of(&db.url).await;
     let mut s = test_settings();
     s.database_url = Some(proxy.url(&db.url));
     let node = TestNode::start_on(

@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use claudemesh_broker::protocol::crypto::KeyPair;
 use serde_json::json;
 
-use crate::harness::{BrokerProcess, Member, Peer, TestDb};
+use crate::harness::{BrokerProcess, Peer, TestDb};
 use crate::messaging::{expect_push, send};
 
 const TOKEN: &str = "node-death-admin-token";
@@ -36,24 +35,6 @@ async fn start_with(db: &TestDb, grace: &str) -> BrokerProcess {
     p
 }
 
-async fn enrol(node: &BrokerProcess, name: &str) -> Member {
-    let keys = KeyPair::generate();
-    let (status, m) = node
-        .admin(
-            TOKEN,
-            reqwest::Method::POST,
-            "/meshes/m/members",
-            Some(json!({"pubkey": keys.public_hex, "displayName": name})),
-        )
-        .await;
-    assert_eq!(status, 201, "{m}");
-    Member {
-        id: m["id"].as_str().unwrap().into(),
-        mesh_id: m["meshId"].as_str().unwrap().into(),
-        keys,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_of_a_killed_node_reattach_and_get_unacked_messages() {
     let db = TestDb::migrated().await;
@@ -68,8 +49,8 @@ async fn sessions_of_a_killed_node_reattach_and_get_unacked_messages() {
         )
         .await;
     assert_eq!(status, 201);
-    let alice = enrol(&a, "alice").await;
-    let bob = enrol(&a, "bob").await;
+    let alice = a.enrol(TOKEN, "alice").await;
+    let bob = a.enrol(TOKEN, "bob").await;
     let ack_cap = json!({"capabilities": ["client_ack"]});
     let (mut pa, _) = Peer::join(&a.ws_url(), &alice, "a1").await;
     let (mut pb, hello_b) = Peer::join_with(&b.ws_url(), &bob, "b1", ack_cap.clone()).await;
@@ -153,8 +134,8 @@ async fn streaming_through_a_crash_loses_nothing_acked() {
         Some(json!({"slug": "m"})),
     )
     .await;
-    let alice = enrol(&a, "alice").await;
-    let bob = enrol(&a, "bob").await;
+    let alice = a.enrol(TOKEN, "alice").await;
+    let bob = a.enrol(TOKEN, "bob").await;
     let cap = json!({"capabilities": ["client_ack"]});
     let (mut pa, _) = Peer::join(&a.ws_url(), &alice, "a1").await;
     let (mut pb, _) = Peer::join_with(&b.ws_url(), &bob, "b1", cap.clone()).await;
@@ -214,8 +195,8 @@ async fn dead_nodes_sessions_end_after_lease_and_grace() {
         Some(json!({"slug": "m"})),
     )
     .await;
-    let alice = enrol(&a, "alice").await;
-    let bob = enrol(&a, "bob").await;
+    let alice = a.enrol(TOKEN, "alice").await;
+    let bob = a.enrol(TOKEN, "bob").await;
     let (mut pa, _) = Peer::join(&a.ws_url(), &alice, "a1").await;
     let (_pb, _) = Peer::join(&b.ws_url(), &bob, "b1").await;
     assert_eq!(pa.next_event().await["event"], "peer_joined");

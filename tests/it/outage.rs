@@ -17,12 +17,6 @@ use crate::messaging::{expect_push, send};
 /// with 1 s heartbeats, so the node is not declared dead.
 const OUTAGE: Duration = Duration::from_secs(10);
 
-fn upstream(url: &str) -> String {
-    let at = url.find('@').unwrap();
-    let slash = at + url[at..].find('/').unwrap();
-    url[at + 1..slash].to_string()
-}
-
 async fn ready(node: &TestNode) -> u16 {
     reqwest::get(node.url("/health/ready"))
         .await
@@ -33,7 +27,7 @@ async fn ready(node: &TestNode) -> u16 {
 
 async fn outage(link: Link) {
     let db = TestDb::migrated().await;
-    let proxy = Proxy::start(upstream(&db.url)).await;
+    let proxy = Proxy::in_front_of(&db.url).await;
     let start = |url: String| async move {
         let mut s = test_settings();
         s.database_url = Some(url.clone());
@@ -155,7 +149,7 @@ async fn database_link_blackholed_for_ten_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_database_link_still_delivers_everything() {
     let db = TestDb::migrated().await;
-    let proxy = Proxy::start(upstream(&db.url)).await;
+    let proxy = Proxy::in_front_of(&db.url).await;
     let url = proxy.url(&db.url);
     let mut s = test_settings();
     s.database_url = Some(url.clone());

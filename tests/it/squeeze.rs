@@ -16,10 +16,16 @@ const SQUEEZE: Duration = Duration::from_secs(15);
 /// Short, so a push re-sent after a lapsed lease would show in the test.
 const CLAIM_LEASE: u64 = 8;
 
-fn as_role(url: &str, role: &str) -> String {
-    let rest = url.split_once("://").unwrap().1;
-    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
-    format!("postgres://{role}:squeezed@{host}")
+/// A node on `url` whose plain sessions would show a repeated push.
+async fn node(url: String) -> TestNode {
+    let mut s = test_settings();
+    s.database_url = Some(url.clone());
+    s.send_burst = 1_000;
+    s.send_rate_per_min = 60_000;
+    s.claim_lease_seconds = CLAIM_LEASE;
+    s.node_heartbeat_seconds = 1;
+    s.sweep_interval_seconds = 1;
+    TestNode::start_on(Arc::new(PgStore::connect(&url, 8).unwrap()), s).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -28,28 +34,12 @@ async fn a_pool_squeezed_to_one_connection_loses_nothing_and_repeats_nothing() {
     let role = format!("cmb_sq_{}", uuid::Uuid::new_v4().simple());
     let admin = db.client().await;
     admin
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'squeezed';
-             GRANT CONNECT ON DATABASE {db} TO {role};
-             GRANT USAGE ON SCHEMA public TO {role};
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
-             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};",
-            db = db.name
-        ))
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'squeezed'"))
         .await
         .unwrap();
-    let start = |url: String| async move {
-        let mut s = test_settings();
-        s.database_url = Some(url.clone());
-        s.send_burst = 1_000;
-        s.send_rate_per_min = 60_000;
-        s.claim_lease_seconds = CLAIM_LEASE;
-        s.node_heartbeat_seconds = 1;
-        s.sweep_interval_seconds = 1;
-        TestNode::start_on(Arc::new(PgStore::connect(&url, 8).unwrap()), s).await
-    };
-    let squeezed = start(as_role(&db.url, &role)).await;
-    let healthy = start(db.url.clone()).await;
+    db.grant_dml(&role).await;
+    let squeezed = node(db.url_as(&role, "squeezed")).await;
+    let healthy = node(db.url.clone()).await;
     healthy.create_mesh("m").await;
     let alice = healthy.add_member("m", "alice", &[]).await;
     let bob = healthy.add_member("m", "bob", &[]).await;
@@ -138,13 +128,7 @@ async fn a_pool_squeezed_to_one_connection_loses_nothing_and_repeats_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_completions_are_retried_and_never_re_pushed() {
     let db = TestDb::migrated().await;
-    let mut s = test_settings();
-    s.database_url = Some(db.url.clone());
-    s.send_burst = 1_000;
-    s.send_rate_per_min = 60_000;
-    s.claim_lease_seconds = CLAIM_LEASE;
-    s.sweep_interval_seconds = 1;
-    let node = TestNode::start_on(Arc::new(PgStore::connect(&db.url, 8).unwrap()), s).await;
+    let node = node(db.url.clone()).await;
     node.create_mesh("m").await;
     let alice = node.add_member("m", "alice", &[]).await;
     let bob = node.add_member("m", "bob", &[]).await;

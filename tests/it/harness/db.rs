@@ -134,6 +134,27 @@ impl TestDb {
         }
     }
 
+    /// This database's URL as `role` (password `password`, which trust
+    /// auth ignores).
+    pub fn url_as(&self, role: &str, password: &str) -> String {
+        let rest = self.url.split_once("://").unwrap().1;
+        let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+        format!("postgres://{role}:{password}@{host}")
+    }
+
+    /// Grants `role` row rights only: docs/operations.md, "Roles and
+    /// grants", word for word (`claudemesh_app` renamed).
+    pub async fn grant_dml(&self, role: &str) {
+        let grants = format!(
+            "GRANT CONNECT ON DATABASE {db} TO {role};
+             GRANT USAGE ON SCHEMA public TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role};",
+            db = self.name
+        );
+        self.client().await.batch_execute(&grants).await.unwrap();
+    }
+
     /// A direct connection for assertions on rows.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();

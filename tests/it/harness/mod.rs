@@ -444,6 +444,25 @@ impl BrokerProcess {
         }
     }
 
+    /// Adds member `name` (new keys) to mesh `m` through the admin API.
+    pub async fn enrol(&self, token: &str, name: &str) -> Member {
+        let keys = KeyPair::generate();
+        let (status, m) = self
+            .admin(
+                token,
+                reqwest::Method::POST,
+                "/meshes/m/members",
+                Some(json!({"pubkey": keys.public_hex, "displayName": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "{m}");
+        Member {
+            id: m["id"].as_str().unwrap().into(),
+            mesh_id: m["meshId"].as_str().unwrap().into(),
+            keys,
+        }
+    }
+
     /// An admin call with `token`; returns (status, JSON body or Null).
     pub async fn admin(
         &self,

@@ -52,6 +52,13 @@ impl Proxy {
         Proxy { port, mode, task }
     }
 
+    /// A proxy to the server of database URL `url` (its host:port).
+    pub async fn in_front_of(url: &str) -> Proxy {
+        let at = url.find('@').expect("URL has user@host");
+        let slash = at + url[at..].find('/').expect("URL has a database");
+        Proxy::start(url[at + 1..slash].to_string()).await
+    }
+
     pub fn set(&self, link: Link) {
         self.mode.send_replace(link);
     }

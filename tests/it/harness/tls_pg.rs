@@ -39,9 +39,9 @@ fn is_root() -> bool {
 
 /// Runs a server tool; as the `postgres` user when we are root (initdb and
 /// postgres refuse to run as root).
-fn run(bin: &Path, tool: &str, args: &[&str]) {
+fn tool(bin: &Path, tool: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
     let exe = bin.join(tool);
-    let out = if is_root() {
+    if is_root() {
         Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(&exe)
@@ -50,10 +50,14 @@ fn run(bin: &Path, tool: &str, args: &[&str]) {
     } else {
         Command::new(&exe).args(args).output()
     }
-    .unwrap_or_else(|e| panic!("{tool} runs: {e}"));
+}
+
+/// [`tool`], which must succeed.
+fn run(bin: &Path, name: &str, args: &[&str]) {
+    let out = tool(bin, name, args).unwrap_or_else(|e| panic!("{name} runs: {e}"));
     assert!(
         out.status.success(),
-        "{tool} {args:?} failed: {}{}",
+        "{name} {args:?} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -158,16 +162,10 @@ impl Drop for TlsPostgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
         let data = data.to_str().unwrap().to_string();
-        let exe = self.bin.join("pg_ctl");
-        let args = ["stop", "-m", "immediate", "-D", data.as_str()];
-        let _ = if is_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&exe).args(args).output()
-        };
+        let _ = tool(
+            &self.bin,
+            "pg_ctl",
+            &["stop", "-m", "immediate", "-D", data.as_str()],
+        );
     }
 }
