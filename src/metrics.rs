@@ -2,6 +2,8 @@
 //! recorder) so several nodes can run in one test process. Labels never
 //! carry pubkeys or mesh ids: cardinality stays fixed.
 
+pub mod fanout;
+
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
@@ -110,6 +112,8 @@ pub struct Metrics {
     pub http_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// TCP connections closed at accept: the node at its connection cap.
     pub http_refused: Counter<u64, AtomicU64>,
+    /// Schedules, clock and streams.
+    pub fanout: fanout::FanoutMetrics,
 }
 
 impl Metrics {
@@ -324,7 +328,9 @@ impl Metrics {
         for state in ["in_use", "idle", "waiting"] {
             let _ = db_pool.get_or_create(&StateLabel { state });
         }
+        let fanout = fanout::FanoutMetrics::register(&mut registry);
         Metrics {
+            fanout,
             http_connections,
             http_refused,
             registry,

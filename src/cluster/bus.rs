@@ -286,7 +286,7 @@ fn received(ctx: &Ctx, payload: &str) {
     ctx.metrics.notify_received.inc();
     match serde_json::from_str::<Envelope>(payload) {
         Ok(env) if env.o != ctx.node_id || !matches!(env.s, Signal::Event { .. }) => {
-            ctx.sessions.apply(env.s)
+            ctx.apply(env.s)
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "bad bus payload"),

@@ -483,6 +483,7 @@ fn new_message(ctx: &Ctx, job: &SendJob, now: DateTime<Utc>) -> NewMessage {
             client_message_id: job.checked.client_message_id.clone(),
             request_fingerprint: job.checked.request_fingerprint.clone(),
             reply_to_id: job.checked.reply_to_id.clone(),
+            subtype: None,
         },
     }
 }

@@ -53,6 +53,8 @@ struct PushFrame<'a> {
     request_fingerprint: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reply_to_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subtype: Option<&'a str>,
 }
 
 /// The `push` frame of a message, serialised once and shared by every
@@ -78,6 +80,7 @@ pub fn push_frame(m: &StoredMessage, to_own_member: bool) -> Utf8Bytes {
         client_message_id: m.echo.client_message_id.as_deref(),
         request_fingerprint: m.echo.request_fingerprint.as_deref(),
         reply_to_id: m.echo.reply_to_id.as_deref(),
+        subtype: m.echo.subtype.as_deref(),
     };
     serde_json::to_string(&frame)
         .expect("push serialises")

@@ -97,6 +97,7 @@ families! {
     Vault("vault", crate::protocol::vault::VaultFrame) => super::vault::handle,
     Vectors("vectors", crate::protocol::vectors::VectorFrame) => super::vectors::handle,
     Webhooks("webhooks", crate::protocol::webhooks::WebhookFrame) => super::webhooks::handle,
+    Schedules("schedules", crate::protocol::schedules::ScheduleFrame) => super::schedules::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

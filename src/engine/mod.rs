@@ -37,6 +37,8 @@ pub mod node;
 pub mod outbound;
 pub mod presence;
 pub mod routing;
+pub mod scheduler;
+pub mod schedules;
 pub mod session_hello;
 pub mod sessions;
 pub mod signal;
@@ -77,6 +79,8 @@ pub struct Ctx {
     /// The audit appender's queue.
     pub audit: audit::AuditLog,
     pub node: NodeState,
+    /// Wakes the scheduler when an entry is created or cancelled.
+    pub schedules: scheduler::Wakeup,
     /// Wake-ups to other nodes; `None` in memory mode (one node).
     bus: Option<Arc<dyn Bus>>,
 }
@@ -157,6 +161,7 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
             conn_burst,
             hello_slots,
         ),
+        schedules: scheduler::Wakeup::default(),
         bus: parts.bus,
     });
     ctx.store
@@ -180,6 +185,7 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
     let loops = [
         tokio::spawn(audit::run_appender(ctx.clone(), audit_rx, stop.clone())),
         tokio::spawn(sweeper::run(ctx.clone(), stop.clone())),
+        tokio::spawn(scheduler::run(ctx.clone(), stop.clone())),
         tokio::spawn(heartbeat::run(ctx.clone(), stop)),
     ];
     running.loops.extend(loops);

@@ -94,6 +94,29 @@ pub fn route(
     sender: &Presence,
     presences: &[RouteTarget],
 ) -> Vec<NewDelivery> {
+    let from = Sender {
+        member_id: &sender.member_id,
+        presence: Some(sender.id),
+    };
+    route_from(target, priority, from, presences)
+}
+
+/// Who a send comes from: a member, through one of its presences unless
+/// the broker sends for it (a scheduled message).
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    pub member_id: &'a str,
+    pub presence: Option<Uuid>,
+}
+
+/// [`route`], for a sender that may have no presence.
+pub fn route_from(
+    target: &Target,
+    priority: Priority,
+    sender: Sender<'_>,
+    presences: &[RouteTarget],
+) -> Vec<NewDelivery> {
+    let not_sender = |p: &&RouteTarget| Some(p.id) != sender.presence;
     let others = presences
         .iter()
         .filter(|p| p.member_id != sender.member_id && p.visible);
@@ -106,7 +129,8 @@ pub fn route(
         Target::Key(key) => {
             if let Some(p) = presences
                 .iter()
-                .find(|p| p.session_pubkey.as_deref() == Some(key.as_str()) && p.id != sender.id)
+                .filter(not_sender)
+                .find(|p| p.session_pubkey.as_deref() == Some(key.as_str()))
             {
                 return vec![NewDelivery::to_session(p)];
             }
@@ -117,7 +141,8 @@ pub fn route(
             let member = || {
                 presences
                     .iter()
-                    .filter(|p| p.member_pubkey == *key && p.id != sender.id)
+                    .filter(not_sender)
+                    .filter(|p| p.member_pubkey == *key)
             };
             let acking = member()
                 .filter(|p| p.at_least_once && p.online)
@@ -130,7 +155,7 @@ pub fn route(
                 Some(p) => vec![NewDelivery {
                     recipient_member_id: p.member_id.clone(),
                     recipient_session: None,
-                    exclude_session: (p.member_id == sender.member_id).then_some(sender.id),
+                    exclude_session: sender.presence.filter(|_| p.member_id == sender.member_id),
                     claim: None,
                 }],
                 None => Vec::new(),

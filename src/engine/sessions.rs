@@ -266,6 +266,9 @@ impl Sessions {
                 self.close(p, Some(c), code, reason, error);
             }
             Signal::Event { mesh, skip, frame } => self.broadcast(&mesh, &skip, &frame.into()),
+            Signal::Frames { p, frame } => self.write_to(&p, &frame.into()),
+            // The scheduler's (`Ctx::apply`); sessions have nothing to do.
+            Signal::Due { .. } => {}
         }
     }
 
@@ -342,6 +345,15 @@ impl Sessions {
             .filter_map(|p| Some((p, t.by_presence.get(p)?)))
             .filter(heard)
         {
+            let _ = h.tx.try_send(Outbound::Text(frame.clone()));
+        }
+    }
+
+    /// Queues `frame` to the local sessions among `presences`; a full
+    /// queue misses it (stream data is at most once).
+    pub fn write_to(&self, presences: &[Uuid], frame: &Utf8Bytes) {
+        let t = self.lock();
+        for h in presences.iter().filter_map(|p| t.by_presence.get(p)) {
             let _ = h.tx.try_send(Outbound::Text(frame.clone()));
         }
     }

@@ -38,6 +38,11 @@ pub enum Signal {
         skip: Skip,
         frame: String,
     },
+    /// A frame for these sessions (a stream's subscribers on that node).
+    Frames { p: Vec<Uuid>, frame: String },
+    /// A scheduled entry is due at `at` (ms since the epoch), or one was
+    /// cancelled: the node's scheduler looks at the table again.
+    Due { at: i64 },
 }
 
 /// Who does not hear a mesh event.
@@ -68,7 +73,7 @@ impl Ctx {
     /// Delivers `signal` to `node`: directly when it is this one.
     pub fn signal(&self, node: Uuid, signal: Signal) {
         if node == self.node_id {
-            self.sessions.apply(signal);
+            self.apply(signal);
         } else if let Some(bus) = &self.bus {
             bus.to_node(node, signal);
         }
@@ -79,7 +84,16 @@ impl Ctx {
         if let Some(bus) = &self.bus {
             bus.to_cluster(signal.clone());
         }
-        self.sessions.apply(signal);
+        self.apply(signal);
+    }
+
+    /// Acts on a signal from the bus or from this node: the scheduler's
+    /// own, or the sessions'.
+    pub fn apply(&self, signal: Signal) {
+        match signal {
+            Signal::Due { at } => self.schedules.due_at(at),
+            other => self.sessions.apply(other),
+        }
     }
 
     /// See [`Bus::notices`]; none without a bus.

@@ -4,6 +4,7 @@
 //! the engine registers it and handles it.
 
 pub mod contexts;
+pub mod cron;
 pub mod crypto;
 pub mod fields;
 pub mod hello;
@@ -16,6 +17,7 @@ pub mod message_status;
 pub mod messaging;
 pub mod moderation;
 pub mod presence;
+pub mod schedules;
 pub mod session_hello;
 pub mod skills;
 pub mod state;

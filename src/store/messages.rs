@@ -21,6 +21,8 @@ pub struct Echo {
     pub client_message_id: Option<String>,
     pub request_fingerprint: Option<String>,
     pub reply_to_id: Option<String>,
+    /// A scheduled message's `subtype` (`reminder`), shown on its push.
+    pub subtype: Option<String>,
 }
 
 /// An envelope to store. `nonce` and `ciphertext` are opaque to the broker.

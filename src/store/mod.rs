@@ -19,6 +19,7 @@ pub mod nodes;
 pub mod postgres;
 pub mod presence;
 pub mod rate;
+pub mod schedules;
 pub mod signatures;
 pub mod skills;
 pub mod state;
@@ -39,6 +40,7 @@ pub use messages::*;
 pub use nodes::*;
 pub use presence::*;
 pub use rate::*;
+pub use schedules::*;
 pub use signatures::*;
 pub use skills::*;
 pub use state::*;
@@ -80,6 +82,7 @@ pub trait Store:
     + VaultStore
     + VectorStore
     + WebhookStore
+    + ScheduleStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

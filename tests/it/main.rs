@@ -43,6 +43,7 @@ mod outage;
 mod presence;
 mod process;
 mod replay;
+mod schedules;
 mod send_extras;
 mod sessions;
 mod skills;

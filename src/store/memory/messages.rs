@@ -151,6 +151,49 @@ impl Queue {
     }
 }
 
+impl Queue {
+    /// Stores a message and its rows (none: nothing); the ids of the rows
+    /// stored pre-claimed.
+    pub(super) fn store(&mut self, m: &NewMessage, deliveries: &[NewDelivery]) -> Vec<i64> {
+        let mut claimed = Vec::new();
+        if deliveries.is_empty() {
+            return claimed;
+        }
+        self.messages.insert(
+            m.id,
+            Held {
+                message: Arc::new(StoredMessage::of(m)),
+                target_spec: m.target_spec.clone(),
+                expires_at: m.expires_at,
+                rows: deliveries.len(),
+            },
+        );
+        for d in deliveries {
+            self.next_id += 1;
+            let id = self.next_id;
+            self.rows.insert(
+                id,
+                Row {
+                    message_id: m.id,
+                    mesh_id: m.mesh_id.clone(),
+                    member_id: d.recipient_member_id.clone(),
+                    session: d.recipient_session,
+                    exclude: d.exclude_session,
+                    priority: m.priority,
+                    claimed_session: d.claim.map(|c| c.session),
+                    claimed_by: d.claim.map(|c| c.node),
+                    claim_until: d.claim.map(|c| c.until),
+                },
+            );
+            self.index(id);
+            if d.claim.is_some() {
+                claimed.push(id);
+            }
+        }
+        claimed
+    }
+}
+
 impl State {
     pub(super) fn insert_message(
         &mut self,
@@ -171,42 +214,9 @@ impl State {
             }
             q.send_keys.insert(key, m.id);
         }
-        let mut claimed = Vec::new();
-        if deliveries.is_empty() {
-            return SendResult::Queued { claimed };
+        SendResult::Queued {
+            claimed: q.store(m, deliveries),
         }
-        q.messages.insert(
-            m.id,
-            Held {
-                message: Arc::new(StoredMessage::of(m)),
-                target_spec: m.target_spec.clone(),
-                expires_at: m.expires_at,
-                rows: deliveries.len(),
-            },
-        );
-        for d in deliveries {
-            q.next_id += 1;
-            let id = q.next_id;
-            q.rows.insert(
-                id,
-                Row {
-                    message_id: m.id,
-                    mesh_id: m.mesh_id.clone(),
-                    member_id: d.recipient_member_id.clone(),
-                    session: d.recipient_session,
-                    exclude: d.exclude_session,
-                    priority: m.priority,
-                    claimed_session: d.claim.map(|c| c.session),
-                    claimed_by: d.claim.map(|c| c.node),
-                    claim_until: d.claim.map(|c| c.until),
-                },
-            );
-            q.index(id);
-            if d.claim.is_some() {
-                claimed.push(id);
-            }
-        }
-        SendResult::Queued { claimed }
     }
 
     pub(super) fn claim(&mut self, req: &ClaimRequest) -> Vec<Claimed> {

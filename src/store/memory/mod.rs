@@ -19,6 +19,7 @@ mod messages;
 mod nodes;
 mod presence;
 mod rate;
+mod schedules;
 mod signatures;
 mod skills;
 mod state;
@@ -61,6 +62,7 @@ struct State {
     vaults: vault::Vaults,
     points: vectors::Points,
     webhooks: webhooks::Webhooks,
+    schedules: schedules::Schedules,
 }
 
 #[derive(Default)]

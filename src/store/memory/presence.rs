@@ -31,6 +31,13 @@ pub(super) fn remove_presence(s: &mut State, id: Uuid) -> Option<Presence> {
 }
 
 /// The presences of one mesh, in no order.
+/// A mesh's routing view, oldest connection first (as Postgres orders it).
+pub(super) fn route_targets_of(s: &State, mesh_id: &str) -> Vec<RouteTarget> {
+    let mut v: Vec<&Presence> = mesh_presences(s, mesh_id).collect();
+    v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
+    v.into_iter().map(RouteTarget::of).collect()
+}
+
 pub(super) fn mesh_presences<'a>(
     s: &'a State,
     mesh_id: &str,
@@ -302,10 +309,7 @@ impl PresenceStore for MemoryStore {
     }
 
     async fn route_targets(&self, mesh_id: &str) -> StoreResult<Vec<RouteTarget>> {
-        let s = self.lock();
-        let mut v: Vec<&Presence> = mesh_presences(&s, mesh_id).collect();
-        v.sort_by(|a, b| a.connected_at.cmp(&b.connected_at).then(a.id.cmp(&b.id)));
-        Ok(v.into_iter().map(RouteTarget::of).collect())
+        Ok(route_targets_of(&self.lock(), mesh_id))
     }
 
     async fn presence_by_id(&self, id: Uuid) -> StoreResult<Option<Presence>> {

@@ -193,7 +193,7 @@ WHERE d.id = picked.id AND m.id = d.message_id
 RETURNING picked.p, d.id, m.id, m.mesh_id, m.sender_member_pubkey, m.sender_session_pubkey,
           m.priority, m.nonce, m.ciphertext, m.created_at, picked.prev IS NOT NULL,
           m.sender_member_id, m.sender_name, m.client_message_id, m.request_fingerprint,
-          m.reply_to_id";
+          m.reply_to_id, m.subtype";
 
 #[async_trait]
 impl MessageStore for PgStore {
@@ -487,6 +487,7 @@ impl MessageStore for PgStore {
                         client_message_id: r.get(13),
                         request_fingerprint: r.get(14),
                         reply_to_id: r.get(15),
+                        subtype: r.get(16),
                     },
                 }),
                 redelivery: r.get(10),

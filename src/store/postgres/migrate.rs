@@ -109,6 +109,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0020_webhooks",
         include_str!("../../../migrations/0020_webhooks.sql"),
     ),
+    (
+        21,
+        "0021_schedules",
+        include_str!("../../../migrations/0021_schedules.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

@@ -16,6 +16,7 @@ mod presence;
 mod rate;
 mod records;
 mod rows;
+mod schedules;
 mod signatures;
 mod skills;
 mod state;

@@ -67,40 +67,47 @@ impl PgStore {
         &self,
         mesh_id: &str,
     ) -> StoreResult<(Vec<RouteTarget>, Option<String>)> {
-        let c = self.client().await?;
-        let sql = format!(
-            "WITH p AS MATERIALIZED (
-               SELECT id, member_id, member_pubkey, session_pubkey, node_id, visible, groups,
-                      status, status_updated_at, connected_at, state, at_least_once, role, xmin
-               FROM presence WHERE mesh_id = $1)
-             SELECT p.id, member_id, member_pubkey, session_pubkey, node_id, visible, groups,
-                    status, status_updated_at, v.token, state = 'online', at_least_once, role
-             FROM p, (SELECT {ROUTES_TOKEN} AS token FROM p) v
-             ORDER BY p.connected_at, p.id"
-        );
-        let stmt = c.prepare_cached(&sql).await.map_err(map_err)?;
-        let rows = c.query(&stmt, &[&mesh_id]).await.map_err(map_err)?;
-        let token = rows.first().map(|r| r.get::<_, String>(9));
-        let targets = rows
-            .iter()
-            .map(|r| RouteTarget {
-                id: r.get(0),
-                mesh_id: mesh_id.to_string(),
-                member_id: r.get(1),
-                member_pubkey: r.get(2),
-                session_pubkey: r.get(3),
-                node_id: r.get(4),
-                visible: r.get(5),
-                groups: r.get::<_, Json<_>>(6).0,
-                status: Status::parse(r.get(7)).unwrap_or(Status::Idle),
-                status_updated_at: r.get(8),
-                online: r.get(10),
-                at_least_once: r.get(11),
-                role: PeerRole::parse(r.get(12)),
-            })
-            .collect();
-        Ok((targets, token))
+        read_routes_on(&self.client().await?, mesh_id).await
     }
+}
+
+/// `read_routes` on a given connection or transaction.
+pub(super) async fn read_routes_on(
+    c: &impl deadpool_postgres::GenericClient,
+    mesh_id: &str,
+) -> StoreResult<(Vec<RouteTarget>, Option<String>)> {
+    let sql = format!(
+        "WITH p AS MATERIALIZED (
+           SELECT id, member_id, member_pubkey, session_pubkey, node_id, visible, groups,
+                  status, status_updated_at, connected_at, state, at_least_once, role, xmin
+           FROM presence WHERE mesh_id = $1)
+         SELECT p.id, member_id, member_pubkey, session_pubkey, node_id, visible, groups,
+                status, status_updated_at, v.token, state = 'online', at_least_once, role
+         FROM p, (SELECT {ROUTES_TOKEN} AS token FROM p) v
+         ORDER BY p.connected_at, p.id"
+    );
+    let stmt = c.prepare_cached(&sql).await.map_err(map_err)?;
+    let rows = c.query(&stmt, &[&mesh_id]).await.map_err(map_err)?;
+    let token = rows.first().map(|r| r.get::<_, String>(9));
+    let targets = rows
+        .iter()
+        .map(|r| RouteTarget {
+            id: r.get(0),
+            mesh_id: mesh_id.to_string(),
+            member_id: r.get(1),
+            member_pubkey: r.get(2),
+            session_pubkey: r.get(3),
+            node_id: r.get(4),
+            visible: r.get(5),
+            groups: r.get::<_, Json<_>>(6).0,
+            status: Status::parse(r.get(7)).unwrap_or(Status::Idle),
+            status_updated_at: r.get(8),
+            online: r.get(10),
+            at_least_once: r.get(11),
+            role: PeerRole::parse(r.get(12)),
+        })
+        .collect();
+    Ok((targets, token))
 }
 
 #[async_trait]

@@ -12,6 +12,7 @@ mod message_status;
 mod messages;
 mod nodes;
 mod presence;
+mod schedules;
 mod sends;
 mod skills;
 mod state;
