@@ -44,6 +44,7 @@ mod presence;
 mod process;
 mod replay;
 mod schedules;
+mod schedules_cluster;
 mod send_extras;
 mod sessions;
 mod skills;
