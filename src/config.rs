@@ -25,6 +25,7 @@ pub const KEYS: &[&str] = &[
     "send_burst",
     "hook_rate_limit_per_min",
     "webhook_rate_limit_per_min",
+    "stream_rate_per_min",
     "hook_auth",
     "status_ttl_seconds",
     "hook_fresh_window_seconds",
@@ -95,6 +96,9 @@ pub struct Settings {
     pub send_burst: u32,
     pub hook_rate_limit_per_min: u32,
     pub webhook_rate_limit_per_min: u32,
+    /// Stream publishes per member per minute, cluster-wide (a minute's
+    /// worth may come at once).
+    pub stream_rate_per_min: u32,
     pub hook_auth: Option<HookAuth>,
     pub status_ttl_seconds: u64,
     pub hook_fresh_window_seconds: u64,
@@ -141,6 +145,7 @@ impl Default for Settings {
             hook_rate_limit_per_min: 30,
             // A CI system posting per job stays far below this.
             webhook_rate_limit_per_min: 60,
+            stream_rate_per_min: 600,
             hook_auth: None,
             status_ttl_seconds: 60,
             hook_fresh_window_seconds: 30,
@@ -258,6 +263,7 @@ impl Settings {
                 "webhook_rate_limit_per_min",
                 self.webhook_rate_limit_per_min as u64,
             ),
+            ("stream_rate_per_min", self.stream_rate_per_min as u64),
             ("status_ttl_seconds", self.status_ttl_seconds),
             ("claim_lease_seconds", self.claim_lease_seconds),
             ("queue_ttl_seconds", self.queue_ttl_seconds),
@@ -374,6 +380,11 @@ impl Settings {
             (
                 "webhook_rate_limit_per_min",
                 self.webhook_rate_limit_per_min as u64,
+                RATE_MAX,
+            ),
+            (
+                "stream_rate_per_min",
+                self.stream_rate_per_min as u64,
                 RATE_MAX,
             ),
             ("status_ttl_seconds", self.status_ttl_seconds, DAY),

@@ -98,6 +98,7 @@ families! {
     Vectors("vectors", crate::protocol::vectors::VectorFrame) => super::vectors::handle,
     Webhooks("webhooks", crate::protocol::webhooks::WebhookFrame) => super::webhooks::handle,
     Schedules("schedules", crate::protocol::schedules::ScheduleFrame) => super::schedules::handle,
+    Streams("streams", crate::protocol::streams::StreamFrame) => super::streams::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

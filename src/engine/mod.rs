@@ -45,6 +45,7 @@ pub mod signal;
 pub mod skills;
 pub mod state;
 pub mod status;
+pub mod streams;
 pub mod sweeper;
 pub mod tasks;
 pub mod vault;

@@ -22,6 +22,7 @@ pub mod session_hello;
 pub mod skills;
 pub mod state;
 pub mod status;
+pub mod streams;
 pub mod target;
 pub mod tasks;
 pub mod types;

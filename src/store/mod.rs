@@ -23,6 +23,7 @@ pub mod schedules;
 pub mod signatures;
 pub mod skills;
 pub mod state;
+pub mod streams;
 pub mod tasks;
 pub mod vault;
 pub mod vectors;
@@ -44,6 +45,7 @@ pub use schedules::*;
 pub use signatures::*;
 pub use skills::*;
 pub use state::*;
+pub use streams::*;
 pub use tasks::*;
 pub use vault::*;
 pub use vectors::*;
@@ -83,6 +85,7 @@ pub trait Store:
     + VectorStore
     + WebhookStore
     + ScheduleStore
+    + StreamStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

@@ -51,6 +51,7 @@ mod skills;
 mod squeeze;
 mod state;
 mod store;
+mod streams;
 mod tasks;
 mod vault;
 mod vectors;

@@ -23,6 +23,7 @@ mod schedules;
 mod signatures;
 mod skills;
 mod state;
+mod streams;
 mod tasks;
 mod text;
 mod vault;
@@ -63,6 +64,7 @@ struct State {
     points: vectors::Points,
     webhooks: webhooks::Webhooks,
     schedules: schedules::Schedules,
+    streams: streams::Streams,
 }
 
 #[derive(Default)]

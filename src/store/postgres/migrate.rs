@@ -114,6 +114,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0021_schedules",
         include_str!("../../../migrations/0021_schedules.sql"),
     ),
+    (
+        22,
+        "0022_streams",
+        include_str!("../../../migrations/0022_streams.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

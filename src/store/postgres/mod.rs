@@ -20,6 +20,7 @@ mod schedules;
 mod signatures;
 mod skills;
 mod state;
+mod streams;
 mod tasks;
 mod vault;
 mod vectors;

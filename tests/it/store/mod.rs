@@ -16,6 +16,7 @@ mod schedules;
 mod sends;
 mod skills;
 mod state;
+mod streams;
 mod tasks;
 mod vault;
 mod vectors;
