@@ -76,10 +76,10 @@ impl StreamStore for MemoryStore {
 
     async fn subscribe(&self, mesh_id: &str, stream: &str, presence: Uuid) -> StoreResult<bool> {
         let mut st = self.lock();
-        if !st
+        if st
             .presences
             .get(&presence)
-            .is_some_and(|p| p.mesh_id == mesh_id)
+            .is_none_or(|p| p.mesh_id != mesh_id)
         {
             return Ok(false);
         }
