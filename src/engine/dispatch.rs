@@ -99,6 +99,7 @@ families! {
     Webhooks("webhooks", crate::protocol::webhooks::WebhookFrame) => super::webhooks::handle,
     Schedules("schedules", crate::protocol::schedules::ScheduleFrame) => super::schedules::handle,
     Streams("streams", crate::protocol::streams::StreamFrame) => super::streams::handle,
+    Clock("clock", crate::protocol::clocks::ClockFrame) => super::clocks::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

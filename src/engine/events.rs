@@ -63,17 +63,23 @@ pub fn event_frame(
             .map(Value::String)
             .unwrap_or(Value::Null);
     }
+    system_frame(&p.mesh_id, event.as_str(), data, now)
+}
+
+/// A system event's `push` frame (PROTOCOL-MESH.md §0): never leased, no
+/// envelope, a fresh `messageId`.
+pub fn system_frame(mesh_id: &str, event: &str, data: Value, now: DateTime<Utc>) -> String {
     json!({
         "type": "push",
         "subtype": "system",
         "messageId": ids::encode(Uuid::now_v7()),
-        "meshId": p.mesh_id,
+        "meshId": mesh_id,
         "senderPubkey": "system",
         "priority": "low",
         "nonce": "",
         "ciphertext": "",
         "createdAt": iso(now),
-        "event": event.as_str(),
+        "event": event,
         "eventData": data,
     })
     .to_string()

@@ -19,6 +19,7 @@ pub mod audit;
 pub mod batcher;
 pub mod claims;
 pub mod clock;
+pub mod clocks;
 pub mod completer;
 pub mod contexts;
 pub mod delivery;
@@ -48,6 +49,7 @@ pub mod status;
 pub mod streams;
 pub mod sweeper;
 pub mod tasks;
+pub mod ticker;
 pub mod vault;
 pub mod vectors;
 pub mod webhooks;
@@ -82,6 +84,8 @@ pub struct Ctx {
     pub node: NodeState,
     /// Wakes the scheduler when an entry is created or cancelled.
     pub schedules: scheduler::Wakeup,
+    /// Wakes the ticker when a mesh clock changes.
+    pub clocks: tokio::sync::Notify,
     /// Wake-ups to other nodes; `None` in memory mode (one node).
     bus: Option<Arc<dyn Bus>>,
 }
@@ -163,6 +167,7 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
             hello_slots,
         ),
         schedules: scheduler::Wakeup::default(),
+        clocks: tokio::sync::Notify::new(),
         bus: parts.bus,
     });
     ctx.store
@@ -187,6 +192,7 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
         tokio::spawn(audit::run_appender(ctx.clone(), audit_rx, stop.clone())),
         tokio::spawn(sweeper::run(ctx.clone(), stop.clone())),
         tokio::spawn(scheduler::run(ctx.clone(), stop.clone())),
+        tokio::spawn(ticker::run(ctx.clone(), stop.clone())),
         tokio::spawn(heartbeat::run(ctx.clone(), stop)),
     ];
     running.loops.extend(loops);

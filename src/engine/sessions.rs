@@ -267,8 +267,8 @@ impl Sessions {
             }
             Signal::Event { mesh, skip, frame } => self.broadcast(&mesh, &skip, &frame.into()),
             Signal::Frames { p, frame } => self.write_to(&p, &frame.into()),
-            // The scheduler's (`Ctx::apply`); sessions have nothing to do.
-            Signal::Due { .. } => {}
+            // The scheduler's and the ticker's (`Ctx::apply`).
+            Signal::Due { .. } | Signal::Clock => {}
         }
     }
 

@@ -43,6 +43,8 @@ pub enum Signal {
     /// A scheduled entry is due at `at` (ms since the epoch), or one was
     /// cancelled: the node's scheduler looks at the table again.
     Due { at: i64 },
+    /// A mesh clock changed (speed, pause, resume): its owner reschedules.
+    Clock,
 }
 
 /// Who does not hear a mesh event.
@@ -92,6 +94,7 @@ impl Ctx {
     pub fn apply(&self, signal: Signal) {
         match signal {
             Signal::Due { at } => self.schedules.due_at(at),
+            Signal::Clock => self.clocks.notify_one(),
             other => self.sessions.apply(other),
         }
     }

@@ -3,6 +3,7 @@
 //! file here (its frames parsed into a typed request, [`wire::Family`]);
 //! the engine registers it and handles it.
 
+pub mod clocks;
 pub mod contexts;
 pub mod cron;
 pub mod crypto;

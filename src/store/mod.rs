@@ -8,6 +8,7 @@
 //! `tests/it/store/` runs one conformance suite over both.
 
 pub mod audit;
+pub mod clocks;
 pub mod contexts;
 pub mod hooks;
 pub mod identity;
@@ -32,6 +33,7 @@ pub mod webhooks;
 use async_trait::async_trait;
 
 pub use audit::*;
+pub use clocks::*;
 pub use contexts::*;
 pub use hooks::*;
 pub use identity::*;
@@ -86,6 +88,7 @@ pub trait Store:
     + WebhookStore
     + ScheduleStore
     + StreamStore
+    + ClockStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

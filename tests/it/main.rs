@@ -33,6 +33,7 @@ mod loadgen;
 mod member_routing;
 mod memory;
 mod mesh;
+mod mesh_clock;
 mod mesh_outage;
 mod message_status;
 mod messaging;

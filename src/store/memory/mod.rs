@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 mod audit;
+mod clocks;
 mod contexts;
 mod hooks;
 mod identity;
@@ -65,6 +66,7 @@ struct State {
     webhooks: webhooks::Webhooks,
     schedules: schedules::Schedules,
     streams: streams::Streams,
+    clocks: clocks::Clocks,
 }
 
 #[derive(Default)]

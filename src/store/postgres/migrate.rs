@@ -119,6 +119,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0022_streams",
         include_str!("../../../migrations/0022_streams.sql"),
     ),
+    (
+        23,
+        "0023_mesh_clock",
+        include_str!("../../../migrations/0023_mesh_clock.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

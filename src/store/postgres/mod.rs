@@ -4,6 +4,7 @@
 
 mod attach;
 mod audit;
+mod clocks;
 mod contexts;
 mod hooks;
 mod identity;

@@ -4,6 +4,7 @@
 //! pinned here once, so the memory store and Postgres cannot drift.
 
 mod audit;
+mod clocks;
 mod contexts;
 mod hooks;
 mod identity;
