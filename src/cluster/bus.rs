@@ -280,12 +280,16 @@ fn pointed(payload: &str) -> Option<i64> {
         .ok()
 }
 
-/// One notification: this node's own events were already delivered
-/// locally when they were sent; anything else is applied.
+/// One notification: this node's own events and stream publishes were
+/// already delivered locally when they were sent; anything else is
+/// applied.
 fn received(ctx: &Ctx, payload: &str) {
     ctx.metrics.notify_received.inc();
     match serde_json::from_str::<Envelope>(payload) {
-        Ok(env) if env.o != ctx.node_id || !matches!(env.s, Signal::Event { .. }) => {
+        Ok(env)
+            if env.o != ctx.node_id
+                || !matches!(env.s, Signal::Event { .. } | Signal::Stream { .. }) =>
+        {
             ctx.apply(env.s)
         }
         Ok(_) => {}

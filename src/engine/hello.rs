@@ -372,6 +372,10 @@ pub async fn start_session(
         closer: socket.closer.clone(),
     };
     engine.sessions.insert(p.id, handle);
+    if welcome.announce.is_none() {
+        // Not a new presence: it keeps its stream subscriptions here.
+        super::streams::restore(engine, p.id).await;
+    }
     tracing::info!(conn_id = %socket.conn_id, presence_id = %p.id,
         mesh_id = %p.mesh_id, member_id = %p.member_id, node_id = %engine.node_id,
         "hello accepted");

@@ -86,6 +86,8 @@ pub struct Ctx {
     pub schedules: scheduler::Wakeup,
     /// Wakes the ticker when a mesh clock changes.
     pub clocks: tokio::sync::Notify,
+    /// Stream publish budgets and publisher names of this node.
+    pub publishing: streams::Publishing,
     /// Wake-ups to other nodes; `None` in memory mode (one node).
     bus: Option<Arc<dyn Bus>>,
 }
@@ -168,6 +170,7 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
         ),
         schedules: scheduler::Wakeup::default(),
         clocks: tokio::sync::Notify::new(),
+        publishing: streams::Publishing::default(),
         bus: parts.bus,
     });
     ctx.store

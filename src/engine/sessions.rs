@@ -182,6 +182,22 @@ struct Table {
     /// that mesh's sessions, not every socket on the node (a scan of all
     /// of them per hello made connecting quadratic in the node's size).
     by_mesh: HashMap<String, HashSet<Uuid>>,
+    /// The local presences subscribed to each (mesh, stream), and the
+    /// streams of each: a publish visits its subscribers, not the mesh.
+    by_stream: HashMap<(String, String), HashSet<Uuid>>,
+    streams_of: HashMap<Uuid, HashSet<String>>,
+}
+
+impl Table {
+    fn drop_subscription(&mut self, mesh: &str, stream: &str, presence: Uuid) {
+        let key = (mesh.to_string(), stream.to_string());
+        if let Some(set) = self.by_stream.get_mut(&key) {
+            set.remove(&presence);
+            if set.is_empty() {
+                self.by_stream.remove(&key);
+            }
+        }
+    }
 }
 
 impl Sessions {
@@ -215,6 +231,10 @@ impl Sessions {
             if set.is_empty() {
                 t.by_mesh.remove(&h.mesh_id);
             }
+        }
+        // Its subscriptions stay in the store, for wherever it re-attaches.
+        for stream in t.streams_of.remove(&presence).unwrap_or_default() {
+            t.drop_subscription(&h.mesh_id, &stream, presence);
         }
     }
 
@@ -266,7 +286,14 @@ impl Sessions {
                 self.close(p, Some(c), code, reason, error);
             }
             Signal::Event { mesh, skip, frame } => self.broadcast(&mesh, &skip, &frame.into()),
-            Signal::Frames { p, frame } => self.write_to(&p, &frame.into()),
+            Signal::Stream {
+                mesh,
+                stream,
+                skip,
+                frame,
+            } => {
+                self.stream_write(&mesh, &stream, skip, &frame.into());
+            }
             // The scheduler's and the ticker's (`Ctx::apply`).
             Signal::Due { .. } | Signal::Clock => {}
         }
@@ -349,13 +376,54 @@ impl Sessions {
         }
     }
 
-    /// Queues `frame` to the local sessions among `presences`; a full
-    /// queue misses it (stream data is at most once).
-    pub fn write_to(&self, presences: &[Uuid], frame: &Utf8Bytes) {
+    /// Queues `frame` to the local sessions subscribed to `stream` of
+    /// `mesh` but `skip`; returns how many. A full queue misses it (stream
+    /// data is at most once).
+    pub fn stream_write(&self, mesh: &str, stream: &str, skip: Uuid, frame: &Utf8Bytes) -> usize {
         let t = self.lock();
-        for h in presences.iter().filter_map(|p| t.by_presence.get(p)) {
-            let _ = h.tx.try_send(Outbound::Text(frame.clone()));
+        let key = (mesh.to_string(), stream.to_string());
+        let mut n = 0;
+        for h in t
+            .by_stream
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|p| **p != skip)
+            .filter_map(|p| t.by_presence.get(p))
+        {
+            if h.tx.try_send(Outbound::Text(frame.clone())).is_ok() {
+                n += 1;
+            }
         }
+        n
+    }
+
+    /// A local session's subscription to `stream` (after the store has
+    /// it): publishes from any node reach it here.
+    pub fn subscribe(&self, presence: Uuid, stream: &str) {
+        let mut t = self.lock();
+        let Some(mesh) = t.by_presence.get(&presence).map(|h| h.mesh_id.clone()) else {
+            return;
+        };
+        t.by_stream
+            .entry((mesh, stream.to_string()))
+            .or_default()
+            .insert(presence);
+        t.streams_of
+            .entry(presence)
+            .or_default()
+            .insert(stream.to_string());
+    }
+
+    pub fn unsubscribe(&self, presence: Uuid, stream: &str) {
+        let mut t = self.lock();
+        if let Some(set) = t.streams_of.get_mut(&presence) {
+            set.remove(stream);
+        }
+        let Some(mesh) = t.by_presence.get(&presence).map(|h| h.mesh_id.clone()) else {
+            return;
+        };
+        t.drop_subscription(&mesh, stream, presence);
     }
 
     /// The mailboxes of these presences that take a handoff now.

@@ -38,8 +38,14 @@ pub enum Signal {
         skip: Skip,
         frame: String,
     },
-    /// A frame for these sessions (a stream's subscribers on that node).
-    Frames { p: Vec<Uuid>, frame: String },
+    /// A stream publish: `frame` for the sessions subscribed to `stream`
+    /// of `mesh`, except the publishing presence `skip`.
+    Stream {
+        mesh: String,
+        stream: String,
+        skip: Uuid,
+        frame: String,
+    },
     /// A scheduled entry is due at `at` (ms since the epoch), or one was
     /// cancelled: the node's scheduler looks at the table again.
     Due { at: i64 },
@@ -95,6 +101,17 @@ impl Ctx {
         match signal {
             Signal::Due { at } => self.schedules.due_at(at),
             Signal::Clock => self.clocks.notify_one(),
+            Signal::Stream {
+                mesh,
+                stream,
+                skip,
+                frame,
+            } => {
+                let n = self
+                    .sessions
+                    .stream_write(&mesh, &stream, skip, &frame.into());
+                self.metrics.fanout.stream_fanout.inc_by(n as u64);
+            }
             other => self.sessions.apply(other),
         }
     }

@@ -1,10 +1,15 @@
 //! Streams (PROTOCOL-MESH.md §14): a publish reaches every other online
-//! subscriber of that stream in the mesh on every node, at most once: the
-//! store names the subscribers and their nodes, this node writes to its
-//! own and signals each other node once per publish.
+//! subscriber of that stream in the mesh on every node, at most once. The
+//! subscriptions are rows of the store (counted cluster-wide, kept across
+//! re-attach); each node also indexes those of its own sessions, so a
+//! publish touches no database: it is one cluster signal, and every node
+//! writes it to its local subscribers.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -17,7 +22,7 @@ use crate::metrics::ResultLabel;
 use crate::protocol::ids;
 use crate::protocol::streams::{StreamFrame, MAX_STREAMS_PER_MESH};
 use crate::protocol::wire::Head;
-use crate::store::{Presence, Publish, StreamCreated, StreamRow};
+use crate::store::{Presence, StreamCreated, StreamRow};
 use crate::time::iso;
 
 pub async fn handle(s: &mut Session, frame: StreamFrame, _head: &Head) -> Handled {
@@ -29,11 +34,13 @@ pub async fn handle(s: &mut Session, frame: StreamFrame, _head: &Head) -> Handle
             if !bounded(ctx.store.subscribe(&me.mesh_id, &stream, me.id)).await? {
                 return Err(Refusal::new("forbidden", "this session has ended"));
             }
+            ctx.sessions.subscribe(me.id, &stream);
             Ok(Reply::Frame(
                 json!({"type": "subscribed", "stream": stream}).to_string(),
             ))
         }
         StreamFrame::Unsubscribe { stream } => {
+            ctx.sessions.unsubscribe(me.id, &stream);
             bounded(ctx.store.unsubscribe(&me.mesh_id, &stream, me.id)).await?;
             Ok(Reply::None)
         }
@@ -100,53 +107,109 @@ async fn publish(ctx: &Ctx, me: &Presence, stream: &str, data: Value) -> Handled
             "`data` is {size} bytes serialised; at most {max} (max_message_bytes)"
         )));
     }
-    let rate = ctx.config.settings.stream_rate_per_min;
     let m = &ctx.metrics.fanout;
-    let route = ctx
-        .store
-        .publish_route(&me.mesh_id, stream, &me.member_id, rate, ctx.now());
-    let (published_by, to) = match bounded(route).await? {
-        Publish::Gone => {
-            return Err(Refusal::new(
-                "forbidden",
-                "this session's member is no longer in the mesh",
-            ))
+    let rate = ctx.config.settings.stream_rate_per_min;
+    if !ctx.publishing.take(&me.member_id, rate, ctx.now()) {
+        m.stream_publishes
+            .get_or_create(&ResultLabel {
+                result: "rate_limit",
+            })
+            .inc();
+        return Err(Refusal::new(
+            "rate_limit",
+            format!("over the publish budget of {rate} per minute (stream_rate_per_min)"),
+        ));
+    }
+    let published_by = match ctx.publishing.name(&me.member_id) {
+        Some(name) => name,
+        None => {
+            let member = member_of(ctx, me).await?;
+            ctx.publishing.remember(&member.id, &member.display_name);
+            member.display_name
         }
-        Publish::Limited => {
-            m.stream_publishes
-                .get_or_create(&ResultLabel {
-                    result: "rate_limit",
-                })
-                .inc();
-            return Err(Refusal::new(
-                "rate_limit",
-                format!("over the publish budget of {rate} per minute (stream_rate_per_min)"),
-            ));
-        }
-        Publish::Route { published_by, to } => (published_by, to),
     };
     m.stream_publishes
         .get_or_create(&ResultLabel { result: "ok" })
         .inc();
-    let mut by_node: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-    for (presence, node) in to.into_iter().filter(|(p, _)| *p != me.id) {
-        by_node.entry(node).or_default().push(presence);
-    }
-    if by_node.is_empty() {
-        return Ok(Reply::None);
-    }
     let frame = json!({"type": "stream_data", "stream": stream, "data": data,
         "publishedBy": published_by})
     .to_string();
-    for (node, p) in by_node {
-        m.stream_fanout.inc_by(p.len() as u64);
-        ctx.signal(
-            node,
-            Signal::Frames {
-                p,
-                frame: frame.clone(),
-            },
-        );
-    }
+    ctx.signal_cluster(Signal::Stream {
+        mesh: me.mesh_id.clone(),
+        stream: stream.to_string(),
+        skip: me.id,
+        frame,
+    });
     Ok(Reply::None)
+}
+
+/// How long a member's display name is reused for `publishedBy` before it
+/// is read again: a rename shows within it, and a publish costs no read.
+const NAME_TTL: Duration = Duration::from_secs(10);
+/// Budgets kept before idle (full) ones are dropped.
+const BUDGETS_KEPT: usize = 10_000;
+
+/// This node's publish budgets and publisher names. ◆ The budget is per
+/// member on each node: a cluster-wide bucket would cost a database write
+/// per publish, and a member publishing through sessions on several nodes
+/// gets each node's share.
+pub struct Publishing {
+    budgets: Mutex<HashMap<String, (f64, DateTime<Utc>)>>,
+    names: moka::sync::Cache<String, String>,
+}
+
+impl Default for Publishing {
+    fn default() -> Self {
+        Publishing {
+            budgets: Mutex::default(),
+            names: moka::sync::Cache::builder()
+                .max_capacity(BUDGETS_KEPT as u64)
+                .time_to_live(NAME_TTL)
+                .build(),
+        }
+    }
+}
+
+impl Publishing {
+    /// Takes one publish from `member`'s budget (`per_min` a minute, a
+    /// minute's worth at once).
+    fn take(&self, member: &str, per_min: u32, now: DateTime<Utc>) -> bool {
+        let mut b = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        if b.len() >= BUDGETS_KEPT && !b.contains_key(member) {
+            // Refilled for a minute: as good as absent.
+            b.retain(|_, (_, at)| now - *at < chrono::Duration::minutes(1));
+        }
+        let (tokens, at) = b.get(member).copied().unwrap_or((f64::from(per_min), now));
+        match crate::store::refill_and_take(tokens, at, now, per_min, per_min) {
+            Some(left) => {
+                b.insert(member.to_string(), (left, now));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn name(&self, member: &str) -> Option<String> {
+        self.names.get(member)
+    }
+
+    fn remember(&self, member: &str, name: &str) {
+        self.names.insert(member.to_string(), name.to_string());
+    }
+}
+
+/// A presence that existed before (re-attached, or its socket replaced)
+/// starts here with the subscriptions it holds in the store.
+pub async fn restore(ctx: &Ctx, presence: Uuid) {
+    match bounded(ctx.store.presence_streams(presence)).await {
+        Ok(streams) => {
+            for s in streams {
+                ctx.sessions.subscribe(presence, &s);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(presence_id = %presence, error = %e,
+                "could not restore stream subscriptions; the session misses publishes until it subscribes again")
+        }
+    }
 }

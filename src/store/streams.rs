@@ -1,7 +1,8 @@
 //! Streams (PROTOCOL-MESH.md §14): a decorative registry per (mesh, name),
-//! and subscriptions that belong to presences, cluster-wide. A publish
-//! reads, in one step, its member's budget and the online subscribers
-//! with the node holding each.
+//! and subscriptions that belong to presences, cluster-wide. Publishing
+//! reads nothing here: each node keeps the subscriptions of the sessions it
+//! holds (loaded from here when a presence re-attaches) and writes a
+//! publish, which reaches every node over the bus, to its own.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -36,21 +37,6 @@ pub struct ListedStream {
     pub subscribers: u64,
 }
 
-/// Where a publish goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Publish {
-    /// The publishing member is revoked or unknown.
-    Gone,
-    /// Over its budget: dropped.
-    Limited,
-    /// The member's display name, and each online subscriber with the
-    /// node that holds its socket (the publisher included).
-    Route {
-        published_by: String,
-        to: Vec<(Uuid, Uuid)>,
-    },
-}
-
 #[async_trait]
 pub trait StreamStore: Send + Sync + 'static {
     /// Registers `s.name` unless it is registered (its id) or the mesh
@@ -67,14 +53,7 @@ pub trait StreamStore: Send + Sync + 'static {
 
     async fn unsubscribe(&self, mesh_id: &str, stream: &str, presence: Uuid) -> StoreResult<()>;
 
-    /// Takes a token from `member_id`'s publish bucket (`per_min` a
-    /// minute, a minute's worth at once) and reads where the publish goes.
-    async fn publish_route(
-        &self,
-        mesh_id: &str,
-        stream: &str,
-        member_id: &str,
-        per_min: u32,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Publish>;
+    /// The streams a presence is subscribed to (to restore them where it
+    /// re-attaches).
+    async fn presence_streams(&self, presence: Uuid) -> StoreResult<Vec<String>>;
 }

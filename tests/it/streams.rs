@@ -301,6 +301,19 @@ async fn subscribers_on_three_nodes_each_get_every_other_publish_once() {
         }
         assert!(got.iter().all(|g| g.0 != k as u64), "never its own");
     }
+    // Re-attached on another node within grace: still subscribed there.
+    subs.remove(0).close().await;
+    let (mut moved, _) = Peer::join(&c.nodes[1].ws_url(), &c.alice, "n0-0").await;
+    subs[0].send(publish("builds", json!("moved"))).await;
+    assert_eq!(
+        stream_data(&mut moved).await["data"],
+        "moved",
+        "restored on the new node"
+    );
+    for p in subs.iter_mut().skip(1) {
+        assert_eq!(stream_data(p).await["data"], "moved");
+    }
+    subs.insert(0, moved);
     // A subscriber whose presence ends stops receiving and leaves the count.
     // (Its grace is a second, swept on another node.)
     subs.remove(3).close().await;

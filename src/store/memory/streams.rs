@@ -4,7 +4,6 @@
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::MemoryStore;
@@ -115,42 +114,17 @@ impl StreamStore for MemoryStore {
         Ok(())
     }
 
-    async fn publish_route(
-        &self,
-        mesh_id: &str,
-        stream: &str,
-        member_id: &str,
-        per_min: u32,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Publish> {
-        let mut st = self.lock();
-        let Some(member) = st
-            .members
-            .get(member_id)
-            .filter(|m| m.mesh_id == mesh_id && m.revoked_at.is_none())
-        else {
-            return Ok(Publish::Gone);
-        };
-        let published_by = member.display_name.clone();
-        let keyed = Bucket {
-            key: format!("stream:{member_id}"),
-            rate_per_min: per_min,
-            burst: per_min,
-        };
-        if !st.take_token(mesh_id, &keyed, now) {
-            return Ok(Publish::Limited);
-        }
-        let key = (mesh_id.to_string(), stream.to_string());
-        let to = st
+    async fn presence_streams(&self, presence: Uuid) -> StoreResult<Vec<String>> {
+        let st = self.lock();
+        let mut v: Vec<String> = st
             .streams
-            .subs
-            .get(&key)
+            .by_presence
+            .get(&presence)
             .into_iter()
             .flatten()
-            .filter_map(|id| st.presences.get(id))
-            .filter(|p| p.state == PresenceState::Online)
-            .map(|p| (p.id, p.node_id))
+            .map(|(_, stream)| stream.clone())
             .collect();
-        Ok(Publish::Route { published_by, to })
+        v.sort();
+        Ok(v)
     }
 }

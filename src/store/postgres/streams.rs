@@ -1,9 +1,7 @@
 //! Streams in Postgres. Subscriptions reference their presence row, so
-//! they end with it by cascade; a publish is one statement on the fast
-//! pool (a lost token write only gives a budget back).
+//! they end with it by cascade.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{map_err, PgStore};
@@ -19,28 +17,6 @@ WITH p AS (SELECT id FROM presence WHERE id = $3 AND mesh_id = $1),
 i AS (INSERT INTO stream_subscription (mesh_id, stream, presence_id)
       SELECT $1, $2, id FROM p ON CONFLICT DO NOTHING)
 SELECT EXISTS (SELECT 1 FROM p)";
-
-/// The member (live), its token (refill-then-take, as `TAKE_TOKEN`), then
-/// the online subscribers with their nodes, only if a token was taken.
-const PUBLISH: &str = "
-WITH m AS (
-  SELECT display_name FROM member WHERE mesh_id = $1 AND id = $3 AND revoked_at IS NULL
-),
-t AS (
-  INSERT INTO rate_bucket AS b (mesh_id, key, tokens, updated_at)
-  SELECT $1, $4, $5::float8 - 1, $6 FROM m
-  ON CONFLICT (mesh_id, key) DO UPDATE SET
-    tokens = LEAST($5::float8, b.tokens
-        + GREATEST(0, EXTRACT(EPOCH FROM ($6 - b.updated_at))::float8) * $7::float8) - 1,
-    updated_at = $6
-  WHERE LEAST($5::float8, b.tokens
-        + GREATEST(0, EXTRACT(EPOCH FROM ($6 - b.updated_at))::float8) * $7::float8) >= 1
-  RETURNING 1
-)
-SELECT (SELECT display_name FROM m), EXISTS (SELECT 1 FROM t), p.id, p.node_id
-FROM (SELECT 1) one
-LEFT JOIN (stream_subscription s JOIN presence p ON p.id = s.presence_id AND p.state = 'online')
-  ON s.mesh_id = $1 AND s.stream = $2 AND EXISTS (SELECT 1 FROM t)";
 
 fn row(r: &tokio_postgres::Row) -> StreamRow {
     StreamRow {
@@ -135,39 +111,15 @@ impl StreamStore for PgStore {
         Ok(())
     }
 
-    async fn publish_route(
-        &self,
-        mesh_id: &str,
-        stream: &str,
-        member_id: &str,
-        per_min: u32,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Publish> {
-        let c = self.fast_client().await?;
-        let stmt = c.prepare_cached(PUBLISH).await.map_err(map_err)?;
-        let key = format!("stream:{member_id}");
-        let burst = f64::from(per_min);
-        let per_sec = f64::from(per_min) / 60.0;
+    async fn presence_streams(&self, presence: Uuid) -> StoreResult<Vec<String>> {
+        let c = self.client().await?;
         let rows = c
             .query(
-                &stmt,
-                &[&mesh_id, &stream, &member_id, &key, &burst, &now, &per_sec],
+                "SELECT stream FROM stream_subscription WHERE presence_id = $1 ORDER BY stream",
+                &[&presence],
             )
             .await
             .map_err(map_err)?;
-        let Some(first) = rows.first() else {
-            return Ok(Publish::Gone);
-        };
-        let Some(published_by) = first.get::<_, Option<String>>(0) else {
-            return Ok(Publish::Gone);
-        };
-        if !first.get::<_, bool>(1) {
-            return Ok(Publish::Limited);
-        }
-        let to = rows
-            .iter()
-            .filter_map(|r| Some((r.get::<_, Option<Uuid>>(2)?, r.get::<_, Option<Uuid>>(3)?)))
-            .collect();
-        Ok(Publish::Route { published_by, to })
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

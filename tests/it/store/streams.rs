@@ -1,7 +1,6 @@
 //! Streams: a registry with a cap, created once per name; subscriptions
 //! that belong to a presence (kept while it is in grace, gone when it
-//! ends); a publish that spends its member's budget and names every
-//! online subscriber with its node.
+//! ends).
 
 use claudemesh_broker::store::*;
 
@@ -88,87 +87,32 @@ async fn subscriptions_belong_to_presences(s: &dyn Store) {
     let count = |l: Vec<ListedStream>| l[0].subscribers;
     assert_eq!(count(s.list_streams(&m.id).await.unwrap()), 2);
 
-    let route = s
-        .publish_route(&m.id, "builds", &alice.id, 100, t0())
-        .await
-        .unwrap();
-    let Publish::Route {
-        published_by,
-        mut to,
-    } = route
-    else {
-        panic!("{route:?}")
-    };
-    to.sort();
-    let mut want = vec![(a.id, n1), (b.id, n2)];
-    want.sort();
-    assert_eq!((published_by.as_str(), to), ("alice", want));
+    assert_eq!(s.presence_streams(a.id).await.unwrap(), ["builds"]);
+    assert_eq!(s.presence_streams(b.id).await.unwrap(), ["adhoc", "builds"]);
 
     // In grace: still counted, but no socket to write to.
     s.release_presence(b.id, b.conn_id, t0() + secs(60), t0() + secs(1))
         .await
         .unwrap();
     assert_eq!(count(s.list_streams(&m.id).await.unwrap()), 2);
-    let Publish::Route { to, .. } = s
-        .publish_route(&m.id, "builds", &alice.id, 100, t0())
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    assert_eq!(to, vec![(a.id, n1)]);
+    assert_eq!(
+        s.presence_streams(b.id).await.unwrap().len(),
+        2,
+        "kept for a re-attach"
+    );
     // Ended: gone from every stream.
     s.expire_grace(t0() + secs(61)).await.unwrap();
     assert_eq!(count(s.list_streams(&m.id).await.unwrap()), 1);
+    assert!(
+        s.presence_streams(b.id).await.unwrap().is_empty(),
+        "ended with it"
+    );
     s.unsubscribe(&m.id, "builds", a.id).await.unwrap();
     s.unsubscribe(&m.id, "builds", a.id).await.unwrap();
     assert_eq!(count(s.list_streams(&m.id).await.unwrap()), 0);
 }
 
-async fn a_publish_spends_its_members_budget(s: &dyn Store) {
-    let m = mesh(s, "m").await;
-    let alice = member(s, &m, "alice").await;
-    let bob = member(s, &m, "bob").await;
-    let mut outcomes = Vec::new();
-    for _ in 0..4 {
-        let r = s
-            .publish_route(&m.id, "x", &alice.id, 3, t0())
-            .await
-            .unwrap();
-        outcomes.push(matches!(r, Publish::Route { .. }));
-    }
-    assert_eq!(outcomes, [true, true, true, false]);
-    assert_eq!(
-        s.publish_route(&m.id, "x", &alice.id, 3, t0())
-            .await
-            .unwrap(),
-        Publish::Limited
-    );
-    assert!(
-        matches!(
-            s.publish_route(&m.id, "x", &bob.id, 3, t0()).await.unwrap(),
-            Publish::Route { .. }
-        ),
-        "bob has his own budget"
-    );
-    // 3 a minute: one back after 20 s.
-    assert!(matches!(
-        s.publish_route(&m.id, "x", &alice.id, 3, t0() + secs(21))
-            .await
-            .unwrap(),
-        Publish::Route { .. }
-    ));
-    s.revoke_member(&m.id, &bob.id, t0()).await.unwrap();
-    assert_eq!(
-        s.publish_route(&m.id, "x", &bob.id, 3, t0() + secs(60))
-            .await
-            .unwrap(),
-        Publish::Gone
-    );
-}
-
 crate::conformance!(
     the_registry_is_capped_and_created_once_per_name,
     subscriptions_belong_to_presences,
-    a_publish_spends_its_members_budget,
 );
