@@ -149,6 +149,11 @@ impl OutboundRx {
         }
     }
 
+    /// The next frame if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.take(|s| s.queue.pop_front())
+    }
+
     /// Runs `pop` under the lock; a frame taken frees its slot, and a
     /// drained queue gives back a burst's buffer.
     fn take(&mut self, pop: impl FnOnce(&mut State) -> Option<Outbound>) -> Option<Outbound> {

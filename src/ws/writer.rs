@@ -15,6 +15,11 @@ use crate::engine::outbound::{OutboundRx, OutboundTx};
 use crate::engine::sessions::{close, Outbound};
 use crate::engine::Engine;
 
+/// Frames written with one flush at most: what is queued when the
+/// writer wakes goes out in one write (a fan-out of many small frames cost
+/// a syscall each), bounded so a long queue still flushes regularly.
+const COALESCED: usize = 64;
+
 /// Owns the sink. A frame that cannot be written within `stall` means the
 /// client stopped reading (its TCP window stayed shut): the socket is
 /// dropped as a slow consumer, and its unwritten pushes stay claimable.
@@ -25,11 +30,46 @@ pub(super) async fn write_loop(
     closer: watch::Sender<Option<(u16, &'static str)>>,
 ) {
     let stall = Duration::from_secs(node.config.settings.ping_interval_seconds);
-    while let Some(out) = rx.recv().await {
-        let write = match out {
-            Outbound::Text(t) => sink.send(Message::Text(t)),
-            Outbound::Ping => sink.send(Message::Ping(Default::default())),
+    let stalled = || {
+        node.metrics.slow_consumers.inc();
+        closer.send_replace(Some((close::TRY_AGAIN_LATER, "slow consumer")));
+    };
+    // Frames fed to the sink since its last flush.
+    let mut unflushed = 0usize;
+    loop {
+        let next = if unflushed == 0 {
+            rx.recv().await
+        } else if unflushed < COALESCED {
+            rx.try_recv()
+        } else {
+            None
+        };
+        let out = match next {
+            Some(out) => out,
+            None if unflushed > 0 => {
+                match tokio::time::timeout(stall, sink.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    // The sink is stuck: no close frame can get through.
+                    Err(_) => return stalled(),
+                }
+                unflushed = 0;
+                continue;
+            }
+            None => break,
+        };
+        let msg = match out {
+            Outbound::Text(t) => Message::Text(t),
+            Outbound::Ping => Message::Ping(Default::default()),
             Outbound::Marker(done) => {
+                // "Written" means flushed: what came before it is out.
+                if unflushed > 0 {
+                    match tokio::time::timeout(stall, sink.flush()).await {
+                        Ok(Ok(())) => unflushed = 0,
+                        Ok(Err(_)) => break,
+                        Err(_) => return stalled(),
+                    }
+                }
                 let _ = done.send(());
                 continue;
             }
@@ -42,15 +82,10 @@ pub(super) async fn write_loop(
                 break;
             }
         };
-        match tokio::time::timeout(stall, write).await {
-            Ok(Ok(())) => {}
+        match tokio::time::timeout(stall, sink.feed(msg)).await {
+            Ok(Ok(())) => unflushed += 1,
             Ok(Err(_)) => break,
-            Err(_) => {
-                node.metrics.slow_consumers.inc();
-                closer.send_replace(Some((close::TRY_AGAIN_LATER, "slow consumer")));
-                // The sink is stuck: no close frame can get through.
-                return;
-            }
+            Err(_) => return stalled(),
         }
     }
     let _ = tokio::time::timeout(stall, sink.close()).await;
