@@ -6,11 +6,14 @@
 mod admin;
 mod conn;
 mod layout;
+mod one_mesh;
 mod payload;
 mod progress;
 mod recall;
 mod run;
+mod schedule;
 mod stats;
+mod stream;
 mod workload;
 
 use std::process::ExitCode;
@@ -40,6 +43,20 @@ Workloads (a peer's \"mesh\" is its own mesh; peer i is in mesh i % K):
   recall     seeds --memories memories (remember, through 16 extra
              sessions), then each peer sends --messages recalls, one at a
              time; latency is each recall's round trip
+  schedule   each peer schedules --messages reminders (at most 100) to the
+             next peer, due evenly over --duration seconds (default 60)
+             starting --lead seconds (default 10) from now, and reads its
+             pushes; latency is lateness (push here minus due time);
+             duplicates and lost count reminders
+  stream     every peer subscribes to one stream; the peers publish --rate
+             publishes/s in total for --duration seconds, each reaching
+             every other peer; latency is publish to a subscriber on
+             another node than the publisher (every subscriber with one
+             --url); start brokers with BROKER_STREAM_RATE_PER_MIN and
+             BROKER_MAX_FRAMES_PER_SECOND above the per-peer rate
+
+schedule, stream and recall make one mesh of --peers sessions (peer i on
+url i % urls); --meshes and --stalled do not apply.
 
 --meshes K (default 1, at most --peers): the peers are split over K meshes
 of --peers / K (the first --peers % K meshes get one more); every mesh needs
@@ -95,6 +112,8 @@ pub enum Workload {
     Rate,
     Idle,
     Recall,
+    Schedule,
+    Stream,
 }
 
 impl Workload {
@@ -106,6 +125,8 @@ impl Workload {
             Workload::Rate => "rate",
             Workload::Idle => "idle",
             Workload::Recall => "recall",
+            Workload::Schedule => "schedule",
+            Workload::Stream => "stream",
         }
     }
 }
@@ -170,6 +191,10 @@ pub struct Args {
     /// `--messages` is then the recalls per peer.
     #[arg(long, default_value_t = 100_000)]
     pub memories: u64,
+    /// schedule: seconds from the start of the run to the first due time
+    /// (scheduling must finish within it).
+    #[arg(long, default_value_t = 10.0)]
+    pub lead: f64,
     /// Print one JSON document on stdout and no progress bar.
     #[arg(long)]
     pub json: bool,
@@ -315,12 +340,64 @@ fn recall_plan(args: &Args) -> Result<recall::RecallPlan> {
     })
 }
 
+/// Flags every one-mesh workload needs: peers, a token, the nodes.
+fn one_mesh_nodes(args: &Args) -> Result<Vec<admin::NodeUrl>> {
+    if args.peers < 2 {
+        bail!(
+            "--workload {} needs --peers 2 or more",
+            args.workload.name()
+        );
+    }
+    if args.admin_token.is_empty() {
+        bail!("--admin-token (or BROKER_ADMIN_TOKEN) is required");
+    }
+    args.urls.iter().map(|u| admin::parse_node_url(u)).collect()
+}
+
+fn schedule_plan(args: &Args) -> Result<schedule::SchedulePlan> {
+    let nodes = one_mesh_nodes(args)?;
+    if args.messages == 0 || args.messages > schedule::MAX_PER_PEER {
+        bail!(
+            "--workload schedule needs --messages of 1 to {} (active reminders per member)",
+            schedule::MAX_PER_PEER
+        );
+    }
+    let window = positive("--duration", Some(args.duration.unwrap_or(60.0)))?;
+    if !(args.lead.is_finite() && args.lead >= 0.0) {
+        bail!("--lead must be zero or more seconds");
+    }
+    Ok(schedule::SchedulePlan {
+        nodes,
+        admin_token: args.admin_token.clone(),
+        peers: args.peers,
+        per_peer: args.messages,
+        window: Duration::from_secs_f64(window),
+        lead: Duration::from_secs_f64(args.lead),
+        progress: !args.json,
+    })
+}
+
+fn stream_plan(args: &Args) -> Result<stream::StreamPlan> {
+    let nodes = one_mesh_nodes(args)?;
+    Ok(stream::StreamPlan {
+        nodes,
+        admin_token: args.admin_token.clone(),
+        peers: args.peers,
+        rate: positive("--rate", args.rate)?,
+        duration: Duration::from_secs_f64(positive("--duration", args.duration)?),
+        progress: !args.json,
+    })
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     let result = async {
-        if args.workload == Workload::Recall {
-            return recall::run(recall_plan(&args)?).await;
+        match args.workload {
+            Workload::Recall => return recall::run(recall_plan(&args)?).await,
+            Workload::Schedule => return schedule::run(schedule_plan(&args)?).await,
+            Workload::Stream => return stream::run(stream_plan(&args)?).await,
+            _ => {}
         }
         let plan = plan(&args)?;
         run::run(plan).await
@@ -432,6 +509,36 @@ mod tests {
             let args = format!("--workload {w} --peers 2 --stalled 3");
             assert!(plan_of(&args).is_ok());
         }
+    }
+
+    #[test]
+    fn schedule_and_stream_check_their_flags() {
+        let argv = |a: &str| {
+            let v: Vec<&str> = ["claudemesh-loadgen", "--admin-token", "t"]
+                .into_iter()
+                .chain(a.split_whitespace())
+                .collect();
+            Args::try_parse_from(v).expect("flags parse")
+        };
+        let p = schedule_plan(&argv("--workload schedule --peers 3 --messages 100")).unwrap();
+        assert_eq!(
+            (p.window, p.lead),
+            (Duration::from_secs(60), Duration::from_secs(10))
+        );
+        let e = schedule_plan(&argv("--workload schedule --peers 3 --messages 101"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("1 to 100"), "{e}");
+        let e = schedule_plan(&argv("--workload schedule --peers 1"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("--peers 2"), "{e}");
+        let e = stream_plan(&argv("--workload stream --peers 3 --duration 5"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("--rate"), "{e}");
+        let p = stream_plan(&argv("--workload stream --peers 3 --rate 100 --duration 5")).unwrap();
+        assert_eq!((p.rate, p.duration), (100.0, Duration::from_secs(5)));
     }
 
     #[test]

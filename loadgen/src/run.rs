@@ -221,7 +221,7 @@ fn fanout(workload: Workload, layout: &Layout, i: usize) -> u64 {
         Workload::Broadcast | Workload::Group => {
             layout.peers_in(layout.mesh_of(i)).len() as u64 - 1
         }
-        Workload::Idle | Workload::Recall => 0,
+        Workload::Idle | Workload::Recall | Workload::Schedule | Workload::Stream => 0,
     }
 }
 
@@ -429,7 +429,9 @@ async fn load(
             (plan.rate * plan.duration.as_secs_f64()) as u64,
         ),
         Workload::Idle => unreachable!("idle has no load phase"),
-        Workload::Recall => unreachable!("recall runs in its own module"),
+        Workload::Recall | Workload::Schedule | Workload::Stream => {
+            unreachable!("runs in its own module")
+        }
     };
 
     let enc = Arc::new(plan.encoder);

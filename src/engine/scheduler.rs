@@ -51,7 +51,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     loop {
         let wait = match fire(&ctx).await {
             Ok(n) if n == FIRE_BATCH => continue,
-            Ok(_) => until_next(&ctx).await,
+            Ok(n) => until_next(&ctx, n > 0).await,
             Err(e) => {
                 tracing::warn!(error = %e, "firing scheduled messages failed");
                 RETRY_AFTER_ERROR
@@ -77,12 +77,16 @@ async fn fire(ctx: &Ctx) -> Result<usize, crate::store::StoreError> {
     Ok(fired.len())
 }
 
-async fn until_next(ctx: &Ctx) -> Duration {
+/// How long to sleep: until the earliest due entry, at most [`POLL`]. An
+/// entry already due after a fire that took nothing is another node's
+/// (locked mid-fire): look again after [`MIN_GAP`], not at once.
+async fn until_next(ctx: &Ctx, fired: bool) -> Duration {
     match bounded(ctx.store.next_schedule_due()).await {
-        Ok(Some(at)) => (at - ctx.now())
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .clamp(MIN_GAP, POLL),
+        Ok(Some(at)) => match (at - ctx.now()).to_std() {
+            Ok(wait) => wait.min(POLL),
+            Err(_) if fired => Duration::ZERO,
+            Err(_) => MIN_GAP,
+        },
         Ok(None) => POLL,
         Err(_) => RETRY_AFTER_ERROR,
     }

@@ -313,3 +313,54 @@ async fn memory_recall() {
 async fn postgres_recall() {
     recall_counts_every_answer(Backend::Postgres).await
 }
+
+/// `schedule`: every reminder fires once and is counted once; lateness is
+/// measured.
+async fn schedule_counts_every_reminder(backend: Backend) {
+    let (node, _db) = fast_node(backend).await;
+    let r = loadgen(
+        &node,
+        "--workload schedule --peers 3 --messages 10 --duration 2 --lead 1",
+    )
+    .await;
+    assert_eq!(
+        (
+            r["sent"].as_u64(),
+            r["delivered"].as_u64(),
+            r["lost"].as_u64(),
+            r["duplicates"].as_u64()
+        ),
+        (Some(30), Some(30), Some(0), Some(0)),
+        "{r}"
+    );
+    assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+/// `stream`: each publish reaches every other peer once.
+async fn stream_counts_every_delivery(backend: Backend) {
+    let (node, _db) = node_with(backend, |s| s.stream_rate_per_min = 1_000_000).await;
+    let r = loadgen(&node, "--workload stream --peers 4 --rate 40 --duration 1").await;
+    assert_eq!(
+        (
+            r["sent"].as_u64(),
+            r["delivered"].as_u64(),
+            r["lost"].as_u64(),
+            r["duplicates"].as_u64()
+        ),
+        (Some(40), Some(120), Some(0), Some(0)),
+        "{r}"
+    );
+    assert!(r["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_schedule_and_stream() {
+    schedule_counts_every_reminder(Backend::Memory).await;
+    stream_counts_every_delivery(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_schedule_and_stream() {
+    schedule_counts_every_reminder(Backend::Postgres).await;
+    stream_counts_every_delivery(Backend::Postgres).await;
+}
