@@ -2,7 +2,7 @@
 # Runs the standard benchmark tables against release builds on this machine
 # and prints them as Markdown: one broker at a time (memory, then Postgres),
 # each run on a fresh broker, then three Postgres-backed nodes on one
-# database; the load generator on the same machine. About eight minutes.
+# database; the load generator on the same machine. About eleven minutes.
 #
 #   bash deploy/bench.sh            # needs Postgres on 127.0.0.1:5432 (or DATABASE_URL's server)
 #
@@ -121,7 +121,8 @@ import json, sys
 label, args, notifies, deliveries, doc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 lat = doc["latency_ms"]
 per = f'{notifies / deliveries:.2f}' if deliveries else '–'
-print(f'| {label} | `{args}` | {doc["throughput_msgs_per_s"]:,.0f} msgs/s, {doc["lost"]} lost | '
+dups = f', {doc["duplicates"]} duplicates' if doc.get("duplicates") else ''
+print(f'| {label} | `{args}` | {doc["throughput_msgs_per_s"]:,.0f} msgs/s, {doc["lost"]} lost{dups} | '
       f'{lat["p50"]:.1f} / {lat["p95"]:.1f} / {lat["p99"]:.1f} | {per} |')
 PY
   stop_cluster
@@ -135,3 +136,11 @@ cluster_run "all on one node" "0" --workload rate --peers 99 --rate 1000 --durat
 cluster_run "cross-node only" "0 1 2" --workload rate --peers 99 --rate 2000 --duration 10 --cross-node
 cluster_run "all on one node" "0" --workload rate --peers 99 --rate 2000 --duration 10
 cluster_run "spread" "0 1 2" --workload dm --peers 99 --messages 100
+
+# Time and fan-out (PROTOCOL-MESH.md §12, §14): reminder lateness (push
+# minus due time) and stream publish -> subscriber on another node.
+echo
+echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | NOTIFYs per delivery |"
+echo "| --- | --- | --- | --- | --- |"
+cluster_run "reminders" "0 1 2" --workload schedule --peers 100 --messages 100 --duration 60 --lead 30
+cluster_run "stream" "0 1 2" --workload stream --peers 100 --rate 1000 --duration 10
