@@ -258,6 +258,45 @@ async fn a_self_reminder_from_a_socket_that_closed_at_once_arrives(backend: Back
     assert_eq!(decoded(&expect_push(&mut later).await), "stretch");
 }
 
+async fn a_reminder_to_a_member_nobody_runs_is_queued_and_an_unknown_key_fires_into_nothing(
+    backend: Backend,
+) {
+    let w = world(backend).await;
+    let url = w.node.ws_url();
+    let (mut a, _) = Peer::join(&url, &w.alice, "a1").await;
+    let due = now_ms() + 300;
+    schedule(
+        &mut a,
+        &w.bob.keys.public_hex,
+        "for later",
+        json!({"deliverAt": due}),
+    )
+    .await;
+    let nobody = "ab".repeat(32);
+    schedule(&mut a, &nobody, "into nothing", json!({"deliverAt": due})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !list(&mut a).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never fired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = w.node.metrics().await;
+    assert!(
+        metrics.contains("broker_schedule_fires_total{result=\"no_recipient\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("broker_schedule_fires_total{result=\"sent\"} 1"),
+        "{metrics}"
+    );
+    let (mut b, _) = Peer::join(&url, &w.bob, "b1").await;
+    assert_eq!(
+        decoded(&expect_push(&mut b).await),
+        "for later",
+        "queued for bob"
+    );
+    assert!(b.quiet_for(Duration::from_millis(300)).await);
+}
+
 async fn cron_fires_once_per_period_and_once_after_an_outage(backend: Backend) {
     let (w, clock) = world_with_clock(backend, |_| {}).await;
     let url = w.node.ws_url();
@@ -316,5 +355,6 @@ both_stores!(
     replies_lists_cancels_and_errors,
     a_reminder_reaches_its_recipient_once,
     a_self_reminder_from_a_socket_that_closed_at_once_arrives,
+    a_reminder_to_a_member_nobody_runs_is_queued_and_an_unknown_key_fires_into_nothing,
     cron_fires_once_per_period_and_once_after_an_outage,
 );
