@@ -172,25 +172,16 @@ pub async fn run(plan: RecallPlan) -> Result<Report> {
     }
     let sent = plan.recalls_per_peer * plan.peers as u64;
     Ok(Report {
-        workload: "recall",
         peers: plan.peers,
         messages_per_peer: plan.recalls_per_peer,
-        payload_bytes: 0,
         sent,
         acked: answered,
-        rejected: 0,
         delivered: answered,
-        duplicates: 0,
         lost: sent - answered,
         duration_s: stats::round3(elapsed),
         throughput_msgs_per_s: stats::round3(answered as f64 / elapsed),
         latency_ms: stats::quantiles_ms(&h),
         hello_per_s: stats::round3(hello_per_s),
-        meshes: 1,
-        spread_ms: None,
-        stalled: 0,
-        sent_to_stalled: 0,
-        stalled_closed: 0,
-        idle: None,
+        ..Report::one_mesh("recall")
     })
 }

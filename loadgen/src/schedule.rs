@@ -174,13 +174,10 @@ pub async fn run(plan: SchedulePlan) -> Result<Report> {
     }
     let duration_s = plan.window.as_secs_f64();
     Ok(Report {
-        workload: "schedule",
         peers: plan.peers,
         messages_per_peer: plan.per_peer,
-        payload_bytes: 0,
         sent: total,
         acked: total,
-        rejected: 0,
         delivered,
         duplicates,
         lost: total - delivered,
@@ -188,11 +185,6 @@ pub async fn run(plan: SchedulePlan) -> Result<Report> {
         throughput_msgs_per_s: stats::round3(delivered as f64 / duration_s.max(0.001)),
         latency_ms: stats::quantiles_ms(&h),
         hello_per_s: stats::round3(peers.hello_per_s),
-        meshes: 1,
-        spread_ms: None,
-        stalled: 0,
-        sent_to_stalled: 0,
-        stalled_closed: 0,
-        idle: None,
+        ..Report::one_mesh("schedule")
     })
 }

@@ -203,6 +203,36 @@ pub struct Report {
     pub idle: Option<IdleRss>,
 }
 
+impl Report {
+    /// A one-mesh report of `workload` with nothing counted: the workloads
+    /// of their own module (recall, schedule, stream) fill in what they
+    /// measure.
+    pub fn one_mesh(workload: &'static str) -> Report {
+        Report {
+            workload,
+            peers: 0,
+            messages_per_peer: 0,
+            payload_bytes: 0,
+            sent: 0,
+            acked: 0,
+            rejected: 0,
+            delivered: 0,
+            duplicates: 0,
+            lost: 0,
+            duration_s: 0.0,
+            throughput_msgs_per_s: 0.0,
+            latency_ms: LatencyMs::default(),
+            hello_per_s: 0.0,
+            meshes: 1,
+            spread_ms: None,
+            stalled: 0,
+            sent_to_stalled: 0,
+            stalled_closed: 0,
+            idle: None,
+        }
+    }
+}
+
 /// Rounds for display and JSON: three decimals.
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0

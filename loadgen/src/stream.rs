@@ -131,13 +131,10 @@ pub async fn run(plan: StreamPlan) -> Result<Report> {
     let expected = expected_each * n as u64;
     let sent = per_peer * n as u64;
     Ok(Report {
-        workload: "stream",
         peers: n,
         messages_per_peer: per_peer,
-        payload_bytes: 0,
         sent,
         acked: sent,
-        rejected: 0,
         delivered,
         duplicates,
         lost: expected - delivered,
@@ -145,11 +142,6 @@ pub async fn run(plan: StreamPlan) -> Result<Report> {
         throughput_msgs_per_s: stats::round3(sent as f64 / plan.duration.as_secs_f64()),
         latency_ms: stats::quantiles_ms(&h),
         hello_per_s: stats::round3(peers.hello_per_s),
-        meshes: 1,
-        spread_ms: None,
-        stalled: 0,
-        sent_to_stalled: 0,
-        stalled_closed: 0,
-        idle: None,
+        ..Report::one_mesh("stream")
     })
 }

@@ -265,7 +265,8 @@ impl Sessions {
         }
     }
 
-    /// Acts on a signal from the bus (or from this node itself).
+    /// Acts on a signal from the bus (or from this node itself), through
+    /// `Ctx::apply`.
     pub fn apply(&self, signal: super::signal::Signal) {
         use super::signal::Signal;
         match signal {
@@ -286,16 +287,9 @@ impl Sessions {
                 self.close(p, Some(c), code, reason, error);
             }
             Signal::Event { mesh, skip, frame } => self.broadcast(&mesh, &skip, &frame.into()),
-            Signal::Stream {
-                mesh,
-                stream,
-                skip,
-                frame,
-            } => {
-                self.stream_write(&mesh, &stream, skip, &frame.into());
-            }
-            // The scheduler's and the ticker's (`Ctx::apply`).
-            Signal::Due { .. } | Signal::Clock => {}
+            // `Ctx::apply` acts on these itself (the scheduler's, the
+            // ticker's, and stream publishes, which it counts).
+            Signal::Stream { .. } | Signal::Due { .. } | Signal::Clock => {}
         }
     }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::both_stores;
 use crate::harness::client::assert_error;
-use crate::harness::{world, Backend, BrokerProcess, Peer, TestDb};
+use crate::harness::{cluster_node, world, Backend, Peer, TestDb};
 
 async fn status(p: &mut Peer, frame: Value) -> Value {
     let r = p.request(frame).await;
@@ -146,40 +146,16 @@ both_stores!(
 
 const TOKEN: &str = "mesh-clock-token";
 
-async fn start(db: &TestDb) -> BrokerProcess {
-    let mut p = BrokerProcess::spawn(
-        &["serve"],
-        &[
-            ("DATABASE_URL", db.url.as_str()),
-            ("BROKER_ADMIN_TOKEN", TOKEN),
-            ("BROKER_NODE_HEARTBEAT_SECONDS", "1"),
-            ("BROKER_NODE_LEASE_SECONDS", "3"),
-            ("BROKER_SWEEP_INTERVAL_SECONDS", "1"),
-        ],
-    );
-    p.wait_healthy().await;
-    p
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_go_on_from_another_node_when_the_owner_dies() {
     let db = TestDb::migrated().await;
-    let mut owner = start(&db).await;
-    let n2 = start(&db).await;
-    let n3 = start(&db).await;
-    let (s, _) = owner
-        .admin(
-            TOKEN,
-            reqwest::Method::POST,
-            "/meshes",
-            Some(json!({"slug": "m"})),
-        )
-        .await;
-    assert_eq!(s, 201);
-    let alice = owner.enrol(TOKEN, "alice").await;
-    let bob = owner.enrol(TOKEN, "bob").await;
-    let (mut a, _) = Peer::join(&owner.ws_url(), &alice, "a").await;
-    let (mut b, _) = Peer::join(&n2.ws_url(), &bob, "b").await;
+    let mut owner = cluster_node(&db, TOKEN).await;
+    let n2 = cluster_node(&db, TOKEN).await;
+    let n3 = cluster_node(&db, TOKEN).await;
+    let m = owner.mesh_with(TOKEN, &["alice", "bob"]).await;
+    let (alice, bob) = (&m[0], &m[1]);
+    let (mut a, _) = Peer::join(&owner.ws_url(), alice, "a").await;
+    let (mut b, _) = Peer::join(&n2.ws_url(), bob, "b").await;
     status(
         &mut a,
         json!({"type": "set_clock", "speed": 100, "_reqId": "k"}),

@@ -9,42 +9,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::harness::{BrokerProcess, Member, Peer, TestDb};
+use crate::harness::{cluster_node, Peer, TestDb};
 
 const TOKEN: &str = "schedules-cluster-token";
-
-async fn start(db: &TestDb) -> BrokerProcess {
-    let mut p = BrokerProcess::spawn(
-        &["serve"],
-        &[
-            ("DATABASE_URL", db.url.as_str()),
-            ("BROKER_ADMIN_TOKEN", TOKEN),
-            ("BROKER_NODE_HEARTBEAT_SECONDS", "1"),
-            ("BROKER_NODE_LEASE_SECONDS", "3"),
-            ("BROKER_SWEEP_INTERVAL_SECONDS", "1"),
-            ("BROKER_LOG_FORMAT", "json"),
-        ],
-    );
-    p.wait_healthy().await;
-    p
-}
-
-async fn mesh(node: &BrokerProcess, names: &[&str]) -> Vec<Member> {
-    let (status, _) = node
-        .admin(
-            TOKEN,
-            reqwest::Method::POST,
-            "/meshes",
-            Some(json!({"slug": "m"})),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let mut members = Vec::new();
-    for n in names {
-        members.push(node.enrol(TOKEN, n).await);
-    }
-    members
-}
 
 fn text(push: &Value) -> String {
     let bytes = base64::engine::general_purpose::STANDARD
@@ -78,10 +45,12 @@ async fn pushes(p: &mut Peer, want: usize, limit: Duration) -> HashMap<String, u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_due_at_once_fire_once_though_a_node_dies_at_the_due_moment() {
     let db = TestDb::migrated().await;
-    let mut n1 = start(&db).await;
-    let n2 = start(&db).await;
-    let n3 = start(&db).await;
-    let m = mesh(&n1, &["bob", "carol", "alice", "dave", "erin"]).await;
+    let mut n1 = cluster_node(&db, TOKEN).await;
+    let n2 = cluster_node(&db, TOKEN).await;
+    let n3 = cluster_node(&db, TOKEN).await;
+    let m = n1
+        .mesh_with(TOKEN, &["bob", "carol", "alice", "dave", "erin"])
+        .await;
     let (bob, carol) = (&m[0], &m[1]);
     let (mut pb, _) = Peer::join(&n2.ws_url(), bob, "b").await;
     let (mut pc, _) = Peer::join(&n3.ws_url(), carol, "c").await;
@@ -133,9 +102,9 @@ async fn three_hundred_due_at_once_fire_once_though_a_node_dies_at_the_due_momen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cron_entry_fires_once_a_minute_across_a_node_restart() {
     let db = TestDb::migrated().await;
-    let mut a = start(&db).await;
-    let b = start(&db).await;
-    let m = mesh(&a, &["alice", "bob"]).await;
+    let mut a = cluster_node(&db, TOKEN).await;
+    let b = cluster_node(&db, TOKEN).await;
+    let m = a.mesh_with(TOKEN, &["alice", "bob"]).await;
     let (alice, bob) = (&m[0], &m[1]);
     let (mut pb, _) = Peer::join(&b.ws_url(), bob, "b").await;
     let (mut pa, _) = Peer::join(&a.ws_url(), alice, "a").await;
@@ -153,7 +122,7 @@ async fn a_cron_entry_fires_once_a_minute_across_a_node_restart() {
     let fired_at = std::time::Instant::now();
     // The node that made it restarts; both nodes race for every period.
     a.sigkill();
-    let _a2 = start(&db).await;
+    let _a2 = cluster_node(&db, TOKEN).await;
     let second = next_push(&mut pb).await;
     let gap = fired_at.elapsed();
     assert_eq!(text(&second), "minutely");
@@ -181,9 +150,9 @@ async fn next_push(p: &mut Peer) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_reminder_from_a_socket_that_closed_at_once_arrives_on_another_node() {
     let db = TestDb::migrated().await;
-    let a = start(&db).await;
-    let b = start(&db).await;
-    let m = mesh(&a, &["alice"]).await;
+    let a = cluster_node(&db, TOKEN).await;
+    let b = cluster_node(&db, TOKEN).await;
+    let m = a.mesh_with(TOKEN, &["alice"]).await;
     let alice = &m[0];
     // The 1.37 CLI: one frame, then the socket closes.
     let (mut cli, _) = Peer::join(&a.ws_url(), alice, "cli").await;

@@ -444,6 +444,24 @@ impl BrokerProcess {
         }
     }
 
+    /// Creates mesh `m` and adds a member (new keys) for each of `names`.
+    pub async fn mesh_with(&self, token: &str, names: &[&str]) -> Vec<Member> {
+        let (status, body) = self
+            .admin(
+                token,
+                reqwest::Method::POST,
+                "/meshes",
+                Some(json!({"slug": "m"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let mut members = Vec::new();
+        for n in names {
+            members.push(self.enrol(token, n).await);
+        }
+        members
+    }
+
     /// Adds member `name` (new keys) to mesh `m` through the admin API.
     pub async fn enrol(&self, token: &str, name: &str) -> Member {
         let keys = KeyPair::generate();
@@ -483,6 +501,25 @@ impl BrokerProcess {
         let text = resp.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
+}
+
+/// A `serve` node of a cluster on `db` with admin `token`, answering
+/// `/health`: heartbeats every second, a 3 s lease and a sweep every
+/// second, so a node's death is seen within seconds.
+pub async fn cluster_node(db: &TestDb, token: &str) -> BrokerProcess {
+    let mut p = BrokerProcess::spawn(
+        &["serve"],
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("BROKER_ADMIN_TOKEN", token),
+            ("BROKER_NODE_HEARTBEAT_SECONDS", "1"),
+            ("BROKER_NODE_LEASE_SECONDS", "3"),
+            ("BROKER_SWEEP_INTERVAL_SECONDS", "1"),
+            ("BROKER_LOG_FORMAT", "json"),
+        ],
+    );
+    p.wait_healthy().await;
+    p
 }
 
 impl Drop for BrokerProcess {
