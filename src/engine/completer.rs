@@ -38,6 +38,10 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// failure does not end in a duplicate. A row another session claimed is
 /// simply no longer ours to complete (its completion matches nothing).
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// Leases a failing completion is retried for before its row is left to
+/// lapse and be delivered again: a session starved of connections for a
+/// while cannot take its rows back (and renew their mark) meanwhile.
+const GIVE_UP_LEASES: u32 = 4;
 
 enum Job {
     Done(Uuid, Vec<i64>),
@@ -73,12 +77,23 @@ impl Completions {
         }
     }
 
-    /// Whether this row was written to `presence`'s socket already and its
-    /// completion is still being retried: pushing it again would be a
-    /// duplicate.
+    /// Whether this row, just claimed back by `presence`, was written to
+    /// its socket already with its completion still being retried: pushing
+    /// it again would be a duplicate. The claim renewed the row's lease, so
+    /// the retries go on for as long again: given up while the session
+    /// still holds it, the row would lose its mark and be pushed twice.
     pub fn written(&self, presence: Uuid, id: i64) -> bool {
-        let u = self.unsettled.lock().unwrap_or_else(|e| e.into_inner());
-        !u.is_empty() && u.contains_key(&(presence, id))
+        let mut u = self.unsettled.lock().unwrap_or_else(|e| e.into_inner());
+        if u.is_empty() {
+            return false;
+        }
+        match u.get_mut(&(presence, id)) {
+            Some(until) => {
+                *until = give_up_at(&self.ctx, Instant::now());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Waits until everything queued so far is completed (or, if the
@@ -199,10 +214,7 @@ impl Completer {
             self.unsettled().clear();
             return true;
         }
-        let s = &self.ctx.config.settings;
-        let until = now
-            + Duration::from_secs(s.claim_lease_seconds + 2 * s.sweep_interval_seconds)
-            + LEASE_MARGIN;
+        let until = give_up_at(&self.ctx, now);
         let mut u = self.unsettled();
         for r in rows {
             // A long outage: past the cap, rows lapse and are redelivered.
@@ -213,6 +225,14 @@ impl Completer {
         }
         false
     }
+}
+
+/// When to stop retrying a row whose completion failed at `now`: past
+/// its claim's lease and the polls that would take it back.
+fn give_up_at(ctx: &Ctx, now: Instant) -> Instant {
+    let s = &ctx.config.settings;
+    let lease = Duration::from_secs(s.claim_lease_seconds + 2 * s.sweep_interval_seconds);
+    now + GIVE_UP_LEASES * lease + LEASE_MARGIN
 }
 
 fn take(job: Job, rows: &mut Vec<(Uuid, i64)>, flushes: &mut Vec<oneshot::Sender<()>>) {

@@ -24,8 +24,8 @@ use crate::store::{Echo, Fire, Fired, NewDelivery, NewMessage, RouteTarget, Sche
 
 /// Longest sleep between looks at the table.
 pub const POLL: Duration = Duration::from_millis(500);
-/// Shortest: an entry due now may be held by another node's fire, and
-/// looking again at once would only spin.
+/// After a fire that took nothing while an entry is due (another node
+/// holds it mid-fire): looking again at once would only spin.
 const MIN_GAP: Duration = Duration::from_millis(50);
 /// Entries per fire transaction.
 pub const FIRE_BATCH: usize = 256;
@@ -49,13 +49,25 @@ impl Wakeup {
 
 pub async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     loop {
-        let wait = match fire(&ctx).await {
-            Ok(n) if n == FIRE_BATCH => continue,
-            Ok(n) => until_next(&ctx, n > 0).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "firing scheduled messages failed");
-                RETRY_AFTER_ERROR
-            }
+        // One cheap read when nothing is due: the fire transaction only
+        // when something is.
+        let wait = match bounded(ctx.store.next_schedule_due()).await {
+            Ok(Some(at)) if at <= ctx.now() => match fire(&ctx).await {
+                // Fired some: look at the table again at once.
+                Ok(n) if n > 0 => continue,
+                // Due but held by another node's fire.
+                Ok(_) => MIN_GAP,
+                Err(e) => {
+                    tracing::warn!(error = %e, "firing scheduled messages failed");
+                    RETRY_AFTER_ERROR
+                }
+            },
+            Ok(Some(at)) => (at - ctx.now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(POLL),
+            Ok(None) => POLL,
+            Err(_) => RETRY_AFTER_ERROR,
         };
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -75,21 +87,6 @@ async fn fire(ctx: &Ctx) -> Result<usize, crate::store::StoreError> {
         after_fire(ctx, now, f);
     }
     Ok(fired.len())
-}
-
-/// How long to sleep: until the earliest due entry, at most [`POLL`]. An
-/// entry already due after a fire that took nothing is another node's
-/// (locked mid-fire): look again after [`MIN_GAP`], not at once.
-async fn until_next(ctx: &Ctx, fired: bool) -> Duration {
-    match bounded(ctx.store.next_schedule_due()).await {
-        Ok(Some(at)) => match (at - ctx.now()).to_std() {
-            Ok(wait) => wait.min(POLL),
-            Err(_) if fired => Duration::ZERO,
-            Err(_) => MIN_GAP,
-        },
-        Ok(None) => POLL,
-        Err(_) => RETRY_AFTER_ERROR,
-    }
 }
 
 /// The send a due entry makes now, and its next fire time (cron).
