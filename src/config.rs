@@ -52,6 +52,8 @@ pub const KEYS: &[&str] = &[
     "database_ca_file",
     "http_header_timeout_seconds",
     "max_http_connections",
+    "mcp_call_timeout_seconds",
+    "relay_timeout_seconds",
 ];
 
 /// The claudemesh seed's environment names, read without prefix so existing
@@ -125,6 +127,11 @@ pub struct Settings {
     pub database_ca_file: Option<String>,
     pub http_header_timeout_seconds: u64,
     pub max_http_connections: u32,
+    /// How long an `mcp_call` waits for its host (below the clients' 30 s).
+    pub mcp_call_timeout_seconds: u64,
+    /// How long a peer file or directory request waits (below the
+    /// clients' 15 s).
+    pub relay_timeout_seconds: u64,
 }
 
 impl Default for Settings {
@@ -191,6 +198,10 @@ impl Default for Settings {
             http_header_timeout_seconds: 10,
             // Connections beyond the sockets: probes, hooks, admin, joins.
             max_http_connections: 1_024,
+            // Below what the clients wait (30 s, 15 s): the caller hears
+            // the broker's reason instead of its own timeout.
+            mcp_call_timeout_seconds: 25,
+            relay_timeout_seconds: 14,
         }
     }
 }
@@ -290,6 +301,8 @@ impl Settings {
                 self.http_header_timeout_seconds,
             ),
             ("max_http_connections", self.max_http_connections as u64),
+            ("mcp_call_timeout_seconds", self.mcp_call_timeout_seconds),
+            ("relay_timeout_seconds", self.relay_timeout_seconds),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -388,6 +401,12 @@ impl Settings {
                 RATE_MAX,
             ),
             ("status_ttl_seconds", self.status_ttl_seconds, DAY),
+            (
+                "mcp_call_timeout_seconds",
+                self.mcp_call_timeout_seconds,
+                3600,
+            ),
+            ("relay_timeout_seconds", self.relay_timeout_seconds, 3600),
             (
                 "hook_fresh_window_seconds",
                 self.hook_fresh_window_seconds,

@@ -3,6 +3,7 @@
 //! carry pubkeys or mesh ids: cardinality stays fixed.
 
 pub mod fanout;
+pub mod relay;
 
 use std::sync::atomic::AtomicU64;
 
@@ -114,6 +115,8 @@ pub struct Metrics {
     pub http_refused: Counter<u64, AtomicU64>,
     /// Schedules, clock and streams.
     pub fanout: fanout::FanoutMetrics,
+    /// Relays between peers.
+    pub relay: relay::RelayMetrics,
 }
 
 impl Metrics {
@@ -329,8 +332,10 @@ impl Metrics {
             let _ = db_pool.get_or_create(&StateLabel { state });
         }
         let fanout = fanout::FanoutMetrics::register(&mut registry);
+        let relay = relay::RelayMetrics::register(&mut registry);
         Metrics {
             fanout,
+            relay,
             http_connections,
             http_refused,
             registry,

@@ -100,6 +100,7 @@ families! {
     Schedules("schedules", crate::protocol::schedules::ScheduleFrame) => super::schedules::handle,
     Streams("streams", crate::protocol::streams::StreamFrame) => super::streams::handle,
     Clock("clock", crate::protocol::clocks::ClockFrame) => super::clocks::handle,
+    Relay("relay", crate::protocol::relay::RelayFrame) => super::relay::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

@@ -384,6 +384,12 @@ pub async fn start_session(
     if let Some(event) = welcome.announce {
         announce(engine, event, p, welcome.saved.as_ref());
     }
+    {
+        // Off the hello's path: most members host nothing.
+        let ctx = engine.ctx.clone();
+        let p = p.clone();
+        tokio::spawn(async move { super::relay::rehost(&ctx, &p).await });
+    }
     let at_least_once = Arc::new(AtomicBool::new(welcome.client_ack));
     let who = Recipient {
         presence: p.id,
@@ -403,7 +409,9 @@ pub async fn start_session(
 
 /// The socket of `presence` closed: keep it in grace for re-attach.
 pub async fn release(ctx: &Ctx, presence: Uuid, conn_id: Uuid) {
-    ctx.sessions.remove(presence, conn_id);
+    if ctx.sessions.remove(presence, conn_id) {
+        ctx.relays.closed(ctx, presence);
+    }
     let now = ctx.now();
     let grace = chrono::Duration::seconds(ctx.config.settings.presence_grace_seconds as i64);
     let released = ctx

@@ -37,6 +37,8 @@ pub mod moderation;
 pub mod node;
 pub mod outbound;
 pub mod presence;
+pub mod relay;
+pub mod relays;
 pub mod routing;
 pub mod scheduler;
 pub mod schedules;
@@ -88,6 +90,8 @@ pub struct Ctx {
     pub clocks: tokio::sync::Notify,
     /// Stream publish budgets and publisher names of this node.
     pub publishing: streams::Publishing,
+    /// Relays between peers that this node's sockets are part of.
+    pub relays: relays::Relays,
     /// Wake-ups to other nodes; `None` in memory mode (one node).
     bus: Option<Arc<dyn Bus>>,
 }
@@ -171,6 +175,7 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
         schedules: scheduler::Wakeup::default(),
         clocks: tokio::sync::Notify::new(),
         publishing: streams::Publishing::default(),
+        relays: relays::Relays::default(),
         bus: parts.bus,
     });
     ctx.store
@@ -196,6 +201,7 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
         tokio::spawn(sweeper::run(ctx.clone(), stop.clone())),
         tokio::spawn(scheduler::run(ctx.clone(), stop.clone())),
         tokio::spawn(ticker::run(ctx.clone(), stop.clone())),
+        tokio::spawn(relays::run(ctx.clone(), stop.clone())),
         tokio::spawn(heartbeat::run(ctx.clone(), stop)),
     ];
     running.loops.extend(loops);

@@ -216,14 +216,15 @@ impl Sessions {
         t.by_presence.insert(presence, handle)
     }
 
-    /// Removes the entry only if it is still this socket's.
-    pub fn remove(&self, presence: Uuid, conn_id: Uuid) {
+    /// Removes the entry only if it is still this socket's; `false` when
+    /// it was not.
+    pub fn remove(&self, presence: Uuid, conn_id: Uuid) -> bool {
         let mut t = self.lock();
         let Entry::Occupied(entry) = t.by_presence.entry(presence) else {
-            return;
+            return false;
         };
         if entry.get().conn_id != conn_id {
-            return;
+            return false;
         }
         let h = entry.remove();
         if let Some(set) = t.by_mesh.get_mut(&h.mesh_id) {
@@ -236,6 +237,22 @@ impl Sessions {
         for stream in t.streams_of.remove(&presence).unwrap_or_default() {
             t.drop_subscription(&h.mesh_id, &stream, presence);
         }
+        true
+    }
+
+    /// Queues `frame` to the socket of `presence`, waiting for room if its
+    /// queue is full (a reply, not an advisory event); `false` when this
+    /// node holds no socket of it.
+    pub fn send_to(&self, presence: Uuid, frame: String) -> bool {
+        let Some(tx) = self.lock().by_presence.get(&presence).map(|h| h.tx.clone()) else {
+            return false;
+        };
+        if let Err(Outbound::Text(frame)) = tx.try_send(Outbound::Text(frame.into())) {
+            tokio::spawn(async move {
+                let _ = tx.send(Outbound::Text(frame)).await;
+            });
+        }
+        true
     }
 
     /// Closes the socket of `presence` if it is `conn_id` (any if `None`).
@@ -289,7 +306,11 @@ impl Sessions {
             Signal::Event { mesh, skip, frame } => self.broadcast(&mesh, &skip, &frame.into()),
             // `Ctx::apply` acts on these itself (the scheduler's, the
             // ticker's, and stream publishes, which it counts).
-            Signal::Stream { .. } | Signal::Due { .. } | Signal::Clock => {}
+            Signal::Stream { .. }
+            | Signal::Due { .. }
+            | Signal::Clock
+            | Signal::Forward { .. }
+            | Signal::Answer { .. } => {}
         }
     }
 

@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::relays::Answered;
 use super::Ctx;
+use crate::protocol::relay::RelayKind;
 pub use crate::store::Notice;
 
 /// The largest signal payload a bus must carry. Postgres refuses NOTIFY
@@ -51,6 +53,18 @@ pub enum Signal {
     Due { at: i64 },
     /// A mesh clock changed (speed, pause, resume): its owner reschedules.
     Clock,
+    /// A relayed request for `host`, a presence of the receiving node:
+    /// `frame` goes to its socket, and its answer to relay `id` back to
+    /// node `from`.
+    Forward {
+        id: String,
+        from: Uuid,
+        host: Uuid,
+        kind: RelayKind,
+        frame: String,
+    },
+    /// The answer to relay `id`, for the node its caller waits on.
+    Answer { id: String, answer: Answered },
 }
 
 /// Who does not hear a mesh event.
@@ -112,6 +126,14 @@ impl Ctx {
                     .stream_write(&mesh, &stream, skip, &frame.into());
                 self.metrics.fanout.stream_fanout.inc_by(n as u64);
             }
+            Signal::Forward {
+                id,
+                from,
+                host,
+                kind,
+                frame,
+            } => self.relays.forward(self, id, from, host, kind, frame),
+            Signal::Answer { id, answer } => self.relays.answer(self, &id, answer),
             other => self.sessions.apply(other),
         }
     }

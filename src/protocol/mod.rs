@@ -18,6 +18,7 @@ pub mod message_status;
 pub mod messaging;
 pub mod moderation;
 pub mod presence;
+pub mod relay;
 pub mod schedules;
 pub mod session_hello;
 pub mod skills;

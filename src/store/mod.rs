@@ -20,6 +20,7 @@ pub mod nodes;
 pub mod postgres;
 pub mod presence;
 pub mod rate;
+pub mod relay;
 pub mod schedules;
 pub mod signatures;
 pub mod skills;
@@ -43,6 +44,7 @@ pub use messages::*;
 pub use nodes::*;
 pub use presence::*;
 pub use rate::*;
+pub use relay::*;
 pub use schedules::*;
 pub use signatures::*;
 pub use skills::*;
@@ -89,6 +91,7 @@ pub trait Store:
     + ScheduleStore
     + StreamStore
     + ClockStore
+    + RelayStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

@@ -43,6 +43,8 @@ mod node_death;
 mod outage;
 mod presence;
 mod process;
+mod relay;
+mod relay_cluster;
 mod replay;
 mod schedules;
 mod schedules_cluster;

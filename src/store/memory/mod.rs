@@ -20,6 +20,7 @@ mod messages;
 mod nodes;
 mod presence;
 mod rate;
+mod relay;
 mod schedules;
 mod signatures;
 mod skills;
@@ -67,6 +68,7 @@ struct State {
     schedules: schedules::Schedules,
     streams: streams::Streams,
     clocks: clocks::Clocks,
+    mcp: relay::Registry,
 }
 
 #[derive(Default)]

@@ -124,6 +124,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0023_mesh_clock",
         include_str!("../../../migrations/0023_mesh_clock.sql"),
     ),
+    (
+        24,
+        "0024_mcp_servers",
+        include_str!("../../../migrations/0024_mcp_servers.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

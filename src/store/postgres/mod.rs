@@ -16,6 +16,7 @@ mod nodes;
 mod presence;
 mod rate;
 mod records;
+mod relay;
 mod rows;
 mod schedules;
 mod signatures;

@@ -13,6 +13,7 @@ mod message_status;
 mod messages;
 mod nodes;
 mod presence;
+mod relay;
 mod schedules;
 mod sends;
 mod skills;
