@@ -34,6 +34,34 @@ pub fn database(config: &Config) -> anyhow::Result<Option<PgDatabase>> {
         .transpose()
 }
 
+/// The configured blob store for shared files.
+pub fn open_blobs(
+    config: &Config,
+    db: Option<&PgDatabase>,
+) -> anyhow::Result<Arc<dyn crate::blobs::BlobStore>> {
+    use crate::config::FileStoreKind;
+    let s = &config.settings;
+    Ok(match (config.file_store, db) {
+        (FileStoreKind::S3, _) => Arc::new(crate::blobs::s3::S3Blobs::open(
+            &crate::blobs::s3::S3Config {
+                endpoint: s.s3_endpoint.clone(),
+                region: s.s3_region.clone(),
+                bucket: s.s3_bucket.clone().unwrap_or_default(),
+                access_key: s.s3_access_key.clone(),
+                secret_key: s.s3_secret_key.clone(),
+                path_style: s.s3_path_style,
+            },
+        )?),
+        // A quarter of the store's pool: uploads hold theirs while the body
+        // arrives.
+        (FileStoreKind::Postgres, Some(db)) => Arc::new(crate::blobs::PgBlobs::open(
+            db,
+            (s.db_pool_size / 4).max(2),
+        )?),
+        _ => Arc::new(crate::blobs::MemoryBlobs::default()),
+    })
+}
+
 /// Opens the configured store, migrating Postgres first unless
 /// `migrate_on_start` is off (a DML-only role; the owner runs `migrate`).
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -95,6 +123,7 @@ impl Application {
             }
             None => (None, None),
         };
+        let blobs = open_blobs(&config, database.as_ref())?;
         let (engine, mut running) = engine::start(engine::Parts {
             node_id,
             config,
@@ -104,6 +133,7 @@ impl Application {
             public_url,
             admin_token,
             bus,
+            blobs,
         })
         .await?;
         if let (Some(db), Some(queue)) = (database, queue) {

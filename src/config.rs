@@ -54,6 +54,21 @@ pub const KEYS: &[&str] = &[
     "max_http_connections",
     "mcp_call_timeout_seconds",
     "relay_timeout_seconds",
+    "upload_auth",
+    "trusted_proxy_cidrs",
+    "file_store",
+    "s3_endpoint",
+    "s3_region",
+    "s3_bucket",
+    "s3_access_key",
+    "s3_secret_key",
+    "s3_path_style",
+    "s3_presign_public",
+    "max_file_bytes",
+    "max_mesh_file_bytes",
+    "file_url_ttl_seconds",
+    "ephemeral_file_ttl_seconds",
+    "download_url_key",
 ];
 
 /// The claudemesh seed's environment names, read without prefix so existing
@@ -72,6 +87,25 @@ const SEED_ENV: &[&str] = &[
 pub enum HookAuth {
     Token,
     None,
+}
+
+/// Who may `POST /upload` (PROTOCOL-MESH.md §17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadAuth {
+    /// Only a live session's hook token, as a bearer.
+    Token,
+    /// Also an online presence of the mesh at the request's address.
+    PeerAddress,
+}
+
+/// Where shared files' bytes are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStoreKind {
+    Postgres,
+    S3,
+    Memory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +166,24 @@ pub struct Settings {
     /// How long a peer file or directory request waits (below the
     /// clients' 15 s).
     pub relay_timeout_seconds: u64,
+    pub upload_auth: Option<UploadAuth>,
+    /// Proxies whose `X-Forwarded-For` is believed (`peer_address`).
+    pub trusted_proxy_cidrs: Vec<String>,
+    pub file_store: Option<FileStoreKind>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_access_key: Option<String>,
+    pub s3_secret_key: Option<String>,
+    pub s3_path_style: bool,
+    pub s3_presign_public: bool,
+    pub max_file_bytes: u64,
+    pub max_mesh_file_bytes: u64,
+    pub file_url_ttl_seconds: u64,
+    pub ephemeral_file_ttl_seconds: u64,
+    /// HMAC key of download links; unset: made once and kept in the
+    /// database (memory mode: per process). A secret.
+    pub download_url_key: Option<String>,
 }
 
 impl Default for Settings {
@@ -202,6 +254,21 @@ impl Default for Settings {
             // the broker's reason instead of its own timeout.
             mcp_call_timeout_seconds: 25,
             relay_timeout_seconds: 14,
+            upload_auth: None,
+            trusted_proxy_cidrs: Vec::new(),
+            file_store: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_bucket: None,
+            s3_access_key: None,
+            s3_secret_key: None,
+            s3_path_style: false,
+            s3_presign_public: false,
+            max_file_bytes: 50 << 20,
+            max_mesh_file_bytes: 1 << 30,
+            file_url_ttl_seconds: 60,
+            ephemeral_file_ttl_seconds: 86_400,
+            download_url_key: None,
         }
     }
 }
@@ -223,6 +290,10 @@ pub struct Config {
     pub bind: IpAddr,
     pub hook_auth: HookAuth,
     pub log_format: LogFormat,
+    pub upload_auth: UploadAuth,
+    pub file_store: FileStoreKind,
+    /// `trusted_proxy_cidrs`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Settings {
@@ -303,6 +374,13 @@ impl Settings {
             ("max_http_connections", self.max_http_connections as u64),
             ("mcp_call_timeout_seconds", self.mcp_call_timeout_seconds),
             ("relay_timeout_seconds", self.relay_timeout_seconds),
+            ("max_file_bytes", self.max_file_bytes),
+            ("max_mesh_file_bytes", self.max_mesh_file_bytes),
+            ("file_url_ttl_seconds", self.file_url_ttl_seconds),
+            (
+                "ephemeral_file_ttl_seconds",
+                self.ephemeral_file_ttl_seconds,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -321,6 +399,7 @@ impl Settings {
                 self.max_message_bytes + 16 * 1024
             );
         }
+        self.validate_files()?;
         if let Some(f) = &self.database_ca_file {
             if !Path::new(f).is_file() {
                 anyhow::bail!(
@@ -407,6 +486,14 @@ impl Settings {
                 3600,
             ),
             ("relay_timeout_seconds", self.relay_timeout_seconds, 3600),
+            ("file_url_ttl_seconds", self.file_url_ttl_seconds, DAY),
+            ("max_file_bytes", self.max_file_bytes, 5 << 30),
+            ("max_mesh_file_bytes", self.max_mesh_file_bytes, 1 << 40),
+            (
+                "ephemeral_file_ttl_seconds",
+                self.ephemeral_file_ttl_seconds,
+                YEAR,
+            ),
             (
                 "hook_fresh_window_seconds",
                 self.hook_fresh_window_seconds,
@@ -476,14 +563,79 @@ impl Settings {
         } else {
             LogFormat::Json
         });
+        let upload_auth = self.upload_auth.unwrap_or(if dev {
+            UploadAuth::PeerAddress
+        } else {
+            UploadAuth::Token
+        });
+        let file_store = self.file_store.unwrap_or(if self.database_url.is_some() {
+            FileStoreKind::Postgres
+        } else {
+            FileStoreKind::Memory
+        });
+        let trusted_proxies = self
+            .trusted_proxy_cidrs
+            .iter()
+            .filter_map(|c| parse_cidr(c).ok())
+            .collect();
         Config {
             settings: self,
             dev,
             bind,
             hook_auth,
             log_format,
+            upload_auth,
+            file_store,
+            trusted_proxies,
         }
     }
+}
+
+impl Settings {
+    /// The file settings that must agree with each other.
+    fn validate_files(&self) -> anyhow::Result<()> {
+        for c in &self.trusted_proxy_cidrs {
+            parse_cidr(c).map_err(|e| {
+                anyhow::anyhow!("invalid configuration: `trusted_proxy_cidrs`: {e}")
+            })?;
+        }
+        if self.max_file_bytes > self.max_mesh_file_bytes {
+            anyhow::bail!(
+                "invalid configuration: `max_file_bytes` ({}) must be at most `max_mesh_file_bytes` ({})",
+                self.max_file_bytes,
+                self.max_mesh_file_bytes
+            );
+        }
+        match self.file_store {
+            Some(FileStoreKind::Postgres) if self.database_url.is_none() => anyhow::bail!(
+                "invalid configuration: `file_store` = \"postgres\" needs a `database_url`"
+            ),
+            Some(FileStoreKind::Memory) if self.database_url.is_some() => anyhow::bail!(
+                "invalid configuration: `file_store` = \"memory\" cannot serve a cluster: other nodes would not see the files (use postgres or s3)"
+            ),
+            Some(FileStoreKind::S3) if self.s3_bucket.as_deref().is_none_or(str::is_empty) => {
+                anyhow::bail!("invalid configuration: `file_store` = \"s3\" needs `s3_bucket`")
+            }
+            _ => {}
+        }
+        if self
+            .download_url_key
+            .as_deref()
+            .is_some_and(|k| k.len() < 16)
+        {
+            anyhow::bail!(
+                "invalid configuration: `download_url_key` must be at least 16 characters"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A CIDR block, or a single address (as a /32 or /128).
+pub fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not a CIDR block or an IP address"))
 }
 
 impl Config {

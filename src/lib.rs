@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod blobs;
 pub mod cluster;
 pub mod config;
 pub mod dev;

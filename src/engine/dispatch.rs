@@ -101,6 +101,7 @@ families! {
     Streams("streams", crate::protocol::streams::StreamFrame) => super::streams::handle,
     Clock("clock", crate::protocol::clocks::ClockFrame) => super::clocks::handle,
     Relay("relay", crate::protocol::relay::RelayFrame) => super::relay::handle,
+    Files("files", crate::protocol::files::FileFrame) => super::files::handle,
 }
 
 type Parser = fn(&str, &str) -> Result<Request, String>;

@@ -350,6 +350,8 @@ pub struct Socket {
     pub conn_id: Uuid,
     pub tx: OutboundTx,
     pub closer: watch::Sender<Option<(u16, &'static str)>>,
+    /// The client's address, kept only under `upload_auth = "peer_address"`.
+    pub remote: Option<std::net::IpAddr>,
 }
 
 /// Puts an accepted hello to work: registers the socket in the session
@@ -385,10 +387,21 @@ pub async fn start_session(
         announce(engine, event, p, welcome.saved.as_ref());
     }
     {
-        // Off the hello's path: most members host nothing.
+        // Off the hello's path: most members host nothing, and only some
+        // brokers match uploads to sessions by address.
         let ctx = engine.ctx.clone();
         let p = p.clone();
-        tokio::spawn(async move { super::relay::rehost(&ctx, &p).await });
+        let remote = socket.remote;
+        tokio::spawn(async move {
+            super::relay::rehost(&ctx, &p).await;
+            if let Some(addr) = remote {
+                let addr = addr.to_string();
+                let recorded = super::bounded(ctx.store.record_presence_addr(p.id, &addr));
+                if let Err(e) = recorded.await {
+                    tracing::warn!(presence_id = %p.id, error = %e, "could not record the session's address");
+                }
+            }
+        });
     }
     let at_least_once = Arc::new(AtomicBool::new(welcome.client_ack));
     let who = Recipient {

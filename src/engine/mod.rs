@@ -25,6 +25,7 @@ pub mod contexts;
 pub mod delivery;
 pub mod dispatch;
 pub mod events;
+pub mod files;
 pub mod handoff;
 pub mod heartbeat;
 pub mod hello;
@@ -92,6 +93,10 @@ pub struct Ctx {
     pub publishing: streams::Publishing,
     /// Relays between peers that this node's sockets are part of.
     pub relays: relays::Relays,
+    /// Where shared files' bytes are.
+    pub blobs: Arc<dyn crate::blobs::BlobStore>,
+    /// The HMAC key of download links, the same on every node.
+    pub download_key: Vec<u8>,
     /// Wake-ups to other nodes; `None` in memory mode (one node).
     bus: Option<Arc<dyn Bus>>,
 }
@@ -135,6 +140,7 @@ pub struct Parts {
     pub public_url: String,
     pub admin_token: Option<String>,
     pub bus: Option<Arc<dyn Bus>>,
+    pub blobs: Arc<dyn crate::blobs::BlobStore>,
 }
 
 /// Registers the node and starts every component. The returned
@@ -157,6 +163,13 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
     // As many hellos at once as the pool has connections: more would only
     // queue on the pool, inside the database deadline.
     let hello_slots = parts.config.settings.db_pool_size;
+    let download_key = match &parts.config.settings.download_url_key {
+        Some(k) => k.as_bytes().to_vec(),
+        None => {
+            let candidate: [u8; 32] = rand::random();
+            parts.store.download_key(&candidate).await?
+        }
+    };
     let ctx = Arc::new(Ctx {
         node_id,
         config: parts.config,
@@ -176,6 +189,8 @@ pub async fn start(parts: Parts) -> Result<(Arc<Engine>, Running), StoreError> {
         clocks: tokio::sync::Notify::new(),
         publishing: streams::Publishing::default(),
         relays: relays::Relays::default(),
+        blobs: parts.blobs,
+        download_key,
         bus: parts.bus,
     });
     ctx.store

@@ -93,6 +93,7 @@ async fn pass(ctx: &Ctx, last_prune: &mut std::time::Instant) {
         Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "grace sweep failed"),
     }
     super::relay::sweep(ctx).await;
+    super::files::sweep(ctx).await;
     if let Err(e) = bounded(sweep_status(ctx)).await {
         tracing::warn!(node_id = %ctx.node_id, error = %e, "status sweep failed");
     }

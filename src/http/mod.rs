@@ -1,5 +1,6 @@
 //! The HTTP surface of one node: routes, JSON bodies, request metrics.
 
+pub mod files;
 pub mod health;
 pub mod hook;
 pub mod join;
@@ -45,11 +46,16 @@ pub fn router(node: Arc<Engine>, admin: Router<Arc<Engine>>) -> Router {
         )
         .nest("/admin", admin.layer(deadline()))
         .fallback(not_found)
-        // No route takes more than a frame: hooks, joins and webhooks check
-        // their own, smaller limit; admin bodies are small JSON.
+        // No route takes more than a frame but uploads (below): hooks,
+        // joins and webhooks check their own, smaller limit; admin bodies
+        // are small JSON.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             node.config.settings.max_frame_bytes,
         ))
+        // Uploads stream to the blob store and count their own bytes
+        // against `max_file_bytes`; downloads stream out.
+        .route("/upload", post(files::upload))
+        .route("/download/{file_id}", get(files::download))
         .layer(axum::middleware::map_response(json_too_large))
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
@@ -66,6 +72,11 @@ pub fn router(node: Arc<Engine>, admin: Router<Arc<Engine>>) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
         .with_state(node)
 }
+
+/// The TCP peer of a request's connection, put in its extensions by
+/// the server.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub std::net::SocketAddr);
 
 /// Unmatched routes answer JSON: the 1.37 client parses every response
 /// body as JSON, and axum's default 404 has an empty body.

@@ -47,7 +47,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -67,7 +67,15 @@ pub async fn serve(
         };
         // Small frames must not wait for Nagle's algorithm (~40 ms tails).
         let _ = tcp.set_nodelay(true);
-        let svc = TowerToHyperService::new(router.clone());
+        // Handlers that need the client's address (uploads, upgrades under
+        // `upload_auth = "peer_address"`) read it from the extensions.
+        let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(super::RemoteAddr(remote));
+                req
+            },
+        ));
         open.inc();
         let io = Counted {
             tcp,

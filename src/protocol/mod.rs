@@ -8,6 +8,7 @@ pub mod contexts;
 pub mod cron;
 pub mod crypto;
 pub mod fields;
+pub mod files;
 pub mod hello;
 pub mod ids;
 pub mod invite;

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod clocks;
 pub mod contexts;
+pub mod files;
 pub mod hooks;
 pub mod identity;
 pub mod memories;
@@ -36,6 +37,7 @@ use async_trait::async_trait;
 pub use audit::*;
 pub use clocks::*;
 pub use contexts::*;
+pub use files::*;
 pub use hooks::*;
 pub use identity::*;
 pub use memories::*;
@@ -92,6 +94,7 @@ pub trait Store:
     + StreamStore
     + ClockStore
     + RelayStore
+    + FileStore
 {
     /// `memory` or `postgres`, for logs and `/health`.
     fn backend(&self) -> &'static str;

@@ -19,7 +19,12 @@ const READ_BUFFER: usize = 4 * 1024;
 /// anyway, so a small buffer costs nothing.
 const WRITE_BUFFER: usize = 4 * 1024;
 
-pub async fn upgrade(State(engine): State<Arc<Engine>>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(engine): State<Arc<Engine>>,
+    remote: Option<axum::Extension<crate::http::RemoteAddr>>,
+    headers: axum::http::HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     if engine.node.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "node is draining").into_response();
     }
@@ -31,6 +36,10 @@ pub async fn upgrade(State(engine): State<Arc<Engine>>, ws: WebSocketUpgrade) ->
         )
             .into_response();
     };
+    // Recorded only where uploads are matched to sessions by address.
+    let remote = (engine.config.upload_auth == crate::config::UploadAuth::PeerAddress)
+        .then(|| crate::http::files::client_addr(&engine.config, remote.map(|r| r.0 .0), &headers))
+        .flatten();
     let limit = engine.config.max_frame_bytes();
     let tracker = engine.node.tracker.clone();
     ws.max_message_size(limit)
@@ -40,7 +49,7 @@ pub async fn upgrade(State(engine): State<Arc<Engine>>, ws: WebSocketUpgrade) ->
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 let _slot = slot;
-                session::run(engine, socket).await
+                session::run(engine, socket, remote).await
             })
         })
 }

@@ -56,15 +56,20 @@ struct Conn {
 /// Splits the socket before the session future exists: an `async fn`
 /// keeps its arguments for its whole life, and the unsplit socket is
 /// several hundred bytes that every idle connection would carry.
-pub fn run(engine: Arc<Engine>, socket: WebSocket) -> impl Future<Output = ()> {
+pub fn run(
+    engine: Arc<Engine>,
+    socket: WebSocket,
+    remote: Option<std::net::IpAddr>,
+) -> impl Future<Output = ()> {
     let (sink, stream) = socket.split();
-    session(engine, sink, stream)
+    session(engine, sink, stream, remote)
 }
 
 async fn session(
     engine: Arc<Engine>,
     sink: SplitSink<WebSocket, Message>,
     stream: SplitStream<WebSocket>,
+    remote: Option<std::net::IpAddr>,
 ) {
     let started = Instant::now();
     let conn_id = Uuid::now_v7();
@@ -78,6 +83,7 @@ async fn session(
             conn_id,
             tx,
             closer,
+            remote,
         },
         session: None,
         ordered: None,

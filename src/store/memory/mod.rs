@@ -12,6 +12,7 @@ use uuid::Uuid;
 mod audit;
 mod clocks;
 mod contexts;
+mod files;
 mod hooks;
 mod identity;
 mod memories;
@@ -69,6 +70,7 @@ struct State {
     streams: streams::Streams,
     clocks: clocks::Clocks,
     mcp: relay::Registry,
+    files: files::Files,
 }
 
 #[derive(Default)]

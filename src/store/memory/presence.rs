@@ -23,6 +23,7 @@ pub(super) fn remove_presence(s: &mut State, id: Uuid) -> Option<Presence> {
     let p = s.presences.remove(&id)?;
     s.streams.drop_presence(id);
     s.mcp.drop_presence(id);
+    s.files.drop_presence(id);
     if let Some(ids) = s.presences_by_mesh.get_mut(&p.mesh_id) {
         ids.remove(&id);
         if ids.is_empty() {

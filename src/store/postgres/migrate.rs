@@ -129,6 +129,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0024_mcp_servers",
         include_str!("../../../migrations/0024_mcp_servers.sql"),
     ),
+    (
+        25,
+        "0025_files",
+        include_str!("../../../migrations/0025_files.sql"),
+    ),
 ];
 
 /// Applies every pending migration in one transaction. Returns the

@@ -4,8 +4,10 @@
 
 mod attach;
 mod audit;
+mod blobs;
 mod clocks;
 mod contexts;
+mod files;
 mod hooks;
 mod identity;
 mod memories;
@@ -32,6 +34,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 pub use crate::pgconn::Database;
+pub use blobs::PgBlobs;
 
 use super::*;
 
