@@ -7,6 +7,7 @@ mod acks;
 mod admin;
 mod admin_invites;
 mod audit;
+mod blobs;
 mod cli;
 mod clock;
 mod cluster;

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod db;
 pub mod proxy;
+pub mod s3;
 pub mod tls_pg;
 
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 mod audit;
 mod clocks;
 mod contexts;
+mod files;
 mod hooks;
 mod identity;
 mod memories;
