@@ -87,5 +87,21 @@ else
   exit 1
 fi
 
+# The S3 blob store is tested against a real S3 API server: moto's, from
+# PyPI. Without one the S3 tests say so and skip.
+ensure_s3_server() {
+  local venv=target/s3-server-venv
+  [ -x "$venv/bin/moto_server" ] && return 0
+  command -v python3 >/dev/null 2>&1 || return 1
+  log "installing the S3 test server (moto, from PyPI) into $venv"
+  mkdir -p target
+  if python3 -m venv "$venv" && "$venv/bin/pip" install -q 'moto[server]'; then
+    return 0
+  fi
+  rm -rf "$venv"
+  return 1
+}
+ensure_s3_server || log "no S3 test server could be installed: the S3 tests will skip"
+
 log "DATABASE_URL=${DATABASE_URL}"
 exec cargo test --workspace --all-targets "$@"

@@ -163,9 +163,13 @@ pub fn http_base(public_url: &str) -> String {
 pub fn download_url(ctx: &Ctx, mesh: &str, id: &str, member: &str) -> String {
     let exp = ctx.now().timestamp() + ctx.config.settings.file_url_ttl_seconds as i64;
     let sig = sign(&ctx.download_key, mesh, id, member, exp);
-    let q = |s: &str| {
-        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
+    // Ids and member ids are URL-safe already; anything else is escaped.
+    const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let q = |s: &str| percent_encoding::utf8_percent_encode(s, QUERY).to_string();
     format!(
         "{}/download/{id}?mesh={}&m={}&exp={exp}&sig={sig}",
         http_base(&ctx.node.public_url),

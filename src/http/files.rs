@@ -436,10 +436,7 @@ mod tests {
     fn file_names_keep_their_last_segment_without_control_characters() {
         assert_eq!(file_name("a/b/report.pdf").as_deref(), Some("report.pdf"));
         assert_eq!(file_name("C:\\x\\r.txt").as_deref(), Some("r.txt"));
-        assert_eq!(
-            file_name("re\u{7}port\n.md").as_deref(),
-            Some("report.md")
-        );
+        assert_eq!(file_name("re\u{7}port\n.md").as_deref(), Some("report.md"));
         assert_eq!(file_name("dir/"), None);
         assert_eq!(file_name(&"n".repeat(256)), None);
     }

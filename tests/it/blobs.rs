@@ -40,7 +40,10 @@ async fn read(b: &dyn BlobStore, key: &str) -> Result<Vec<u8>, BlobError> {
 async fn contract(b: &dyn BlobStore) {
     // Across chunk (1 MiB) and part (5 MiB) boundaries.
     let (stream, want) = body((11 << 20) + 12345, 64 << 10, None);
-    assert_eq!(b.put("m/one", stream, 50 << 20).await.unwrap(), want.len() as u64);
+    assert_eq!(
+        b.put("m/one", stream, 50 << 20).await.unwrap(),
+        want.len() as u64
+    );
     assert_eq!(read(b, "m/one").await.unwrap(), want);
     // Overwritten whole.
     let (stream, small) = body(10, 3, None);
@@ -48,11 +51,17 @@ async fn contract(b: &dyn BlobStore) {
     assert_eq!(read(b, "m/one").await.unwrap(), small);
     // Over the limit: refused, nothing kept.
     let (stream, _) = body(6 << 20, 1 << 20, None);
-    assert!(matches!(b.put("m/big", stream, 5 << 20).await, Err(BlobError::TooLarge(_))));
+    assert!(matches!(
+        b.put("m/big", stream, 5 << 20).await,
+        Err(BlobError::TooLarge(_))
+    ));
     assert!(matches!(read(b, "m/big").await, Err(BlobError::NotFound)));
     // Cut off mid-way: nothing kept.
     let (stream, _) = body(7 << 20, 1 << 20, Some(6));
-    assert!(matches!(b.put("m/cut", stream, 50 << 20).await, Err(BlobError::Body(_))));
+    assert!(matches!(
+        b.put("m/cut", stream, 50 << 20).await,
+        Err(BlobError::Body(_))
+    ));
     assert!(matches!(read(b, "m/cut").await, Err(BlobError::NotFound)));
     // Deleted, twice.
     b.delete("m/one").await.unwrap();

@@ -17,6 +17,8 @@ mod db_tls;
 mod deadline;
 mod delivery;
 mod failover;
+mod files;
+mod files_cluster;
 mod floods;
 mod frames;
 mod fuzz_http;

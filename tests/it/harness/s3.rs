@@ -89,10 +89,7 @@ static SERVER: OnceLock<Result<S3Server, String>> = OnceLock::new();
 
 /// The shared server, or why there is none.
 pub fn server() -> Result<&'static S3Server, &'static str> {
-    SERVER
-        .get_or_init(start)
-        .as_ref()
-        .map_err(|e| e.as_str())
+    SERVER.get_or_init(start).as_ref().map_err(|e| e.as_str())
 }
 
 impl S3Server {
