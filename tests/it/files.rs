@@ -379,7 +379,9 @@ async fn uploads_are_refused_clearly_and_leave_nothing(backend: Backend) {
     let (mut a, token) = join(&w.node, &w.alice, "a").await;
     let n = &w.node;
     let t = Some(token.as_str());
-    let cases: Vec<(Option<&str>, Vec<u8>, Vec<(&str, &str)>, u16, &str)> = vec![
+    /// (bearer, body, headers changed, status, error)
+    type Case<'a> = (Option<&'a str>, Vec<u8>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             t,
             b"x".to_vec(),
