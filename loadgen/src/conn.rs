@@ -83,6 +83,20 @@ pub async fn greet(
     name: &str,
     member: &Member,
 ) -> Result<(Sink, Stream)> {
+    greet_token(ws_url, ctx, index, name, member)
+        .await
+        .map(|(sink, stream, _)| (sink, stream))
+}
+
+/// `greet`, also returning the session's hook token (`hello_ack.hookToken`),
+/// which HTTP routes such as uploads take as a bearer.
+pub async fn greet_token(
+    ws_url: &str,
+    ctx: &HelloCtx,
+    index: usize,
+    name: &str,
+    member: &Member,
+) -> Result<(Sink, Stream, String)> {
     let hello = hello_frame(ctx, index, name, member)?;
     let greet = async {
         // tungstenite zero-fills its read buffer on every read; the default
@@ -107,7 +121,10 @@ pub async fn greet(
             };
             let v: Incoming<'_> = serde_json::from_str(&t).context("frame is not JSON")?;
             match v.kind.as_ref() {
-                "hello_ack" => return anyhow::Ok((sink, stream)),
+                "hello_ack" => {
+                    let token = v.hook_token.as_deref().unwrap_or("").to_string();
+                    return anyhow::Ok((sink, stream, token));
+                }
                 "error" => {
                     let code = v.code.as_deref().unwrap_or("?");
                     let hint = if code == "capacity" {
@@ -204,6 +221,8 @@ struct Incoming<'a> {
     error: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     message: Option<Cow<'a, str>>,
+    #[serde(default, borrow, rename = "hookToken")]
+    hook_token: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     subtype: Option<Cow<'a, str>>,
     #[serde(default, borrow)]

@@ -10,10 +10,12 @@ mod one_mesh;
 mod payload;
 mod progress;
 mod recall;
+mod relay;
 mod run;
 mod schedule;
 mod stats;
 mod stream;
+mod upload;
 mod workload;
 
 use std::process::ExitCode;
@@ -54,8 +56,17 @@ Workloads (a peer's \"mesh\" is its own mesh; peer i is in mesh i % K):
              another node than the publisher (every subscriber with one
              --url); start brokers with BROKER_STREAM_RATE_PER_MIN and
              BROKER_MAX_FRAMES_PER_SECOND above the per-peer rate
+  relay      every peer registers an MCP server and answers its calls;
+             peer i calls peer i+1's (on the next --url) at --rate calls/s
+             in total for --duration seconds; latency is mcp_call to
+             mcp_call_result, an error result counts as lost
+  upload     each peer uploads --messages files of --payload-bytes
+             (POST /upload with its hook token, to its own --url), then
+             downloads each from the next --url and compares; reports
+             upload_mb_per_s and download_mb_per_s, latency per upload
 
-schedule, stream and recall make one mesh of --peers sessions (peer i on
+schedule, stream, recall, relay and upload make one mesh of --peers
+sessions (peer i on
 url i % urls); --meshes and --stalled do not apply.
 
 --meshes K (default 1, at most --peers): the peers are split over K meshes
@@ -114,6 +125,8 @@ pub enum Workload {
     Recall,
     Schedule,
     Stream,
+    Relay,
+    Upload,
 }
 
 impl Workload {
@@ -127,6 +140,8 @@ impl Workload {
             Workload::Recall => "recall",
             Workload::Schedule => "schedule",
             Workload::Stream => "stream",
+            Workload::Relay => "relay",
+            Workload::Upload => "upload",
         }
     }
 }
@@ -397,6 +412,30 @@ async fn main() -> ExitCode {
             Workload::Recall => return recall::run(recall_plan(&args)?).await,
             Workload::Schedule => return schedule::run(schedule_plan(&args)?).await,
             Workload::Stream => return stream::run(stream_plan(&args)?).await,
+            Workload::Relay => {
+                let nodes = one_mesh_nodes(&args)?;
+                return relay::run(relay::RelayPlan {
+                    nodes,
+                    admin_token: args.admin_token.clone(),
+                    peers: args.peers,
+                    rate: positive("--rate", args.rate)?,
+                    duration: Duration::from_secs_f64(positive("--duration", args.duration)?),
+                    progress: !args.json,
+                })
+                .await;
+            }
+            Workload::Upload => {
+                let nodes = one_mesh_nodes(&args)?;
+                return upload::run(upload::UploadPlan {
+                    nodes,
+                    admin_token: args.admin_token.clone(),
+                    peers: args.peers,
+                    files: args.messages,
+                    bytes: args.payload_bytes,
+                    progress: !args.json,
+                })
+                .await;
+            }
             _ => {}
         }
         let plan = plan(&args)?;

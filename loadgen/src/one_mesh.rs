@@ -15,6 +15,9 @@ use crate::conn::{self, HelloCtx, Sink, Stream};
 /// The connected peers of one mesh: peer i on node i % nodes.
 pub struct Peers {
     pub socks: Vec<(Sink, Stream)>,
+    /// Each peer's hook token (a bearer for HTTP routes).
+    pub tokens: Vec<String>,
+    pub mesh_id: String,
     pub members: std::sync::Arc<Vec<Member>>,
     pub hello_per_s: f64,
 }
@@ -29,13 +32,19 @@ pub async fn connect(nodes: &[NodeUrl], token: &str, peers: usize, prefix: &str)
     };
     let started = Instant::now();
     let mut socks = Vec::with_capacity(peers);
+    let mut tokens = Vec::with_capacity(peers);
     for i in 0..peers {
         let node = &nodes[i % nodes.len()];
         let name = format!("{prefix}-{i}");
-        socks.push(conn::greet(&node.ws, &ctx, i, &name, &prov.members[i]).await?);
+        let (sink, stream, token) =
+            conn::greet_token(&node.ws, &ctx, i, &name, &prov.members[i]).await?;
+        socks.push((sink, stream));
+        tokens.push(token);
     }
     Ok(Peers {
         socks,
+        tokens,
+        mesh_id: ctx.mesh_id.clone(),
         members: prov.members,
         hello_per_s: peers as f64 / started.elapsed().as_secs_f64(),
     })

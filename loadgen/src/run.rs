@@ -141,6 +141,8 @@ pub async fn run(plan: Plan) -> Result<Report> {
         sent_to_stalled: 0,
         stalled_closed: 0,
         idle: None,
+        upload_mb_per_s: None,
+        download_mb_per_s: None,
     };
 
     let outcome = if plan.workload == Workload::Idle {
@@ -221,7 +223,12 @@ fn fanout(workload: Workload, layout: &Layout, i: usize) -> u64 {
         Workload::Broadcast | Workload::Group => {
             layout.peers_in(layout.mesh_of(i)).len() as u64 - 1
         }
-        Workload::Idle | Workload::Recall | Workload::Schedule | Workload::Stream => 0,
+        Workload::Idle
+        | Workload::Recall
+        | Workload::Schedule
+        | Workload::Stream
+        | Workload::Relay
+        | Workload::Upload => 0,
     }
 }
 
@@ -429,7 +436,11 @@ async fn load(
             (plan.rate * plan.duration.as_secs_f64()) as u64,
         ),
         Workload::Idle => unreachable!("idle has no load phase"),
-        Workload::Recall | Workload::Schedule | Workload::Stream => {
+        Workload::Recall
+        | Workload::Schedule
+        | Workload::Stream
+        | Workload::Relay
+        | Workload::Upload => {
             unreachable!("runs in its own module")
         }
     };

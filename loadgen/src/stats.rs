@@ -201,6 +201,11 @@ pub struct Report {
     pub stalled_closed: u64,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub idle: Option<IdleRss>,
+    /// `upload`: megabytes (10^6) a second each way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_mb_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_mb_per_s: Option<f64>,
 }
 
 impl Report {
@@ -229,6 +234,8 @@ impl Report {
             sent_to_stalled: 0,
             stalled_closed: 0,
             idle: None,
+            upload_mb_per_s: None,
+            download_mb_per_s: None,
         }
     }
 }
@@ -282,6 +289,11 @@ impl Report {
             out.push_str(&format!(
                 "spread (ms):  p50 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3}  (first to last push)\n",
                 s.p50, s.p95, s.p99, s.max
+            ));
+        }
+        if let (Some(up), Some(down)) = (self.upload_mb_per_s, self.download_mb_per_s) {
+            out.push_str(&format!(
+                "files:        upload {up:.1} MB/s  download {down:.1} MB/s\n"
             ));
         }
         if self.stalled > 0 {

@@ -380,7 +380,13 @@ async fn uploads_are_refused_clearly_and_leave_nothing(backend: Backend) {
     let n = &w.node;
     let t = Some(token.as_str());
     /// (bearer, body, headers changed, status, error)
-    type Case<'a> = (Option<&'a str>, Vec<u8>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    type Case<'a> = (
+        Option<&'a str>,
+        Vec<u8>,
+        Vec<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
         (
             t,

@@ -364,3 +364,53 @@ async fn postgres_schedule_and_stream() {
     schedule_counts_every_reminder(Backend::Postgres).await;
     stream_counts_every_delivery(Backend::Postgres).await;
 }
+
+/// `relay`: every call is answered by its host, once.
+async fn relay_counts_every_call(backend: Backend) {
+    let (node, _db) = node_with(backend, |_| {}).await;
+    let r = loadgen(&node, "--workload relay --peers 4 --rate 40 --duration 1").await;
+    assert_eq!(
+        (
+            r["sent"].as_u64(),
+            r["delivered"].as_u64(),
+            r["lost"].as_u64(),
+            r["duplicates"].as_u64()
+        ),
+        (Some(40), Some(40), Some(0), Some(0)),
+        "{r}"
+    );
+    assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+/// `upload`: every file goes up and comes back whole.
+async fn upload_counts_every_file(backend: Backend) {
+    let (node, _db) = node_with(backend, |_| {}).await;
+    let r = loadgen(
+        &node,
+        "--workload upload --peers 2 --messages 3 --payload-bytes 1500000",
+    )
+    .await;
+    assert_eq!(
+        (
+            r["sent"].as_u64(),
+            r["delivered"].as_u64(),
+            r["lost"].as_u64()
+        ),
+        (Some(6), Some(6), Some(0)),
+        "{r}"
+    );
+    assert!(r["upload_mb_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["download_mb_per_s"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_relay_and_upload() {
+    relay_counts_every_call(Backend::Memory).await;
+    upload_counts_every_file(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_relay_and_upload() {
+    relay_counts_every_call(Backend::Postgres).await;
+    upload_counts_every_file(Backend::Postgres).await;
+}
