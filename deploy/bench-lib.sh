@@ -55,10 +55,14 @@ launch() {
       MAX_CONNECTIONS_PER_MESH=20000 BROKER_SHUTDOWN_DRAIN_SECONDS=0 \
       BROKER_MAX_NEW_CONNECTIONS_PER_SECOND=100000 BROKER_MAX_CONNECTIONS_PER_NODE=20000 \
       BROKER_LOG_FORMAT=json RUST_LOG=warn ${db_url:+DATABASE_URL="$db_url${BENCH_DB_PARAMS:+?$BENCH_DB_PARAMS}"} \
+      BROKER_MAX_MESH_FILE_BYTES=10737418240 "${BENCH_ENV[@]}" \
       "$BROKER" serve >"$WORK/$name.log" 2>&1 &
     echo $! >"$WORK/$name.pid"
   )
 }
+
+# Extra NAME=VALUE settings for the brokers launched next (the S3 rows).
+BENCH_ENV=()
 
 # Three nodes on one fresh database, on PORT, PORT+1 and PORT+2.
 start_cluster() {

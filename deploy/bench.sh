@@ -122,7 +122,10 @@ label, args, notifies, deliveries, doc = sys.argv[1], sys.argv[2], int(sys.argv[
 lat = doc["latency_ms"]
 per = f'{notifies / deliveries:.2f}' if deliveries else '–'
 dups = f', {doc["duplicates"]} duplicates' if doc.get("duplicates") else ''
-print(f'| {label} | `{args}` | {doc["throughput_msgs_per_s"]:,.0f} msgs/s, {doc["lost"]} lost{dups} | '
+rate = f'{doc["throughput_msgs_per_s"]:,.0f} msgs/s'
+if "upload_mb_per_s" in doc:
+    rate = f'upload {doc["upload_mb_per_s"]:,.0f} MB/s, download {doc["download_mb_per_s"]:,.0f} MB/s'
+print(f'| {label} | `{args}` | {rate}, {doc["lost"]} lost{dups} | '
       f'{lat["p50"]:.1f} / {lat["p95"]:.1f} / {lat["p99"]:.1f} | {per} |')
 PY
   stop_cluster
@@ -144,3 +147,27 @@ echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | NOTIFYs per d
 echo "| --- | --- | --- | --- | --- |"
 cluster_run "reminders" "0 1 2" --workload schedule --peers 100 --messages 100 --duration 60 --lead 30
 cluster_run "stream" "0 1 2" --workload stream --peers 100 --rate 1000 --duration 10
+
+# Relays and files (PROTOCOL-MESH.md §15, §17): mcp_call round trips with
+# every caller and host on different nodes; uploads to each node and
+# downloads from the next (latency per upload), on Postgres blobs and, with
+# an S3 API server at hand (moto, as tests/run.sh installs it), on S3.
+echo
+echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | NOTIFYs per delivery |"
+echo "| --- | --- | --- | --- | --- |"
+cluster_run "mcp_call" "0 1 2" --workload relay --peers 100 --rate 500 --duration 10
+cluster_run "files, Postgres" "0 1 2" --workload upload --peers 6 --messages 5 --payload-bytes 10000000
+MOTO=${S3_TEST_SERVER:-$ROOT/target/s3-server-venv/bin/moto_server}
+if [ -x "$MOTO" ]; then
+  "$MOTO" -H 127.0.0.1 -p $((PORT + 50)) >/dev/null 2>&1 &
+  MOTO_PID=$!
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$((PORT + 50))/" >/dev/null 2>&1 && break; sleep 0.1; done
+  curl -fs -X PUT "http://127.0.0.1:$((PORT + 50))/bench" >/dev/null
+  BENCH_ENV=(BROKER_FILE_STORE=s3 BROKER_S3_ENDPOINT="http://127.0.0.1:$((PORT + 50))" BROKER_S3_BUCKET=bench
+    BROKER_S3_REGION=us-east-1 BROKER_S3_ACCESS_KEY=bench BROKER_S3_SECRET_KEY=bench BROKER_S3_PATH_STYLE=true)
+  cluster_run "files, S3 (moto)" "0 1 2" --workload upload --peers 6 --messages 5 --payload-bytes 10000000
+  BENCH_ENV=()
+  kill "$MOTO_PID" 2>/dev/null || true
+else
+  echo "(no S3 API server at $MOTO: the S3 row is skipped; bash tests/run.sh installs one)"
+fi

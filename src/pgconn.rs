@@ -302,6 +302,27 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
+/// An error with its server message: tokio-postgres shows a refusal by
+/// the server (a `pg_hba.conf` rule, a missing privilege) as only
+/// "db error", and a TLS failure's reason sits in its source.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                let more = s.to_string();
+                if !text.contains(&more) {
+                    text = format!("{text}: {more}");
+                }
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,12 +18,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("metrics", &[]),
     ("pgconn", &[]),
+    ("blobs", &["pgconn"]),
     ("audit", &["time"]),
     ("telemetry", &["config"]),
     ("store", &["protocol", "audit", "pgconn"]),
     (
         "engine",
-        &["store", "protocol", "audit", "config", "metrics", "time"],
+        &[
+            "store", "protocol", "audit", "config", "metrics", "time", "blobs",
+        ],
     ),
     ("cluster", &["engine", "pgconn"]),
     ("ws", &["engine"]),
@@ -33,7 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "app",
         &[
-            "engine", "store", "cluster", "http", "admin", "config", "ws", "dev",
+            "engine", "store", "cluster", "http", "admin", "config", "ws", "dev", "blobs",
         ],
     ),
 ];

@@ -4,6 +4,7 @@
 //! mode). Bodies stream through in chunks; no backend holds a whole file
 //! in memory but the memory one.
 
+pub mod postgres;
 pub mod s3;
 
 use std::collections::HashMap;
@@ -11,10 +12,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+pub use axum::body::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
 
-pub use crate::store::postgres::PgBlobs;
+pub use postgres::PgBlobs;
 
 /// A body in flight, either way.
 pub type ByteStream = BoxStream<'static, Result<Bytes, BlobError>>;
@@ -63,7 +64,7 @@ where
     F: FnMut(Bytes) -> Fut,
     Fut: std::future::Future<Output = Result<(), BlobError>>,
 {
-    let mut buf = BytesMut::with_capacity(size);
+    let mut buf: Vec<u8> = Vec::with_capacity(size);
     let mut total: u64 = 0;
     while let Some(piece) = body.next().await {
         let piece = piece?;
@@ -77,13 +78,13 @@ where
             buf.extend_from_slice(&piece[..take]);
             piece = &piece[take..];
             if buf.len() == size {
-                sink(buf.split().freeze()).await?;
-                buf.reserve(size);
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(size));
+                sink(Bytes::from(full)).await?;
             }
         }
     }
     if !buf.is_empty() {
-        sink(buf.freeze()).await?;
+        sink(Bytes::from(buf)).await?;
     }
     Ok(total)
 }
@@ -97,7 +98,7 @@ pub struct MemoryBlobs {
 #[async_trait]
 impl BlobStore for MemoryBlobs {
     async fn put(&self, key: &str, body: ByteStream, limit: u64) -> Result<u64, BlobError> {
-        let mut all = BytesMut::new();
+        let mut all = Vec::new();
         let n = chunked(body, 1 << 20, limit, |c| {
             all.extend_from_slice(&c);
             std::future::ready(Ok(()))
@@ -106,7 +107,7 @@ impl BlobStore for MemoryBlobs {
         self.blobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string(), all.freeze());
+            .insert(key.to_string(), Bytes::from(all));
         Ok(n)
     }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::stream::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
@@ -15,7 +14,7 @@ use object_store::signer::Signer;
 use object_store::{MultipartUpload, ObjectStoreExt, PutPayload};
 use tokio::sync::Mutex;
 
-use super::{chunked, BlobError, BlobStore, ByteStream};
+use super::{chunked, BlobError, BlobStore, ByteStream, Bytes};
 
 /// Parts of a multipart upload: S3's minimum (but for the last).
 const PART: usize = 5 << 20;

@@ -53,6 +53,7 @@ pub mod streams;
 pub mod sweeper;
 pub mod tasks;
 pub mod ticker;
+pub mod transfers;
 pub mod vault;
 pub mod vectors;
 pub mod webhooks;

@@ -73,11 +73,6 @@ pub fn router(node: Arc<Engine>, admin: Router<Arc<Engine>>) -> Router {
         .with_state(node)
 }
 
-/// The TCP peer of a request's connection, put in its extensions by
-/// the server.
-#[derive(Debug, Clone, Copy)]
-pub struct RemoteAddr(pub std::net::SocketAddr);
-
 /// Unmatched routes answer JSON: the 1.37 client parses every response
 /// body as JSON, and axum's default 404 has an empty body.
 async fn not_found() -> Response {

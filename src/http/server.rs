@@ -72,7 +72,7 @@ pub async fn serve(
         let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
             router.clone(),
             move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(super::RemoteAddr(remote));
+                req.extensions_mut().insert(remote);
                 req
             },
         ));

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::engine::{node, Engine};
+use crate::engine::{node, transfers, Engine};
 
 /// Per-socket read buffer. tungstenite's default (128 KiB) dominated idle
 /// memory per connection; frames are small and the buffer grows on demand.
@@ -21,7 +21,7 @@ const WRITE_BUFFER: usize = 4 * 1024;
 
 pub async fn upgrade(
     State(engine): State<Arc<Engine>>,
-    remote: Option<axum::Extension<crate::http::RemoteAddr>>,
+    remote: Option<axum::Extension<std::net::SocketAddr>>,
     headers: axum::http::HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -37,8 +37,8 @@ pub async fn upgrade(
             .into_response();
     };
     // Recorded only where uploads are matched to sessions by address.
-    let remote = (engine.config.upload_auth == crate::config::UploadAuth::PeerAddress)
-        .then(|| crate::http::files::client_addr(&engine.config, remote.map(|r| r.0 .0), &headers))
+    let remote = transfers::records_addresses(&engine.config)
+        .then(|| transfers::client_addr(&engine.config, remote.map(|r| r.0), &headers))
         .flatten();
     let limit = engine.config.max_frame_bytes();
     let tracker = engine.node.tracker.clone();

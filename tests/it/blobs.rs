@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use claudemesh_broker::blobs::s3::{S3Blobs, S3Config};
+use claudemesh_broker::blobs::Bytes;
 use claudemesh_broker::blobs::{BlobError, BlobStore, ByteStream, MemoryBlobs, PgBlobs};
 use claudemesh_broker::store::postgres::Database;
 use futures_util::stream::StreamExt;

@@ -4,7 +4,6 @@
 
 mod attach;
 mod audit;
-mod blobs;
 mod clocks;
 mod contexts;
 mod files;
@@ -34,7 +33,6 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
 pub use crate::pgconn::Database;
-pub use blobs::PgBlobs;
 
 use super::*;
 
@@ -85,26 +83,7 @@ pub(super) fn map_err(e: tokio_postgres::Error) -> StoreError {
     StoreError::Unavailable(describe(&e))
 }
 
-/// An error with its server message: tokio-postgres shows a refusal by
-/// the server (a `pg_hba.conf` rule, a missing privilege) as only
-/// "db error", and a TLS failure's reason sits in its source.
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                let more = s.to_string();
-                if !text.contains(&more) {
-                    text = format!("{text}: {more}");
-                }
-                source = s.source();
-            }
-            text
-        }
-    }
-}
+pub use crate::pgconn::describe;
 
 fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
     match &e {

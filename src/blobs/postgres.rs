@@ -6,11 +6,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::stream::StreamExt;
 
-use super::{build_pool, describe, Database, CONNECT_TIMEOUT};
-use crate::blobs::{chunked, BlobError, BlobStore, ByteStream};
+use super::{chunked, BlobError, BlobStore, ByteStream, Bytes};
+use crate::pgconn::{describe, Database};
+
+/// How long taking a connection may wait before the request fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Rows of `file_blob`.
 pub const CHUNK: usize = 1 << 20;
@@ -29,9 +32,20 @@ impl PgBlobs {
         let mut cfg = db.config.clone();
         cfg.connect_timeout(CONNECT_TIMEOUT);
         cfg.application_name("claudemesh-broker-blobs");
-        Ok(PgBlobs {
-            pool: build_pool(cfg, db.tls.clone(), size)?,
-        })
+        let mgr = Manager::from_config(
+            cfg,
+            db.tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(size)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()?;
+        Ok(PgBlobs { pool })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, BlobError> {
@@ -104,7 +118,7 @@ impl BlobStore for PgBlobs {
                     .map_err(err)?
                     // Deleted while being read.
                     .ok_or(BlobError::NotFound)?;
-                Ok(bytes::Bytes::from(row.get::<_, Vec<u8>>(0)))
+                Ok(Bytes::from(row.get::<_, Vec<u8>>(0)))
             }
         });
         Ok(stream.boxed())
