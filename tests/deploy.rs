@@ -243,7 +243,11 @@ fn top_level_config_lists_every_key_once_with_its_default() {
         let Some((key, _)) = entry.split_once(" = ") else {
             continue;
         };
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
             continue;
         }
         assert!(
