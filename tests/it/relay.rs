@@ -404,7 +404,34 @@ async fn a_request_goes_to_the_session_key_first(backend: Backend) {
     assert!(plain.quiet_for(Duration::from_millis(300)).await);
 }
 
+/// An answer must fit in a frame: a larger one closes the host's socket
+/// (1009), and its caller hears the host is gone.
+async fn an_answer_over_the_frame_limit_closes_the_host(backend: Backend) {
+    let w = world_with(backend, |s| {
+        s.max_message_bytes = 1024;
+        s.max_frame_bytes = 1024 + 16384;
+    })
+    .await;
+    let url = w.node.ws_url();
+    let (mut host, _) = Peer::join(&url, &w.alice, "host").await;
+    let (mut caller, _) = Peer::join(&url, &w.bob, "caller").await;
+    registered(&mut host, "jira", false).await;
+    caller.send(call("jira", "c")).await;
+    let f = forwarded(&mut host).await;
+    host.send(
+        json!({"type": "mcp_call_response", "callId": f["callId"], "result": "x".repeat(20_000)}),
+    )
+    .await;
+    assert_eq!(host.expect_close().await, 1009);
+    let r = caller.recv().await;
+    assert_eq!(
+        r,
+        json!({"type": "mcp_call_result", "error": "MCP server \"jira\" host disconnected", "_reqId": "c"})
+    );
+}
+
 both_stores!(
+    an_answer_over_the_frame_limit_closes_the_host,
     the_registry_and_its_events,
     a_call_goes_to_its_host_and_back,
     entries_end_or_wait_with_their_host,
