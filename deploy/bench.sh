@@ -2,7 +2,9 @@
 # Runs the standard benchmark tables against release builds on this machine
 # and prints them as Markdown: one broker at a time (memory, then Postgres),
 # each run on a fresh broker, then three Postgres-backed nodes on one
-# database; the load generator on the same machine. About eleven minutes.
+# database; the load generator on the same machine. First, Postgres's own
+# ceiling (deploy/ceiling.sh), so every row also reads as a ratio to it.
+# About fifteen minutes.
 #
 #   bash deploy/bench.sh            # needs Postgres on 127.0.0.1:5432 (or DATABASE_URL's server)
 #
@@ -11,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . deploy/bench-lib.sh
+. deploy/ceiling.sh
 BROKER_PID=
 
 stop_broker() {
@@ -55,8 +58,10 @@ peak_rss_mb() {
 row() {
   python3 - "$@" <<'PY'
 import json, sys
+import os
 store, args, rss, doc = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 lat = doc["latency_ms"]
+commit, tps = os.environ.get("CEIL_COMMIT_MS"), os.environ.get("CEIL_TPS")
 if doc.get("rss_kib_per_connection") is not None:
     extra = f'{doc["rss_kib_per_connection"]:.0f} KiB/connection'
 else:
@@ -65,8 +70,11 @@ if doc.get("spread_ms"):
     extra += f'; spread p50 {doc["spread_ms"]["p50"]:.1f} / p99 {doc["spread_ms"]["p99"]:.1f} ms'
 if doc.get("stalled"):
     extra += f'; {doc["stalled"]} stalled readers, {doc["sent_to_stalled"]} sends to them'
+ratio = '–'
+if commit and tps and doc.get("rss_kib_per_connection") is None:
+    ratio = f'{doc["throughput_msgs_per_s"] / float(tps):.2f}× / {lat["p50"] / float(commit):.1f}×'
 print(f'| {store} | `{args}` | {doc["delivered"]}/{doc["delivered"] + doc["lost"]} | {doc["lost"]} | '
-      f'{extra} | {lat["p50"]:.1f} / {lat["p99"]:.1f} | {doc["hello_per_s"]:,.0f} | {rss} |')
+      f'{extra} | {lat["p50"]:.1f} / {lat["p99"]:.1f} | {ratio} | {doc["hello_per_s"]:,.0f} | {rss} |')
 PY
 }
 
@@ -84,8 +92,12 @@ run() {
 }
 
 ulimit -n 65536 2>/dev/null || true
-echo "| store | workload | delivered/expected | lost | result | latency p50 / p99 ms | hellos/s | broker peak RSS |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+ceiling 10
+echo "Postgres ceiling, this run: durable 1 KB insert, 1 client ${CEIL_COMMIT_MS:-?} ms per commit; 8 clients ${CEIL_TPS:-?} inserts/s."
+echo "Ratios: throughput to the 8-client rate / p50 to the 1-client commit."
+echo
+echo "| store | workload | delivered/expected | lost | result | latency p50 / p99 ms | vs ceiling | hellos/s | broker peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 run memory --workload dm --peers 100 --messages 1000
 run memory --workload broadcast --peers 100 --messages 100
 run memory --workload rate --peers 100 --rate 2000 --duration 10
@@ -117,23 +129,28 @@ cluster_run() {
     deliveries=$((deliveries + $(awk '/^broker_deliveries_total / {print int($2)}' <<<"$m")))
   done
   python3 - "$label" "$*" "$notifies" "$deliveries" "$json" <<'PY'
-import json, sys
+import json, os, sys
 label, args, notifies, deliveries, doc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 lat = doc["latency_ms"]
+commit, tps = os.environ.get("CEIL_COMMIT_MS"), os.environ.get("CEIL_TPS")
+ratio = '–'
+if commit and tps:
+    ratio = f'{doc["throughput_msgs_per_s"] / float(tps):.2f}× / {lat["p50"] / float(commit):.1f}×'
+
 per = f'{notifies / deliveries:.2f}' if deliveries else '–'
 dups = f', {doc["duplicates"]} duplicates' if doc.get("duplicates") else ''
 rate = f'{doc["throughput_msgs_per_s"]:,.0f} msgs/s'
 if "upload_mb_per_s" in doc:
     rate = f'upload {doc["upload_mb_per_s"]:,.0f} MB/s, download {doc["download_mb_per_s"]:,.0f} MB/s'
 print(f'| {label} | `{args}` | {rate}, {doc["lost"]} lost{dups} | '
-      f'{lat["p50"]:.1f} / {lat["p95"]:.1f} / {lat["p99"]:.1f} | {per} |')
+      f'{lat["p50"]:.1f} / {lat["p95"]:.1f} / {lat["p99"]:.1f} | {ratio} | {per} |')
 PY
   stop_cluster
 }
 
 echo
-echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | NOTIFYs per delivery |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | vs ceiling | NOTIFYs per delivery |"
+echo "| --- | --- | --- | --- | --- | --- |"
 cluster_run "cross-node only" "0 1 2" --workload rate --peers 99 --rate 1000 --duration 10 --cross-node
 cluster_run "all on one node" "0" --workload rate --peers 99 --rate 1000 --duration 10
 cluster_run "cross-node only" "0 1 2" --workload rate --peers 99 --rate 2000 --duration 10 --cross-node
@@ -143,8 +160,8 @@ cluster_run "spread" "0 1 2" --workload dm --peers 99 --messages 100
 # Time and fan-out (PROTOCOL-MESH.md §12, §14): reminder lateness (push
 # minus due time) and stream publish -> subscriber on another node.
 echo
-echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | NOTIFYs per delivery |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | vs ceiling | NOTIFYs per delivery |"
+echo "| --- | --- | --- | --- | --- | --- |"
 cluster_run "reminders" "0 1 2" --workload schedule --peers 100 --messages 100 --duration 60 --lead 30
 cluster_run "stream" "0 1 2" --workload stream --peers 100 --rate 1000 --duration 10
 
@@ -153,8 +170,8 @@ cluster_run "stream" "0 1 2" --workload stream --peers 100 --rate 1000 --duratio
 # downloads from the next (latency per upload), on Postgres blobs and, with
 # an S3 API server at hand (moto, as tests/run.sh installs it), on S3.
 echo
-echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | NOTIFYs per delivery |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | vs ceiling | NOTIFYs per delivery |"
+echo "| --- | --- | --- | --- | --- | --- |"
 cluster_run "mcp_call" "0 1 2" --workload relay --peers 100 --rate 500 --duration 10
 cluster_run "files, Postgres" "0 1 2" --workload upload --peers 6 --messages 5 --payload-bytes 10000000
 MOTO=${S3_TEST_SERVER:-$ROOT/target/s3-server-venv/bin/moto_server}

@@ -304,7 +304,8 @@ async fn delete(ctx: &Ctx, me: &Presence, id: &str) -> Handled {
     }
 }
 
-fn valid_pubkey(s: &str) -> bool {
+/// A pubkey as the clients write them: 64 hex characters.
+pub fn valid_pubkey(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 

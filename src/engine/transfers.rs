@@ -15,7 +15,7 @@ use futures_util::stream::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::files::{can_read, new_file_id, verify};
+use super::files::{can_read, new_file_id, valid_pubkey, verify};
 use super::{bounded, Ctx};
 use crate::blobs::BlobError;
 use crate::config::{Config, UploadAuth};
@@ -127,10 +127,6 @@ fn file_name(raw: &str) -> Option<String> {
     (1..=255).contains(&n).then_some(clean)
 }
 
-fn hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct KeyHeader {
@@ -176,7 +172,7 @@ fn upload_headers(h: &HeaderMap) -> Result<UploadHeaders, &'static str> {
         return Err("invalid X-Tags");
     }
     let owner = match header(h, "x-owner-pubkey").filter(|v| !v.is_empty()) {
-        Some(o) if hex64(o) => Some(o.to_ascii_lowercase()),
+        Some(o) if valid_pubkey(o) => Some(o.to_ascii_lowercase()),
         Some(_) => return Err("invalid X-Owner-Pubkey"),
         None => None,
     };
@@ -186,7 +182,7 @@ fn upload_headers(h: &HeaderMap) -> Result<UploadHeaders, &'static str> {
     };
     if keys.len() > MAX_FILE_KEYS
         || keys.iter().any(|k| {
-            !hex64(&k.peer_pubkey)
+            !valid_pubkey(&k.peer_pubkey)
                 || k.sealed_key.is_empty()
                 || k.sealed_key.chars().count() > MAX_SEALED_KEY
         })
