@@ -134,7 +134,8 @@ label, args, notifies, deliveries, doc = sys.argv[1], sys.argv[2], int(sys.argv[
 lat = doc["latency_ms"]
 commit, tps = os.environ.get("CEIL_COMMIT_MS"), os.environ.get("CEIL_TPS")
 ratio = '–'
-if commit and tps:
+# Files move megabytes, not rows: no ratio to an insert rate means anything.
+if commit and tps and "upload_mb_per_s" not in doc:
     ratio = f'{doc["throughput_msgs_per_s"] / float(tps):.2f}× / {lat["p50"] / float(commit):.1f}×'
 
 per = f'{notifies / deliveries:.2f}' if deliveries else '–'
@@ -174,7 +175,7 @@ echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | vs ceiling | 
 echo "| --- | --- | --- | --- | --- | --- |"
 cluster_run "mcp_call" "0 1 2" --workload relay --peers 100 --rate 500 --duration 10
 cluster_run "files, Postgres" "0 1 2" --workload upload --peers 6 --messages 5 --payload-bytes 10000000
-MOTO=${S3_TEST_SERVER:-$ROOT/target/s3-server-venv/bin/moto_server}
+MOTO=${S3_TEST_SERVER:-$PWD/target/s3-server-venv/bin/moto_server}
 if [ -x "$MOTO" ]; then
   "$MOTO" -H 127.0.0.1 -p $((PORT + 50)) >/dev/null 2>&1 &
   MOTO_PID=$!
