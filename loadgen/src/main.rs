@@ -392,9 +392,10 @@ fn schedule_plan(args: &Args) -> Result<schedule::SchedulePlan> {
     })
 }
 
-fn stream_plan(args: &Args) -> Result<stream::StreamPlan> {
+/// The plan of a rate-driven one-mesh workload (`stream`, `relay`).
+fn stream_plan(args: &Args) -> Result<one_mesh::RatePlan> {
     let nodes = one_mesh_nodes(args)?;
-    Ok(stream::StreamPlan {
+    Ok(one_mesh::RatePlan {
         nodes,
         admin_token: args.admin_token.clone(),
         peers: args.peers,
@@ -412,18 +413,7 @@ async fn main() -> ExitCode {
             Workload::Recall => return recall::run(recall_plan(&args)?).await,
             Workload::Schedule => return schedule::run(schedule_plan(&args)?).await,
             Workload::Stream => return stream::run(stream_plan(&args)?).await,
-            Workload::Relay => {
-                let nodes = one_mesh_nodes(&args)?;
-                return relay::run(relay::RelayPlan {
-                    nodes,
-                    admin_token: args.admin_token.clone(),
-                    peers: args.peers,
-                    rate: positive("--rate", args.rate)?,
-                    duration: Duration::from_secs_f64(positive("--duration", args.duration)?),
-                    progress: !args.json,
-                })
-                .await;
-            }
+            Workload::Relay => return relay::run(stream_plan(&args)?).await,
             Workload::Upload => {
                 let nodes = one_mesh_nodes(&args)?;
                 return upload::run(upload::UploadPlan {

@@ -12,6 +12,17 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::admin::{self, Member, NodeUrl};
 use crate::conn::{self, HelloCtx, Sink, Stream};
 
+/// A one-mesh workload offered at a rate: `--rate` events a second in
+/// total over `--peers`, for `--duration` (`stream`, `relay`).
+pub struct RatePlan {
+    pub nodes: Vec<NodeUrl>,
+    pub admin_token: String,
+    pub peers: usize,
+    pub rate: f64,
+    pub duration: Duration,
+    pub progress: bool,
+}
+
 /// The connected peers of one mesh: peer i on node i % nodes.
 pub struct Peers {
     pub socks: Vec<(Sink, Stream)>,

@@ -15,8 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::admin::NodeUrl;
-use crate::one_mesh::{self, next_of};
+use crate::one_mesh::{self, next_of, RatePlan};
 use crate::payload::now_us;
 use crate::progress::Progress;
 use crate::stats::{self, Report};
@@ -25,16 +24,7 @@ use crate::stats::{self, Report};
 /// own timeout is 25 s).
 const DRAIN: Duration = Duration::from_secs(30);
 
-pub struct RelayPlan {
-    pub nodes: Vec<NodeUrl>,
-    pub admin_token: String,
-    pub peers: usize,
-    pub rate: f64,
-    pub duration: Duration,
-    pub progress: bool,
-}
-
-pub async fn run(plan: RelayPlan) -> Result<Report> {
+pub async fn run(plan: RatePlan) -> Result<Report> {
     let progress = Progress::new(plan.progress);
     let peers = one_mesh::connect(&plan.nodes, &plan.admin_token, plan.peers, "relay").await?;
     let n = plan.peers;

@@ -15,8 +15,7 @@ use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::admin::NodeUrl;
-use crate::one_mesh::{self, next_of};
+use crate::one_mesh::{self, next_of, RatePlan};
 use crate::payload::now_us;
 use crate::progress::Progress;
 use crate::stats::{self, Report};
@@ -25,16 +24,7 @@ const STREAM: &str = "load";
 /// After the last publish, how long to wait for stragglers.
 const DRAIN: Duration = Duration::from_secs(10);
 
-pub struct StreamPlan {
-    pub nodes: Vec<NodeUrl>,
-    pub admin_token: String,
-    pub peers: usize,
-    pub rate: f64,
-    pub duration: Duration,
-    pub progress: bool,
-}
-
-pub async fn run(plan: StreamPlan) -> Result<Report> {
+pub async fn run(plan: RatePlan) -> Result<Report> {
     let progress = Progress::new(plan.progress);
     let peers = one_mesh::connect(&plan.nodes, &plan.admin_token, plan.peers, "stream").await?;
     let n = plan.peers;

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use uuid::Uuid;
 
 use super::dispatch::{Handled, Refusal, Reply, Session};
 use super::moderation::{caller, is_privileged, member_of};
@@ -362,11 +361,6 @@ pub async fn sweep(ctx: &Ctx) {
         }
         Err(e) => tracing::warn!(node_id = %ctx.node_id, error = %e, "file expiry sweep failed"),
     }
-}
-
-/// A new file id (32-character, time-ordered).
-pub fn new_file_id(now: DateTime<Utc>) -> Uuid {
-    crate::store::new_message_id(now)
 }
 
 #[cfg(test)]

@@ -9,10 +9,9 @@ use super::audit::Actor;
 use super::dispatch::{Handled, Refusal, Reply, Session};
 use super::events::system_frame;
 use super::moderation::{caller, member_of};
-use super::relays::Call;
+use super::relays::{count, Call};
 use super::signal::{Signal, Skip};
 use super::{bounded, Ctx};
-use crate::metrics::relay::RelayLabels;
 use crate::protocol::ids;
 use crate::protocol::relay::{RelayFrame, RelayKind, MAX_MCP_SERVERS};
 use crate::protocol::wire::Head;
@@ -208,14 +207,6 @@ fn result_error(error: String) -> Handled {
     ))
 }
 
-fn refused_early(ctx: &Ctx, kind: &'static str, result: &'static str) {
-    ctx.metrics
-        .relay
-        .relays
-        .get_or_create(&RelayLabels { kind, result })
-        .inc();
-}
-
 async fn call(
     ctx: &Ctx,
     me: &Presence,
@@ -227,11 +218,11 @@ async fn call(
     member_of(ctx, me).await?;
     let found: Option<McpListed> = bounded(ctx.store.mcp_server(&me.mesh_id, &server)).await?;
     let Some(l) = found else {
-        refused_early(ctx, "mcp", "not_found");
+        count(ctx, RelayKind::Mcp, "not_found");
         return result_error(format!("MCP server \"{server}\" not found in mesh"));
     };
     let (Some(host), Some(node)) = (l.entry.host_presence, l.host_node) else {
-        refused_early(ctx, "mcp", "offline");
+        count(ctx, RelayKind::Mcp, "offline");
         let now = ctx.now();
         return result_error(format!(
             "Server '{server}' is offline — hosted by {} who disconnected {} ago. It will restore when they reconnect.",
@@ -266,7 +257,7 @@ async fn peer_request(
 ) -> Handled {
     member_of(ctx, me).await?;
     let Some(host) = bounded(ctx.store.relay_target(&me.mesh_id, target)).await? else {
-        refused_early(ctx, kind_name(kind), "not_found");
+        count(ctx, kind, "not_found");
         return Err(Refusal::new(
             "peer_not_found",
             "no online peer has that pubkey",
@@ -296,13 +287,6 @@ async fn peer_request(
     ctx.relays
         .start(ctx, id, call, Value::Object(forward).to_string());
     Ok(Reply::None)
-}
-
-fn kind_name(kind: RelayKind) -> &'static str {
-    match kind {
-        RelayKind::Dir => "dir",
-        _ => "file",
-    }
 }
 
 /// A member's new presence takes over its offline persistent entries,

@@ -94,6 +94,18 @@ enum Failure {
     HostGone,
 }
 
+/// Takes the entries `pred` picks out of `map`.
+fn take<V>(map: &mut HashMap<String, V>, pred: impl Fn(&V) -> bool) -> Vec<(String, V)> {
+    let ids: Vec<String> = map
+        .iter()
+        .filter(|(_, v)| pred(v))
+        .map(|(id, _)| id.clone())
+        .collect();
+    ids.into_iter()
+        .filter_map(|id| map.remove(&id).map(|v| (id, v)))
+        .collect()
+}
+
 impl Relays {
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
@@ -221,20 +233,10 @@ impl Relays {
     /// A socket of this node closed: the relays it hosts end ("host
     /// disconnected"), and the answers it waited for have nobody to go to.
     pub fn closed(&self, ctx: &Ctx, presence: Uuid) {
-        let hosted: Vec<(String, Uuid)> = {
-            let mut h = self.hosted();
-            let ids: Vec<String> = h
-                .iter()
-                .filter(|(_, x)| x.host == presence)
-                .map(|(id, _)| id.clone())
-                .collect();
-            ids.into_iter()
-                .filter_map(|id| h.remove(&id).map(|x| (id, x.from)))
-                .collect()
-        };
-        for (id, from) in hosted {
+        let hosted = take(&mut self.hosted(), |x| x.host == presence);
+        for (id, x) in hosted {
             ctx.signal(
-                from,
+                x.from,
                 Signal::Answer {
                     id,
                     answer: Answered::Gone,
@@ -247,14 +249,9 @@ impl Relays {
     /// Relays past their deadline, taken out.
     fn expired(&self, now: Instant) -> Vec<Call> {
         self.hosted().retain(|_, h| h.until > now);
-        let mut w = self.waiting();
-        let ids: Vec<String> = w
-            .iter()
-            .filter(|(_, x)| x.deadline <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        ids.into_iter()
-            .filter_map(|id| w.remove(&id).map(|x| x.call))
+        take(&mut self.waiting(), |x| x.deadline <= now)
+            .into_iter()
+            .map(|(_, x)| x.call)
             .collect()
     }
 
@@ -273,18 +270,14 @@ impl Relays {
 
     /// Relays whose remote host is not among `alive`, taken out.
     fn orphaned(&self, here: Uuid, hosts: &[Uuid], alive: &[Uuid]) -> Vec<Call> {
-        let mut w = self.waiting();
-        let ids: Vec<String> = w
-            .iter()
-            .filter(|(_, x)| {
-                x.call.host_node != here
-                    && hosts.contains(&x.call.host)
-                    && !alive.contains(&x.call.host)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        ids.into_iter()
-            .filter_map(|id| w.remove(&id).map(|x| x.call))
+        let gone = |x: &Waiting| {
+            x.call.host_node != here
+                && hosts.contains(&x.call.host)
+                && !alive.contains(&x.call.host)
+        };
+        take(&mut self.waiting(), gone)
+            .into_iter()
+            .map(|(_, x)| x.call)
             .collect()
     }
 
@@ -294,7 +287,8 @@ impl Relays {
     }
 }
 
-fn count(ctx: &Ctx, kind: RelayKind, result: &'static str) {
+/// Counts a relay's outcome in `broker_relays_total`.
+pub fn count(ctx: &Ctx, kind: RelayKind, result: &'static str) {
     ctx.metrics
         .relay
         .relays

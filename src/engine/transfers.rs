@@ -15,7 +15,7 @@ use futures_util::stream::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::files::{can_read, new_file_id, valid_pubkey, verify};
+use super::files::{can_read, valid_pubkey, verify};
 use super::{bounded, Ctx};
 use crate::blobs::BlobError;
 use crate::config::{Config, UploadAuth};
@@ -266,7 +266,7 @@ async fn upload_inner(
     }
     let now = ctx.now();
     let row = FileRow {
-        id: new_file_id(now),
+        id: crate::store::new_message_id(now),
         mesh_id: presence.mesh_id.clone(),
         name: h.name,
         // What the quota holds for it until the body is in.

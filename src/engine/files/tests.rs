@@ -1,6 +1,7 @@
 use super::*;
 use crate::protocol::GroupRef;
 use crate::store::{FileRow, PeerRole, PresenceState, Role};
+use uuid::Uuid;
 
 fn member(id: &str, pubkey: &str, name: &str) -> Member {
     Member {
