@@ -75,6 +75,18 @@ async fn calls_and_file_requests_cross_nodes() {
     assert_eq!(r["entries"], json!(entries));
     assert_eq!(r["_reqId"], "d");
 
+    // Registry events reach the other nodes: an entry unregistered on
+    // node 2 is heard on node 1.
+    registered(&mut host, "tmp", false).await;
+    registered(&mut host, "keep", true).await;
+    host.send(json!({"type": "mcp_unregister", "serverName": "tmp"}))
+        .await;
+    let e = event_named(&mut watcher, "mcp_unregistered").await;
+    assert_eq!(
+        e["eventData"],
+        json!({"serverName": "tmp", "hostedBy": "alice"})
+    );
+
     // The host's socket closes on node 2 mid-call: node 0's caller hears
     // it from there, before any timeout.
     caller.send(call("jira", "c3")).await;
