@@ -158,6 +158,16 @@ cluster_run "cross-node only" "0 1 2" --workload rate --peers 99 --rate 2000 --d
 cluster_run "all on one node" "0" --workload rate --peers 99 --rate 2000 --duration 10
 cluster_run "spread" "0 1 2" --workload dm --peers 99 --messages 100
 
+# Shared state and tasks (PROTOCOL-MESH.md §1, §3): set -> state_change at
+# a peer on another node; claimers on every node racing over a backlog
+# (groups of one per node claim the same tasks; duplicates are double
+# claims).
+echo
+echo "| 3 nodes | workload | result | latency p50 / p95 / p99 ms | vs ceiling | NOTIFYs per delivery |"
+echo "| --- | --- | --- | --- | --- | --- |"
+cluster_run "state" "0 1 2" --workload state --peers 100 --rate 1000 --duration 10
+cluster_run "task claims" "0 1 2" --workload tasks --peers 300 --messages 20
+
 # Time and fan-out (PROTOCOL-MESH.md §12, §14): reminder lateness (push
 # minus due time) and stream publish -> subscriber on another node.
 echo

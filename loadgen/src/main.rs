@@ -5,6 +5,7 @@
 
 mod admin;
 mod conn;
+mod fanout;
 mod layout;
 mod one_mesh;
 mod payload;
@@ -14,7 +15,7 @@ mod relay;
 mod run;
 mod schedule;
 mod stats;
-mod stream;
+mod tasks;
 mod upload;
 mod workload;
 
@@ -56,6 +57,16 @@ Workloads (a peer's \"mesh\" is its own mesh; peer i is in mesh i % K):
              another node than the publisher (every subscriber with one
              --url); start brokers with BROKER_STREAM_RATE_PER_MIN and
              BROKER_MAX_FRAMES_PER_SECOND above the per-peer rate
+  state      every peer sets its own state key, --rate sets/s in total
+             for --duration seconds, each reaching every other peer as
+             state_change; latency is set to a peer on another node than
+             the setter (every peer with one --url)
+  tasks      each peer creates --messages tasks; then groups of one peer
+             per --url (at least two) race to claim them, every member of
+             a group claiming each of its group's tasks in the same order,
+             one claim in flight per peer; throughput is tasks claimed/s,
+             latency each claim's round trip; duplicates are double claims,
+             lost tasks nobody won
   relay      every peer registers an MCP server and answers its calls;
              peer i calls peer i+1's (on the next --url) at --rate calls/s
              in total for --duration seconds; latency is mcp_call to
@@ -65,7 +76,7 @@ Workloads (a peer's \"mesh\" is its own mesh; peer i is in mesh i % K):
              downloads each from the next --url and compares; reports
              upload_mb_per_s and download_mb_per_s, latency per upload
 
-schedule, stream, recall, relay and upload make one mesh of --peers
+schedule, stream, state, tasks, recall, relay and upload make one mesh of --peers
 sessions (peer i on
 url i % urls); --meshes and --stalled do not apply.
 
@@ -125,6 +136,8 @@ pub enum Workload {
     Recall,
     Schedule,
     Stream,
+    State,
+    Tasks,
     Relay,
     Upload,
 }
@@ -140,6 +153,8 @@ impl Workload {
             Workload::Recall => "recall",
             Workload::Schedule => "schedule",
             Workload::Stream => "stream",
+            Workload::State => "state",
+            Workload::Tasks => "tasks",
             Workload::Relay => "relay",
             Workload::Upload => "upload",
         }
@@ -392,7 +407,22 @@ fn schedule_plan(args: &Args) -> Result<schedule::SchedulePlan> {
     })
 }
 
-/// The plan of a rate-driven one-mesh workload (`stream`, `relay`).
+/// The `tasks` workload's plan: `--messages` tasks per peer, no rate.
+fn tasks_plan(args: &Args) -> Result<tasks::TasksPlan> {
+    let nodes = one_mesh_nodes(args)?;
+    if args.messages == 0 {
+        bail!("--workload tasks needs --messages of at least 1 (tasks per peer)");
+    }
+    Ok(tasks::TasksPlan {
+        nodes,
+        admin_token: args.admin_token.clone(),
+        peers: args.peers,
+        per_peer: args.messages,
+        progress: !args.json,
+    })
+}
+
+/// The plan of a rate-driven one-mesh workload (`stream`, `state`, `relay`).
 fn stream_plan(args: &Args) -> Result<one_mesh::RatePlan> {
     let nodes = one_mesh_nodes(args)?;
     Ok(one_mesh::RatePlan {
@@ -412,7 +442,11 @@ async fn main() -> ExitCode {
         match args.workload {
             Workload::Recall => return recall::run(recall_plan(&args)?).await,
             Workload::Schedule => return schedule::run(schedule_plan(&args)?).await,
-            Workload::Stream => return stream::run(stream_plan(&args)?).await,
+            Workload::Stream => {
+                return fanout::run(stream_plan(&args)?, fanout::Kind::Stream).await
+            }
+            Workload::State => return fanout::run(stream_plan(&args)?, fanout::Kind::State).await,
+            Workload::Tasks => return tasks::run(tasks_plan(&args)?).await,
             Workload::Relay => return relay::run(stream_plan(&args)?).await,
             Workload::Upload => {
                 let nodes = one_mesh_nodes(&args)?;

@@ -143,6 +143,7 @@ pub async fn run(plan: Plan) -> Result<Report> {
         idle: None,
         upload_mb_per_s: None,
         download_mb_per_s: None,
+        claims_refused: None,
     };
 
     let outcome = if plan.workload == Workload::Idle {
@@ -227,6 +228,8 @@ fn fanout(workload: Workload, layout: &Layout, i: usize) -> u64 {
         | Workload::Recall
         | Workload::Schedule
         | Workload::Stream
+        | Workload::State
+        | Workload::Tasks
         | Workload::Relay
         | Workload::Upload => 0,
     }
@@ -439,6 +442,8 @@ async fn load(
         Workload::Recall
         | Workload::Schedule
         | Workload::Stream
+        | Workload::State
+        | Workload::Tasks
         | Workload::Relay
         | Workload::Upload => {
             unreachable!("runs in its own module")

@@ -206,6 +206,9 @@ pub struct Report {
     pub upload_mb_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub download_mb_per_s: Option<f64>,
+    /// `tasks`: claims refused as `task_not_claimable` (another won).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims_refused: Option<u64>,
 }
 
 impl Report {
@@ -236,6 +239,7 @@ impl Report {
             idle: None,
             upload_mb_per_s: None,
             download_mb_per_s: None,
+            claims_refused: None,
         }
     }
 }

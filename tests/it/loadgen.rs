@@ -33,10 +33,16 @@ fn loadgen_binary() -> std::path::PathBuf {
 /// Runs the load generator against `node` with `args` (split on
 /// whitespace); returns its JSON.
 async fn loadgen(node: &TestNode, args: &str) -> Value {
+    loadgen_on(&[node], args).await
+}
+
+/// The same against several nodes (peer i on `nodes[i % len]`).
+async fn loadgen_on(nodes: &[&TestNode], args: &str) -> Value {
     let mut cmd = tokio::process::Command::new(loadgen_binary());
-    cmd.arg("--url")
-        .arg(node.url(""))
-        .args(["--admin-token", ADMIN_TOKEN, "--json"])
+    for node in nodes {
+        cmd.arg("--url").arg(node.url(""));
+    }
+    cmd.args(["--admin-token", ADMIN_TOKEN, "--json"])
         .args(args.split_whitespace())
         .env_remove("BROKER_ADMIN_TOKEN")
         .env_remove("MAX_MESSAGE_BYTES")
@@ -413,4 +419,64 @@ async fn memory_relay_and_upload() {
 async fn postgres_relay_and_upload() {
     relay_counts_every_call(Backend::Postgres).await;
     upload_counts_every_file(Backend::Postgres).await;
+}
+
+/// `state`: each set reaches every other peer once as `state_change`.
+async fn state_counts_every_change(nodes: &[&TestNode]) {
+    let r = loadgen_on(nodes, "--workload state --peers 6 --rate 60 --duration 1").await;
+    assert_eq!(
+        (
+            r["sent"].as_u64(),
+            r["delivered"].as_u64(),
+            r["lost"].as_u64(),
+            r["duplicates"].as_u64()
+        ),
+        (Some(60), Some(300), Some(0), Some(0)),
+        "{r}"
+    );
+    assert!(r["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+/// `tasks`: every task is claimed exactly once; the losers of each race
+/// are refused, never double-claimed.
+async fn tasks_claimed_once(nodes: &[&TestNode]) {
+    let r = loadgen_on(nodes, "--workload tasks --peers 6 --messages 10").await;
+    let racers = nodes.len().max(2) as u64;
+    assert_eq!(
+        (
+            r["delivered"].as_u64(),
+            r["lost"].as_u64(),
+            r["duplicates"].as_u64(),
+            r["rejected"].as_u64(),
+            r["sent"].as_u64(),
+            r["claims_refused"].as_u64(),
+        ),
+        (
+            Some(60),
+            Some(0),
+            Some(0),
+            Some(0),
+            Some(60 * racers),
+            Some(60 * (racers - 1))
+        ),
+        "{r}"
+    );
+    assert!(r["throughput_msgs_per_s"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_state_and_tasks() {
+    let (node, _db) = node_with(Backend::Memory, |_| {}).await;
+    state_counts_every_change(&[&node]).await;
+    tasks_claimed_once(&[&node]).await;
+}
+
+/// Three nodes on one database: the changes cross nodes, and the claim
+/// races are between nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_state_and_tasks_across_nodes() {
+    let c = crate::cluster::cluster(3, |_| {}).await;
+    let nodes: Vec<&TestNode> = c.nodes.iter().collect();
+    state_counts_every_change(&nodes).await;
+    tasks_claimed_once(&nodes).await;
 }

@@ -1,11 +1,16 @@
-//! The `stream` workload (PROTOCOL-MESH.md §14): every peer subscribes to
-//! one stream, then the peers publish `--rate` publishes a second in total
-//! (each its share, paced) for `--duration` seconds; every publish should
-//! reach every other peer once. Latency is publish → `stream_data` at a
-//! subscriber on another node than the publisher (peer i is on node
-//! i % nodes); with one node, every subscriber counts. A second copy of a
-//! publish at one subscriber is a duplicate; one that never comes is lost
-//! (streams are at most once: loss is what the broker dropped).
+//! The fan-out workloads: the peers write `--rate` frames a second in
+//! total (each its share, paced) for `--duration` seconds, and every
+//! write should reach every other peer once as an event.
+//!
+//! - `stream` (PROTOCOL-MESH.md §14): every peer subscribes to one
+//!   stream and publishes to it; the event is `stream_data`.
+//! - `state` (§1): every peer sets its own key; the event is
+//!   `state_change`, which goes to every other presence of the mesh.
+//!
+//! Latency is write → event at a peer on another node than the writer
+//! (peer i is on node i % nodes); with one node, every peer counts. A
+//! second copy of a write at one peer is a duplicate; one that never comes
+//! is lost (both events are at most once: loss is what the broker dropped).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -21,20 +26,54 @@ use crate::progress::Progress;
 use crate::stats::{self, Report};
 
 const STREAM: &str = "load";
+
+/// Which frame the peers write and which event carries it back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Stream,
+    State,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Stream => "stream",
+            Kind::State => "state",
+        }
+    }
+
+    /// Peer `s`'s write number `n`, stamped `t`.
+    fn write(self, s: usize, n: u64, t: u64) -> serde_json::Value {
+        let body = json!({"s": s, "n": n, "t": t});
+        match self {
+            Kind::Stream => json!({"type": "publish", "stream": STREAM, "data": body}),
+            Kind::State => json!({"type": "set_state", "key": format!("load.{s}"), "value": body}),
+        }
+    }
+
+    /// The event's type and the field that holds the written body.
+    fn event(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Stream => ("stream_data", "data"),
+            Kind::State => ("state_change", "value"),
+        }
+    }
+}
 /// After the last publish, how long to wait for stragglers.
 const DRAIN: Duration = Duration::from_secs(10);
 
-pub async fn run(plan: RatePlan) -> Result<Report> {
+pub async fn run(plan: RatePlan, kind: Kind) -> Result<Report> {
     let progress = Progress::new(plan.progress);
-    let peers = one_mesh::connect(&plan.nodes, &plan.admin_token, plan.peers, "stream").await?;
+    let peers = one_mesh::connect(&plan.nodes, &plan.admin_token, plan.peers, kind.name()).await?;
     let n = plan.peers;
     let nodes = plan.nodes.len();
     let per_peer = ((plan.rate * plan.duration.as_secs_f64()) / n as f64).floor() as u64;
     if per_peer == 0 {
-        bail!("--rate × --duration gives each of the {n} peers no publish");
+        bail!("--rate × --duration gives each of the {n} peers no write");
     }
     let (mut sinks, mut streams): (Vec<_>, Vec<_>) = peers.socks.into_iter().unzip();
-    for (sink, stream) in sinks.iter_mut().zip(streams.iter_mut()) {
+    let subscribers = sinks.iter_mut().zip(streams.iter_mut());
+    for (sink, stream) in subscribers.filter(|_| kind == Kind::Stream) {
         let f = json!({"type": "subscribe", "stream": STREAM});
         sink.send(Message::Text(f.to_string().into())).await?;
         if next_of(stream, "subscribed", Duration::from_secs(30))
@@ -45,7 +84,7 @@ pub async fn run(plan: RatePlan) -> Result<Report> {
         }
     }
     let expected_each = per_peer * (n as u64 - 1);
-    progress.phase("publish", expected_each * n as u64);
+    progress.phase(kind.name(), expected_each * n as u64);
 
     let started = std::time::Instant::now();
     let rate = plan.rate;
@@ -55,8 +94,7 @@ pub async fn run(plan: RatePlan) -> Result<Report> {
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
-            let f = json!({"type": "publish", "stream": STREAM,
-                "data": {"s": i, "n": k, "t": now_us()}});
+            let f = kind.write(i, k, now_us());
             sink.send(Message::Text(f.to_string().into())).await?;
         }
         anyhow::Ok(())
@@ -64,19 +102,19 @@ pub async fn run(plan: RatePlan) -> Result<Report> {
     let reading = streams.iter_mut().enumerate().map(|(me, stream)| {
         let progress = progress.clone();
         let span = plan.duration;
+        let (event, field) = kind.event();
         async move {
             let mut seen = HashSet::new();
             let (mut remote, mut local, mut dups) = (Vec::new(), Vec::new(), 0u64);
             while (seen.len() as u64) < expected_each {
                 let limit = span.saturating_sub(started.elapsed()) + DRAIN;
-                let Some(d) = next_of(stream, "stream_data", limit).await? else {
+                let Some(e) = next_of(stream, event, limit).await? else {
                     break;
                 };
-                let took = now_us()
-                    .saturating_sub(d["data"]["t"].as_u64().unwrap_or(0))
-                    .max(1);
-                let from = d["data"]["s"].as_u64().unwrap_or(u64::MAX) as usize;
-                if !seen.insert((from, d["data"]["n"].as_u64().unwrap_or(0))) {
+                let d = &e[field];
+                let took = now_us().saturating_sub(d["t"].as_u64().unwrap_or(0)).max(1);
+                let from = d["s"].as_u64().unwrap_or(u64::MAX) as usize;
+                if !seen.insert((from, d["n"].as_u64().unwrap_or(0))) {
                     dups += 1;
                     continue;
                 }
@@ -111,9 +149,7 @@ pub async fn run(plan: RatePlan) -> Result<Report> {
     }
     progress.finish();
     if plan.progress {
-        eprintln!(
-            "{locals} deliveries to subscribers on the publisher's own node are not in the latency"
-        );
+        eprintln!("{locals} deliveries to peers on the writer's own node are not in the latency");
     }
     for mut sink in sinks {
         let _ = sink.close().await;
@@ -132,6 +168,6 @@ pub async fn run(plan: RatePlan) -> Result<Report> {
         throughput_msgs_per_s: stats::round3(sent as f64 / plan.duration.as_secs_f64()),
         latency_ms: stats::quantiles_ms(&h),
         hello_per_s: stats::round3(peers.hello_per_s),
-        ..Report::one_mesh("stream")
+        ..Report::one_mesh(kind.name())
     })
 }
